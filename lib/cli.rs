@@ -1,0 +1,74 @@
+//! What every offload binary does around its own work: read the command line
+//! (the original single-dash spelling included), report errors as one line
+//! with their chain, and map the outcome to the documented exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::{self, ExitStatus};
+
+/// Global options every tool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Database: a PostgreSQL URL, an SQLite file, or a name from the configuration
+    /// [default: $OFFLOAD_DB, else default_db of the configuration, else ~/.local/share/offload/offload.db]
+    #[arg(long, global = true, value_name = "URL|PATH|NAME")]
+    pub db: Option<String>,
+
+    /// Database by its name in the configuration (as in `-dbname gpc1`)
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "db")]
+    pub dbname: Option<String>,
+
+    /// Configuration file [default: $OFFLOAD_CONFIG, else ~/.config/offload/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Print results as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print nothing on stderr but warnings and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// Parse the command line of a tool and run it. `run` returns the status
+/// for a finished command; an error is printed on one line and mapped to
+/// its status; a closed stdout pipe ends quietly.
+pub fn main<A: Parser>(
+    tool: &'static str,
+    run: impl FnOnce(A) -> anyhow::Result<ExitStatus>,
+) -> ExitCode {
+    let argv = crate::legacy::translate(std::env::args().collect());
+    let args = match A::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    match run(args) {
+        Ok(status) => status.into(),
+        Err(e) if exit::is_broken_pipe(&e) => ExitStatus::Success.into(),
+        Err(e) => {
+            let status = exit::status_of(&e);
+            match status {
+                ExitStatus::NothingToDo => eprintln!("{tool}: {}", exit::one_line(&e)),
+                ExitStatus::TryLater | ExitStatus::Auth => {
+                    eprintln!("{tool}: try later: {}", exit::one_line(&e))
+                }
+                _ => eprintln!("{tool}: error: {}", exit::one_line(&e)),
+            }
+            status.into()
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The database: SQLite by default (a file, nothing to install), PostgreSQL
+//! by URL when several hosts share the work. Opening applies the embedded
+//! migrations of the backend and refuses a database written by a newer
+//! offload.
+
+pub mod models;
+pub mod queries;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use queries::Store;
+
+use crate::exit;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long a SQLite writer waits for another before giving up (ms).
+const SQLITE_BUSY_MS: u32 = 30_000;
+/// PostgreSQL advisory lock key held while migrating ("offload" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006f_6666_6c6f_6164;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An open database of either backend.
+pub enum Db {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// Where a database lives, parsed from a URL or a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Location {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Location::Postgres(url.to_string())
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            Location::Sqlite(PathBuf::from(path))
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(url) => redact(url),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    let re = regex::Regex::new(r"^(?P<pre>[a-z]+://[^:/@]+:)[^@]*@").expect("valid regex");
+    re.replace(url, "${pre}***@").into_owned()
+}
+
+impl Db {
+    /// Open (and migrate) the database at a URL or path.
+    pub fn open(url: &str) -> anyhow::Result<Db> {
+        let loc = Location::parse(url);
+        match &loc {
+            Location::Sqlite(path) => open_sqlite(path).map(Db::Sqlite),
+            Location::Postgres(url) => open_postgres(url).map(Db::Postgres),
+        }
+        .with_context(|| format!("database {}", loc.display()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Run `f` in one transaction: committed when it returns Ok, rolled back
+    /// otherwise. On SQLite the transaction takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so writers queue instead of failing on upgrade.
+    pub fn tx<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Store) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match self {
+            Db::Sqlite(c) => c.immediate_transaction(|c| f(c)),
+            Db::Postgres(c) => c.transaction(|c| f(c)),
+        }
+    }
+
+    /// Read without a transaction of our own.
+    pub fn read<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Store) -> QueryResult<T>,
+    ) -> anyhow::Result<T> {
+        Ok(match self {
+            Db::Sqlite(c) => f(c)?,
+            Db::Postgres(c) => f(c)?,
+        })
+    }
+}
+
+fn open_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
+    if path.as_os_str() != ":memory:" {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                if path == crate::config::default_db_path() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+                } else {
+                    return Err(exit::usage(format!(
+                        "folder {} does not exist: create it, or give another --db",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+    }
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| exit::usage(format!("database path {} is not UTF-8", path.display())))?;
+    let mut c = SqliteConnection::establish(path_str).map_err(|e| anyhow!("cannot open: {e}"))?;
+    c.batch_execute(&format!(
+        "PRAGMA busy_timeout = {SQLITE_BUSY_MS}; PRAGMA foreign_keys = ON;"
+    ))?;
+    // WAL lets readers work while one process writes; it needs the lock too.
+    c.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .context("cannot open (is this an SQLite database file?)")?;
+    c.immediate_transaction(|c| migrate(c, SQLITE_MIGRATIONS))?;
+    Ok(c)
+}
+
+fn open_postgres(url: &str) -> anyhow::Result<PgConnection> {
+    let mut c = PgConnection::establish(url).map_err(|e| {
+        anyhow!(
+            "cannot connect: {}; check that the server runs and the URL, user and password are right",
+            e.to_string().trim().replace('\n', " ")
+        )
+    })?;
+    c.transaction(|c| {
+        c.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+        migrate(c, POSTGRES_MIGRATIONS)
+    })?;
+    Ok(c)
+}
+
+/// Refuse a database newer than this binary, then apply what is pending.
+fn migrate<C, DB>(c: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<()>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB> + Connection<Backend = DB>,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    use diesel::migration::MigrationSource;
+    let known: Vec<String> = MigrationSource::<DB>::migrations(&migrations)
+        .map_err(|e| anyhow!("embedded migrations: {e}"))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    let applied: Vec<String> = c
+        .applied_migrations()
+        .map_err(|e| anyhow!("cannot read the schema version: {e}"))?
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    if let Some(newer) = applied.iter().find(|v| !known.contains(v)) {
+        return Err(exit::usage(format!(
+            "written by a newer offload (schema version {newer}; this offload {} knows up to {}): \
+             run the newer offload, or point --db at another database",
+            env!("CARGO_PKG_VERSION"),
+            known.last().map(String::as_str).unwrap_or("none")
+        )));
+    }
+    c.run_pending_migrations(migrations)
+        .map_err(|e| anyhow!("cannot apply migrations: {e}"))?;
+    Ok(())
+}
+
+/// A lock wait that ran out, or a conflict with a concurrent writer: the
+/// same command may succeed later.
+pub fn is_busy(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(kind, info) => {
+            matches!(kind, DatabaseErrorKind::SerializationFailure)
+                || info.message().contains("database is locked")
+                || info.message().contains("database table is locked")
+        }
+        _ => false,
+    }
+}
+
+/// A unique index refused a row.
+pub fn is_unique_violation(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<DieselError>(),
+            Some(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    })
+}
+
+/// Current time as stored: UTC, microseconds (PostgreSQL's precision).
+pub fn now() -> chrono::NaiveDateTime {
+    let t = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("postgresql://a:b@h/d"),
+            Location::Postgres("postgresql://a:b@h/d".into())
+        );
+        assert_eq!(
+            Location::parse("sqlite:///x/y.db"),
+            Location::Sqlite("/x/y.db".into())
+        );
+        assert_eq!(Location::parse("y.db"), Location::Sqlite("y.db".into()));
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+    }
+}

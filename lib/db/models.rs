@@ -1,0 +1,146 @@
+//! Rows as Rust structs: what is read (`Queryable`) and what is written
+//! (`Insertable`).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = work_items)]
+pub struct WorkItem {
+    pub id: i64,
+    pub stage: String,
+    pub stage_id: i64,
+    pub label: String,
+    pub priority: i32,
+    pub params: String,
+    pub state: String,
+    pub attempts: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = work_items)]
+pub struct NewWorkItem {
+    pub stage: String,
+    pub stage_id: i64,
+    pub label: String,
+    pub priority: i32,
+    pub params: String,
+    pub state: String,
+    pub attempts: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = remote_runs)]
+pub struct Run {
+    pub remote_id: i64,
+    pub state: String,
+    pub stage: String,
+    pub label: String,
+    pub path_base: String,
+    pub target: Option<String>,
+    pub job_id: Option<String>,
+    pub last_poll: Option<NaiveDateTime>,
+    pub fault: i32,
+    pub message: Option<String>,
+    pub job_policy: String,
+    pub attempt: i32,
+    pub auth_return_state: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = remote_runs)]
+pub struct NewRun<'a> {
+    pub state: &'a str,
+    pub stage: &'a str,
+    pub label: &'a str,
+    pub path_base: &'a str,
+    pub target: Option<&'a str>,
+    pub job_policy: &'a str,
+    pub attempt: i32,
+    pub fault: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = remote_components)]
+pub struct Component {
+    pub id: i64,
+    pub remote_id: i64,
+    pub work_item_id: i64,
+    pub state: String,
+    pub active: bool,
+    pub attempts: i32,
+    pub exit_status: Option<i32>,
+    pub runtime: Option<f64>,
+    pub fault: i32,
+    pub result: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = history)]
+pub struct History {
+    pub id: i64,
+    pub remote_id: Option<i64>,
+    pub at: NaiveDateTime,
+    pub host: String,
+    pub pid: i32,
+    pub tool: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub message: Option<String>,
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = history)]
+pub struct NewHistory {
+    pub remote_id: Option<i64>,
+    pub at: NaiveDateTime,
+    pub host: String,
+    pub pid: i32,
+    pub tool: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub message: Option<String>,
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Serialize)]
+#[diesel(table_name = control)]
+pub struct Control {
+    pub tool: String,
+    pub paused: bool,
+    pub reason: Option<String>,
+    pub changed_at: NaiveDateTime,
+    pub changed_by: String,
+}
+
+/// What a state change writes besides the state itself.
+#[derive(Debug, Clone, Default)]
+pub struct RunUpdate {
+    pub auth_return_state: Option<Option<String>>,
+    pub last_poll: Option<NaiveDateTime>,
+    pub fault: Option<i32>,
+    pub message: Option<Option<String>>,
+}
+
+/// Filters of `remotetool list`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub states: Vec<String>,
+    pub label: Option<String>,
+    pub stage: Option<String>,
+    pub remote_id: Option<i64>,
+}

@@ -1,0 +1,340 @@
+//! Every query, written once and compiled for both backends: the [`Store`]
+//! trait is implemented for `SqliteConnection` and `PgConnection` by the same
+//! macro body. Backend-specific SQL lives in `db/mod.rs`, behind a `match`.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::{count_star, exists, not};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamp};
+use diesel::sqlite::SqliteConnection;
+use diesel::IntoSql;
+
+use super::models::*;
+use super::schema::*;
+use super::Backend;
+
+/// Rows written per INSERT: under SQLite's and PostgreSQL's bind limits.
+const CHUNK: usize = 1000;
+
+/// What a state change writes. `None` leaves a column as it is.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = remote_runs)]
+pub struct RunChanges {
+    pub state: String,
+    pub updated_at: NaiveDateTime,
+    pub auth_return_state: Option<Option<String>>,
+    pub last_poll: Option<Option<NaiveDateTime>>,
+    pub fault: Option<i32>,
+    pub message: Option<Option<String>>,
+}
+
+/// The queries offload runs. Object safe, so tool code takes `&mut dyn Store`
+/// inside [`super::Db::tx`] and never names a backend.
+pub trait Store {
+    fn backend(&self) -> Backend;
+
+    fn insert_work_items(&mut self, items: &[NewWorkItem]) -> QueryResult<usize>;
+    /// (stage, stage_id) of every work item of these stages.
+    fn existing_keys(&mut self, stages: &[String]) -> QueryResult<Vec<(String, i64)>>;
+    fn count_items(
+        &mut self,
+        label: Option<&str>,
+        stage: Option<&str>,
+        state: Option<&str>,
+    ) -> QueryResult<i64>;
+    /// Ready work items of a label and stage that are in no active run.
+    fn count_free_items(&mut self, label: &str, stage: &str) -> QueryResult<i64>;
+    fn distinct_labels(&mut self) -> QueryResult<Vec<String>>;
+    fn distinct_stages(&mut self, label: &str) -> QueryResult<Vec<String>>;
+
+    fn insert_run(&mut self, run: &NewRun<'_>) -> QueryResult<i64>;
+    /// Attach the free ready items of label and stage (highest priority
+    /// first, at most `limit`) to a run as its components. The unique index
+    /// on active components refuses an item already in a run.
+    fn claim_ready_items(
+        &mut self,
+        remote_id: i64,
+        label: &str,
+        stage: &str,
+        limit: Option<i64>,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+    fn run(&mut self, remote_id: i64) -> QueryResult<Option<Run>>;
+    fn runs(&mut self, filter: &RunFilter) -> QueryResult<Vec<Run>>;
+    /// (remote_id, component state, count) for these runs.
+    fn component_counts(&mut self, remote_ids: &[i64]) -> QueryResult<Vec<(i64, String, i64)>>;
+    /// Change a run's state if it is still `from`; the number of rows changed.
+    fn set_run_state(
+        &mut self,
+        remote_id: i64,
+        from: &str,
+        changes: &RunChanges,
+    ) -> QueryResult<usize>;
+    /// Release a closed run's components (they become inactive); with
+    /// `done`, their work items are marked done first.
+    fn close_components(
+        &mut self,
+        remote_id: i64,
+        done: bool,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+
+    fn insert_history(&mut self, row: &NewHistory) -> QueryResult<()>;
+    fn history(&mut self, remote_id: Option<i64>, limit: i64) -> QueryResult<Vec<History>>;
+
+    fn set_control(&mut self, row: &Control) -> QueryResult<()>;
+    fn controls(&mut self) -> QueryResult<Vec<Control>>;
+}
+
+/// The active component of the work item in the outer query, if any.
+macro_rules! in_active_run {
+    () => {
+        remote_components::table
+            .filter(remote_components::work_item_id.eq(work_items::id))
+            .filter(remote_components::active.eq(true))
+            .select(remote_components::id)
+    };
+}
+
+macro_rules! impl_store {
+    ($conn:ty, $backend:expr) => {
+        impl Store for $conn {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            fn insert_work_items(&mut self, items: &[NewWorkItem]) -> QueryResult<usize> {
+                let mut n = 0;
+                for chunk in items.chunks(CHUNK) {
+                    n += diesel::insert_into(work_items::table)
+                        .values(chunk)
+                        .execute(self)?;
+                }
+                Ok(n)
+            }
+
+            fn existing_keys(&mut self, stages: &[String]) -> QueryResult<Vec<(String, i64)>> {
+                work_items::table
+                    .filter(work_items::stage.eq_any(stages))
+                    .select((work_items::stage, work_items::stage_id))
+                    .load(self)
+            }
+
+            fn count_items(
+                &mut self,
+                label: Option<&str>,
+                stage: Option<&str>,
+                state: Option<&str>,
+            ) -> QueryResult<i64> {
+                let mut q = work_items::table.into_boxed();
+                if let Some(l) = label {
+                    q = q.filter(work_items::label.eq(l));
+                }
+                if let Some(s) = stage {
+                    q = q.filter(work_items::stage.eq(s));
+                }
+                if let Some(s) = state {
+                    q = q.filter(work_items::state.eq(s));
+                }
+                q.select(count_star()).first(self)
+            }
+
+            fn count_free_items(&mut self, label: &str, stage: &str) -> QueryResult<i64> {
+                work_items::table
+                    .filter(work_items::label.eq(label))
+                    .filter(work_items::stage.eq(stage))
+                    .filter(work_items::state.eq("ready"))
+                    .filter(not(exists(in_active_run!())))
+                    .select(count_star())
+                    .first(self)
+            }
+
+            fn distinct_labels(&mut self) -> QueryResult<Vec<String>> {
+                work_items::table
+                    .select(work_items::label)
+                    .distinct()
+                    .order(work_items::label)
+                    .load(self)
+            }
+
+            fn distinct_stages(&mut self, label: &str) -> QueryResult<Vec<String>> {
+                work_items::table
+                    .filter(work_items::label.eq(label))
+                    .select(work_items::stage)
+                    .distinct()
+                    .order(work_items::stage)
+                    .load(self)
+            }
+
+            fn insert_run(&mut self, run: &NewRun<'_>) -> QueryResult<i64> {
+                diesel::insert_into(remote_runs::table)
+                    .values(run)
+                    .returning(remote_runs::remote_id)
+                    .get_result(self)
+            }
+
+            fn claim_ready_items(
+                &mut self,
+                remote_id: i64,
+                label: &str,
+                stage: &str,
+                limit: Option<i64>,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                let ready = work_items::table
+                    .filter(work_items::label.eq(label))
+                    .filter(work_items::stage.eq(stage))
+                    .filter(work_items::state.eq("ready"))
+                    .filter(not(exists(in_active_run!())))
+                    .order((work_items::priority.desc(), work_items::id.asc()))
+                    .limit(limit.unwrap_or(i64::MAX))
+                    .select((
+                        remote_id.into_sql::<BigInt>(),
+                        work_items::id,
+                        now.into_sql::<Timestamp>(),
+                        now.into_sql::<Timestamp>(),
+                    ));
+                let n = diesel::insert_into(remote_components::table)
+                    .values(ready)
+                    .into_columns((
+                        remote_components::remote_id,
+                        remote_components::work_item_id,
+                        remote_components::created_at,
+                        remote_components::updated_at,
+                    ))
+                    .execute(self)?;
+                Ok(n)
+            }
+
+            fn run(&mut self, remote_id: i64) -> QueryResult<Option<Run>> {
+                remote_runs::table
+                    .find(remote_id)
+                    .select(Run::as_select())
+                    .first(self)
+                    .optional()
+            }
+
+            fn runs(&mut self, filter: &RunFilter) -> QueryResult<Vec<Run>> {
+                let mut q = remote_runs::table.into_boxed();
+                if !filter.states.is_empty() {
+                    q = q.filter(remote_runs::state.eq_any(&filter.states));
+                }
+                if let Some(l) = &filter.label {
+                    q = q.filter(remote_runs::label.eq(l));
+                }
+                if let Some(s) = &filter.stage {
+                    q = q.filter(remote_runs::stage.eq(s));
+                }
+                if let Some(id) = filter.remote_id {
+                    q = q.filter(remote_runs::remote_id.eq(id));
+                }
+                q.order(remote_runs::remote_id.asc())
+                    .select(Run::as_select())
+                    .load(self)
+            }
+
+            fn component_counts(
+                &mut self,
+                remote_ids: &[i64],
+            ) -> QueryResult<Vec<(i64, String, i64)>> {
+                let mut out = Vec::new();
+                for chunk in remote_ids.chunks(CHUNK) {
+                    out.extend(
+                        remote_components::table
+                            .filter(remote_components::remote_id.eq_any(chunk))
+                            .group_by((remote_components::remote_id, remote_components::state))
+                            .select((
+                                remote_components::remote_id,
+                                remote_components::state,
+                                count_star(),
+                            ))
+                            .load::<(i64, String, i64)>(self)?,
+                    );
+                }
+                Ok(out)
+            }
+
+            fn set_run_state(
+                &mut self,
+                remote_id: i64,
+                from: &str,
+                changes: &RunChanges,
+            ) -> QueryResult<usize> {
+                diesel::update(remote_runs::table)
+                    .filter(remote_runs::remote_id.eq(remote_id))
+                    .filter(remote_runs::state.eq(from))
+                    .set(changes)
+                    .execute(self)
+            }
+
+            fn close_components(
+                &mut self,
+                remote_id: i64,
+                done: bool,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                if done {
+                    let members = remote_components::table
+                        .filter(remote_components::remote_id.eq(remote_id))
+                        .filter(remote_components::active.eq(true))
+                        .select(remote_components::work_item_id);
+                    diesel::update(work_items::table)
+                        .filter(work_items::id.eq_any(members))
+                        .filter(work_items::state.eq("ready"))
+                        .set((work_items::state.eq("done"), work_items::updated_at.eq(now)))
+                        .execute(self)?;
+                }
+                diesel::update(remote_components::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .set((
+                        remote_components::active.eq(false),
+                        remote_components::updated_at.eq(now),
+                    ))
+                    .execute(self)
+            }
+
+            fn insert_history(&mut self, row: &NewHistory) -> QueryResult<()> {
+                diesel::insert_into(history::table)
+                    .values(row)
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn history(&mut self, remote_id: Option<i64>, limit: i64) -> QueryResult<Vec<History>> {
+                let mut q = history::table.into_boxed();
+                if let Some(id) = remote_id {
+                    q = q.filter(history::remote_id.eq(id));
+                }
+                let mut rows: Vec<History> = q
+                    .order(history::id.desc())
+                    .limit(limit)
+                    .select(History::as_select())
+                    .load(self)?;
+                rows.reverse();
+                Ok(rows)
+            }
+
+            fn set_control(&mut self, row: &Control) -> QueryResult<()> {
+                diesel::insert_into(control::table)
+                    .values(row)
+                    .on_conflict(control::tool)
+                    .do_update()
+                    .set(row)
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn controls(&mut self) -> QueryResult<Vec<Control>> {
+                control::table
+                    .order(control::tool)
+                    .select(Control::as_select())
+                    .load(self)
+            }
+        }
+    };
+}
+
+impl_store!(SqliteConnection, Backend::Sqlite);
+impl_store!(PgConnection, Backend::Postgres);

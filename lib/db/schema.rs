@@ -1,0 +1,103 @@
+//! Table definitions shared by both backends (see `migrations/sqlite` and
+//! `migrations/postgres`, which must describe the same columns).
+
+diesel::table! {
+    work_items (id) {
+        id -> BigInt,
+        stage -> Text,
+        stage_id -> BigInt,
+        label -> Text,
+        priority -> Integer,
+        params -> Text,
+        state -> Text,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    remote_runs (remote_id) {
+        remote_id -> BigInt,
+        state -> Text,
+        stage -> Text,
+        label -> Text,
+        path_base -> Text,
+        target -> Nullable<Text>,
+        job_id -> Nullable<Text>,
+        last_poll -> Nullable<Timestamp>,
+        fault -> Integer,
+        message -> Nullable<Text>,
+        job_policy -> Text,
+        attempt -> Integer,
+        auth_return_state -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    remote_components (id) {
+        id -> BigInt,
+        remote_id -> BigInt,
+        work_item_id -> BigInt,
+        state -> Text,
+        active -> Bool,
+        attempts -> Integer,
+        exit_status -> Nullable<Integer>,
+        runtime -> Nullable<Double>,
+        fault -> Integer,
+        result -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    history (id) {
+        id -> BigInt,
+        remote_id -> Nullable<BigInt>,
+        at -> Timestamp,
+        host -> Text,
+        pid -> Integer,
+        tool -> Text,
+        from_state -> Nullable<Text>,
+        to_state -> Nullable<Text>,
+        message -> Nullable<Text>,
+        command -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    control (tool) {
+        tool -> Text,
+        paused -> Bool,
+        reason -> Nullable<Text>,
+        changed_at -> Timestamp,
+        changed_by -> Text,
+    }
+}
+
+diesel::table! {
+    leases (remote_id) {
+        remote_id -> BigInt,
+        tool -> Text,
+        host -> Text,
+        pid -> Integer,
+        acquired_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(remote_components -> remote_runs (remote_id));
+diesel::joinable!(remote_components -> work_items (work_item_id));
+diesel::joinable!(leases -> remote_runs (remote_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    work_items,
+    remote_runs,
+    remote_components,
+    history,
+    control,
+    leases,
+);

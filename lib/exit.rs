@@ -1,0 +1,128 @@
+//! Exit statuses and the error kinds that map onto them, in one place.
+//!
+//! | code | meaning                                                    |
+//! |------|------------------------------------------------------------|
+//! | 0    | done: the command did what was asked                       |
+//! | 1    | error: a person should look (message on stderr)            |
+//! | 2    | usage: bad flags, bad input file, unknown name             |
+//! | 3    | nothing to do: e.g. no ready work items, no run to claim   |
+//! | 4    | try later: a tool is paused, the database is busy          |
+//! | 5    | auth: the connection to the remote centre is down          |
+
+use std::fmt;
+
+/// The process exit status of every offload tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+    Usage,
+    NothingToDo,
+    TryLater,
+    Auth,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::NothingToDo => 3,
+            ExitStatus::TryLater => 4,
+            ExitStatus::Auth => 5,
+        }
+    }
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        std::process::ExitCode::from(s.code())
+    }
+}
+
+/// An error that carries the exit status it must end the process with.
+/// Anything else reaching `main` is a plain failure (exit 1).
+#[derive(Debug)]
+pub struct Status {
+    pub status: ExitStatus,
+    pub message: String,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Status {}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Status {
+        status: ExitStatus::Usage,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn nothing_to_do(message: impl Into<String>) -> anyhow::Error {
+    Status {
+        status: ExitStatus::NothingToDo,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn try_later(message: impl Into<String>) -> anyhow::Error {
+    Status {
+        status: ExitStatus::TryLater,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn auth(message: impl Into<String>) -> anyhow::Error {
+    Status {
+        status: ExitStatus::Auth,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit status an error maps to: the first `Status` in its chain, a busy
+/// database is "try later", anything else is a failure.
+pub fn status_of(err: &anyhow::Error) -> ExitStatus {
+    for cause in err.chain() {
+        if let Some(s) = cause.downcast_ref::<Status>() {
+            return s.status;
+        }
+        if let Some(d) = cause.downcast_ref::<diesel::result::Error>() {
+            if crate::db::is_busy(d) {
+                return ExitStatus::TryLater;
+            }
+        }
+    }
+    ExitStatus::Failure
+}
+
+/// One line: the error and its chain, joined by ": ".
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        let s = s.trim().replace('\n', " ");
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Whether an error is a closed pipe on stdout (`remotetool list | head`):
+/// not an error at all.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,20 @@
+//! offload: bundle local pipeline work items into a few big batch jobs on a
+//! remote HPC centre reached over SSH, and drive them to the end.
+//!
+//! Each tool's logic lives in the module named after it (`remotetool`);
+//! each concern in its own: `db` (schema, models, queries, migrations),
+//! `state` (the run state machine), `runs` (run lifecycle), `workitems`
+//! (the local pipeline's items), `config`, `exit` (exit statuses), `cli`,
+//! `printer`, `legacy` (the original single-dash command lines).
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod exit;
+pub mod legacy;
+pub mod printer;
+pub mod remotetool;
+pub mod runs;
+pub mod state;
+pub mod table;
+pub mod workitems;

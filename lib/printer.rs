@@ -1,0 +1,84 @@
+//! Where output goes: data on stdout, messages on stderr; progress bars only
+//! on a terminal and never when quiet or verbose.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Debug, Clone)]
+pub struct Printer {
+    pub tool: &'static str,
+    pub verbosity: Verbosity,
+}
+
+impl Printer {
+    pub fn new(tool: &'static str, quiet: bool, verbose: bool) -> Printer {
+        let verbosity = if quiet {
+            Verbosity::Quiet
+        } else if verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        Printer { tool, verbosity }
+    }
+
+    /// A message for the person (stderr), hidden when quiet.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if self.verbosity != Verbosity::Quiet {
+            eprintln!("{}: {}", self.tool, msg.as_ref());
+        }
+    }
+
+    /// Detail shown only with --verbose.
+    pub fn debug(&self, msg: impl AsRef<str>) {
+        if self.verbosity == Verbosity::Verbose {
+            eprintln!("{}: {}", self.tool, msg.as_ref());
+        }
+    }
+
+    /// A warning (stderr), shown even when quiet.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("{}: warning: {}", self.tool, msg.as_ref());
+    }
+
+    /// Data for scripts: stdout.
+    pub fn data(&self, text: impl AsRef<str>) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_ref().as_bytes())?;
+        if !text.as_ref().ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+
+    /// JSON for scripts: one document on stdout.
+    pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        Ok(self.data(text)?)
+    }
+
+    /// A progress bar on stderr, or a hidden one when stderr is not a
+    /// terminal or the printer is quiet or verbose.
+    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        let visible = self.verbosity == Verbosity::Normal && std::io::stderr().is_terminal();
+        if !visible {
+            return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        bar
+    }
+}

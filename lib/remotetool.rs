@@ -1,0 +1,532 @@
+//! `remotetool`: the database tool. Imports work items, defines runs from
+//! them, lists and shows runs, sets states by hand, reverts `auth`, pauses
+//! and resumes tools, shows the history.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::config::Config;
+use crate::db::models::{Control, History, Run, RunFilter};
+use crate::db::Db;
+use crate::exit::{self, ExitStatus};
+use crate::printer::Printer;
+use crate::runs::{self, Actor, DefineRequest, JobPolicy};
+use crate::state::RunState;
+use crate::table;
+use crate::workitems;
+
+const TOOL: &str = "remotetool";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "remotetool",
+    version,
+    about = "The offload database tool: work items, remote runs and their states",
+    after_help = "The original spelling works too:\n  \
+        remotetool -definebyquery -label L -stage chip -path_base P [-limit N]\n  \
+        remotetool -dbname gpc1 -revertauth -label L\n\n\
+        Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 try later, 5 auth."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import ready work items from JSON Lines (a file, or - for stdin), all or nothing
+    Import(ImportArgs),
+    /// Define a new run from the ready work items of a label and stage (-definebyquery)
+    Define(DefineArgs),
+    /// List runs (-listrun)
+    List(ListArgs),
+    /// Show one run: its fields, components by state, and history
+    Show(ShowArgs),
+    /// Set a run's state by hand (legal transitions only), with a reason
+    Set(SetArgs),
+    /// Return runs in `auth` to the state they were in (-revertauth)
+    Revertauth(RevertAuthArgs),
+    /// Pause tools: they exit with "try later" and touch nothing
+    Pause(PauseArgs),
+    /// Resume paused tools
+    Resume(ResumeArgs),
+    /// Show which tools are paused
+    Paused,
+    /// Show the history of state changes (all runs, or one)
+    History(HistoryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// JSON Lines file of work items; - reads stdin
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DefineArgs {
+    /// Label of the work items
+    #[arg(long)]
+    pub label: String,
+    /// Stage of the work items (chip, camera, warp, stack, ...)
+    #[arg(long)]
+    pub stage: String,
+    /// At most this many components in the run (highest priority first)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<i64>,
+    /// Folder for the run's generated files [default: path_base of the
+    /// configuration, else ~/.local/share/offload/runs]
+    #[arg(long, value_name = "PATH")]
+    pub path_base: Option<String>,
+    /// Remote target (site) the run goes to, from the configuration
+    #[arg(long)]
+    pub target: Option<String>,
+    /// What failed components do to the run when it ends
+    #[arg(long, value_enum, default_value = "fatal")]
+    pub job_policy: JobPolicy,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only runs in this state (repeat for several)
+    #[arg(long, value_enum)]
+    pub state: Vec<RunState>,
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub stage: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The run's remote_id
+    #[arg(value_name = "REMOTE_ID")]
+    pub remote_id: i64,
+    /// How many history rows to show (newest)
+    #[arg(long, default_value_t = 50)]
+    pub history: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The run's remote_id
+    #[arg(value_name = "REMOTE_ID")]
+    pub remote_id: i64,
+    /// The new state
+    #[arg(value_enum, value_name = "STATE")]
+    pub state: RunState,
+    /// Why (kept in the history)
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id"])))]
+pub struct RevertAuthArgs {
+    /// Revert the runs of this label
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Revert this run
+    #[arg(long, value_name = "N")]
+    pub remote_id: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// Tools to pause: define, prepare, exec, poll, xfer
+    #[arg(required = true, value_name = "TOOL")]
+    pub tools: Vec<String>,
+    /// Why (shown to whoever finds the tool paused)
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// Tools to resume
+    #[arg(required = true, value_name = "TOOL")]
+    pub tools: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Only this run
+    #[arg(long, value_name = "N")]
+    pub remote_id: Option<i64>,
+    /// How many rows (newest)
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+}
+
+/// Open the database the global options name.
+pub fn open_db(g: &GlobalArgs, cfg: &Config) -> anyhow::Result<Db> {
+    let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+    Db::open(&url)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
+    let g = &args.global;
+    let printer = Printer::new(TOOL, g.quiet, g.verbose);
+    let cfg = Config::load(g.config.as_deref())?;
+    let actor = Actor::current(TOOL);
+    let mut db = open_db(g, &cfg)?;
+    match args.command {
+        Command::Import(a) => import(&mut db, &a, g.json, &printer, &actor),
+        Command::Define(a) => define(&mut db, &cfg, a, g.json, &printer, &actor),
+        Command::List(a) => list(&mut db, a, g.json, &printer),
+        Command::Show(a) => show(&mut db, a, g.json, &printer),
+        Command::Set(a) => {
+            let (from, to) = runs::set_state(&mut db, a.remote_id, a.state, &a.reason, &actor)?;
+            printer.info(format!("run {}: {from} -> {to}", a.remote_id));
+            if g.json {
+                printer
+                    .json(&serde_json::json!({"remote_id": a.remote_id, "from": from, "to": to}))?;
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Revertauth(a) => {
+            let done = runs::revert_auth(&mut db, a.label.as_deref(), a.remote_id, &actor)?;
+            for r in &done {
+                printer.info(format!("run {}: {} -> {}", r.remote_id, r.from, r.to));
+            }
+            if g.json {
+                printer.json(&done)?;
+            } else {
+                let ids: Vec<String> = done.iter().map(|r| r.remote_id.to_string()).collect();
+                printer.data(ids.join("\n"))?;
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Pause(a) => {
+            runs::set_paused(&mut db, &a.tools, true, a.reason.as_deref(), &actor)?;
+            printer.info(format!("paused: {}", a.tools.join(", ")));
+            Ok(ExitStatus::Success)
+        }
+        Command::Resume(a) => {
+            runs::set_paused(&mut db, &a.tools, false, None, &actor)?;
+            printer.info(format!("resumed: {}", a.tools.join(", ")));
+            Ok(ExitStatus::Success)
+        }
+        Command::Paused => paused(&mut db, g.json, &printer),
+        Command::History(a) => history(&mut db, a, g.json, &printer),
+    }
+}
+
+#[derive(Serialize)]
+struct ImportSummary {
+    imported: usize,
+    source: String,
+}
+
+fn import(
+    db: &mut Db,
+    a: &ImportArgs,
+    json: bool,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<ExitStatus> {
+    let stdin = a.file.as_os_str() == "-";
+    let source = if stdin {
+        "stdin".to_string()
+    } else {
+        a.file.display().to_string()
+    };
+    let items = if stdin {
+        workitems::parse(std::io::stdin().lock(), &source)?
+    } else {
+        let f = std::fs::File::open(&a.file)
+            .map_err(|e| exit::usage(format!("cannot open work-item file {source}: {e}")))?;
+        workitems::parse(BufReader::new(f), &source)?
+    };
+    if items.is_empty() {
+        return Err(exit::nothing_to_do(format!("{source} holds no work items")));
+    }
+    let n = workitems::import(db, &items, &source, actor)?;
+    printer.info(format!("imported {n} work items from {source}"));
+    if json {
+        printer.json(&ImportSummary {
+            imported: n,
+            source,
+        })?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn define(
+    db: &mut Db,
+    cfg: &Config,
+    a: DefineArgs,
+    json: bool,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<ExitStatus> {
+    let path_base = a
+        .path_base
+        .or_else(|| cfg.path_base.clone())
+        .unwrap_or_else(|| {
+            crate::config::default_db_path()
+                .with_file_name("runs")
+                .to_string_lossy()
+                .into_owned()
+        });
+    let req = DefineRequest {
+        label: a.label,
+        stage: a.stage,
+        limit: a.limit,
+        path_base,
+        target: a.target,
+        job_policy: a.job_policy,
+    };
+    let d = runs::define(db, &req, actor)?;
+    printer.info(format!(
+        "defined run {} with {} components of {}/{}",
+        d.remote_id, d.components, d.stage, d.label
+    ));
+    if json {
+        printer.json(&d)?;
+    } else {
+        printer.data(d.remote_id.to_string())?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(Serialize)]
+struct RunView {
+    #[serde(flatten)]
+    run: Run,
+    components: i64,
+    components_by_state: BTreeMap<String, i64>,
+}
+
+fn views(db: &mut Db, runs: Vec<Run>) -> anyhow::Result<Vec<RunView>> {
+    let ids: Vec<i64> = runs.iter().map(|r| r.remote_id).collect();
+    let counts = db.read(|s| s.component_counts(&ids))?;
+    let mut by_run: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
+    for (id, state, n) in counts {
+        by_run.entry(id).or_default().insert(state, n);
+    }
+    Ok(runs
+        .into_iter()
+        .map(|run| {
+            let by_state = by_run.remove(&run.remote_id).unwrap_or_default();
+            RunView {
+                components: by_state.values().sum(),
+                components_by_state: by_state,
+                run,
+            }
+        })
+        .collect())
+}
+
+fn list(db: &mut Db, a: ListArgs, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let filter = RunFilter {
+        states: a.state.iter().map(|s| s.as_str().to_string()).collect(),
+        label: a.label,
+        stage: a.stage,
+        remote_id: None,
+    };
+    let runs = db.read(|s| s.runs(&filter))?;
+    let views = views(db, runs)?;
+    if json {
+        printer.json(&views)?;
+        return Ok(ExitStatus::Success);
+    }
+    if views.is_empty() {
+        printer.info("no runs match");
+        return Ok(ExitStatus::Success);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let r = &v.run;
+            vec![
+                r.remote_id.to_string(),
+                r.state.clone(),
+                r.stage.clone(),
+                r.label.clone(),
+                v.components.to_string(),
+                r.target.clone().unwrap_or_else(|| "-".into()),
+                r.job_id.clone().unwrap_or_else(|| "-".into()),
+                r.attempt.to_string(),
+                r.fault.to_string(),
+                table::time(&r.updated_at),
+            ]
+        })
+        .collect();
+    printer.data(table::render(
+        &[
+            "REMOTE_ID",
+            "STATE",
+            "STAGE",
+            "LABEL",
+            "COMPONENTS",
+            "TARGET",
+            "JOB_ID",
+            "ATTEMPT",
+            "FAULT",
+            "UPDATED",
+        ],
+        &rows,
+    ))?;
+    Ok(ExitStatus::Success)
+}
+
+#[derive(Serialize)]
+struct ShowView {
+    #[serde(flatten)]
+    view: RunView,
+    history: Vec<History>,
+}
+
+fn history_table(rows: &[History]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|h| {
+            vec![
+                table::time(&h.at),
+                h.remote_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                h.tool.clone(),
+                format!("{}:{}", h.host, h.pid),
+                match (&h.from_state, &h.to_state) {
+                    (None, None) => String::new(),
+                    (f, t) => format!(
+                        "{} -> {}",
+                        f.as_deref().unwrap_or("-"),
+                        t.as_deref().unwrap_or("-")
+                    ),
+                },
+                h.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::render(
+        &["AT", "RUN", "TOOL", "HOST:PID", "CHANGE", "MESSAGE"],
+        &rows,
+    )
+}
+
+fn show(db: &mut Db, a: ShowArgs, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let run = db.read(|s| s.run(a.remote_id))?.ok_or_else(|| {
+        exit::usage(format!(
+            "no run with remote_id {}; `remotetool list` shows the runs",
+            a.remote_id
+        ))
+    })?;
+    let history = db.read(|s| s.history(Some(a.remote_id), a.history))?;
+    let view = views(db, vec![run])?
+        .pop()
+        .expect("one run in, one view out");
+    if json {
+        printer.json(&ShowView { view, history })?;
+        return Ok(ExitStatus::Success);
+    }
+    let r = &view.run;
+    let none = || "-".to_string();
+    let by_state: Vec<String> = view
+        .components_by_state
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    let mut out = String::new();
+    let fields = [
+        ("remote_id", r.remote_id.to_string()),
+        ("state", r.state.clone()),
+        ("stage", r.stage.clone()),
+        ("label", r.label.clone()),
+        ("path_base", r.path_base.clone()),
+        ("target", r.target.clone().unwrap_or_else(none)),
+        ("job_id", r.job_id.clone().unwrap_or_else(none)),
+        ("job_policy", r.job_policy.clone()),
+        ("attempt", r.attempt.to_string()),
+        ("fault", r.fault.to_string()),
+        ("message", r.message.clone().unwrap_or_else(none)),
+        (
+            "auth_return_state",
+            r.auth_return_state.clone().unwrap_or_else(none),
+        ),
+        ("last_poll", table::opt_time(&r.last_poll)),
+        ("created", table::time(&r.created_at)),
+        ("updated", table::time(&r.updated_at)),
+        (
+            "components",
+            format!("{} ({})", view.components, by_state.join(", ")),
+        ),
+    ];
+    for (k, v) in fields {
+        out.push_str(&format!("{k:<18} {v}\n"));
+    }
+    out.push_str("\nhistory:\n");
+    out.push_str(&history_table(&history));
+    printer.data(out)?;
+    Ok(ExitStatus::Success)
+}
+
+fn paused(db: &mut Db, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let controls = db.read(|s| s.controls())?;
+    let all: Vec<Control> = runs::PAUSABLE
+        .iter()
+        .map(|t| {
+            controls
+                .iter()
+                .find(|c| c.tool == *t)
+                .cloned()
+                .unwrap_or(Control {
+                    tool: t.to_string(),
+                    paused: false,
+                    reason: None,
+                    changed_at: chrono::NaiveDateTime::default(),
+                    changed_by: String::new(),
+                })
+        })
+        .collect();
+    if json {
+        printer.json(&all)?;
+        return Ok(ExitStatus::Success);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|c| {
+            let changed = if c.changed_by.is_empty() {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (table::time(&c.changed_at), c.changed_by.clone())
+            };
+            vec![
+                c.tool.clone(),
+                if c.paused { "paused" } else { "on" }.to_string(),
+                changed.0,
+                changed.1,
+                c.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    printer.data(table::render(
+        &["TOOL", "STATE", "SINCE", "BY", "REASON"],
+        &rows,
+    ))?;
+    Ok(ExitStatus::Success)
+}
+
+fn history(
+    db: &mut Db,
+    a: HistoryArgs,
+    json: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let rows = db.read(|s| s.history(a.remote_id, a.limit))?;
+    if json {
+        printer.json(&rows)?;
+    } else {
+        printer.data(history_table(&rows))?;
+    }
+    Ok(ExitStatus::Success)
+}

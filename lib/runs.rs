@@ -1,0 +1,392 @@
+//! The life of remote runs in the database: defining them from ready work
+//! items, moving them between states (always with a history row, in the same
+//! transaction), reverting `auth`, pausing tools.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::db::models::{Control, NewHistory, NewRun, Run, RunFilter};
+use crate::db::queries::RunChanges;
+use crate::db::{self, Db, Store};
+use crate::exit;
+use crate::state::{self, RunState};
+
+/// The tools whose work can be paused.
+pub const PAUSABLE: &[&str] = &["define", "prepare", "exec", "poll", "xfer"];
+
+/// Who is acting: written into every history row.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    /// The command line, shell-quoted, enough to run it again.
+    pub command: String,
+}
+
+impl Actor {
+    pub fn current(tool: &str) -> Actor {
+        let args: Vec<String> = std::env::args().collect();
+        Actor {
+            tool: tool.to_string(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id() as i32,
+            command: shlex::try_join(args.iter().map(String::as_str))
+                .unwrap_or_else(|_| args.join(" ")),
+        }
+    }
+
+    pub fn history(
+        &self,
+        remote_id: Option<i64>,
+        from: Option<&str>,
+        to: Option<&str>,
+        message: impl Into<String>,
+    ) -> NewHistory {
+        NewHistory {
+            remote_id,
+            at: db::now(),
+            host: self.host.clone(),
+            pid: self.pid,
+            tool: self.tool.clone(),
+            from_state: from.map(str::to_string),
+            to_state: to.map(str::to_string),
+            message: Some(message.into()),
+            command: Some(self.command.clone()),
+        }
+    }
+}
+
+/// What a run does with failed components when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPolicy {
+    /// A failed component puts the run in `error` for a person.
+    Fatal,
+    /// The run ends `full` whatever failed.
+    Ignore,
+}
+
+impl JobPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPolicy::Fatal => "fatal",
+            JobPolicy::Ignore => "ignore",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DefineRequest {
+    pub label: String,
+    pub stage: String,
+    pub limit: Option<i64>,
+    pub path_base: String,
+    pub target: Option<String>,
+    pub job_policy: JobPolicy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Defined {
+    pub remote_id: i64,
+    pub components: usize,
+    pub label: String,
+    pub stage: String,
+    pub path_base: String,
+}
+
+/// Refuse to work while a tool is paused (exit "try later").
+pub fn ensure_not_paused(s: &mut dyn Store, tool: &str) -> anyhow::Result<()> {
+    if let Some(c) = s
+        .controls()?
+        .into_iter()
+        .find(|c| c.tool == tool && c.paused)
+    {
+        let why = c.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        return Err(exit::try_later(format!(
+            "{tool} is paused (since {} by {}{why}); `remotetool resume {tool}` switches it on",
+            c.changed_at.format("%Y-%m-%d %H:%M:%S"),
+            c.changed_by
+        )));
+    }
+    Ok(())
+}
+
+/// Register the ready work items of a label and stage as one new run.
+/// Two defines racing on the same items never share one: the database's
+/// unique index on active components refuses the loser, which then retries
+/// and finds what is left.
+pub fn define(db: &mut Db, req: &DefineRequest, actor: &Actor) -> anyhow::Result<Defined> {
+    if req.limit.is_some_and(|n| n < 1) {
+        return Err(exit::usage("--limit must be at least 1"));
+    }
+    let mut attempt = 0;
+    loop {
+        let result = db.tx(|s| define_in(s, req, actor));
+        match result {
+            Err(e) if db::is_unique_violation(&e) && attempt < 8 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20 * attempt));
+            }
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(exit::try_later(format!(
+                    "other processes kept taking the same work items ({e}); try again"
+                )))
+            }
+            r => return r,
+        }
+    }
+}
+
+fn define_in(s: &mut dyn Store, req: &DefineRequest, actor: &Actor) -> anyhow::Result<Defined> {
+    ensure_not_paused(s, "define")?;
+    let (label, stage) = (req.label.as_str(), req.stage.as_str());
+    if s.count_items(Some(label), None, None)? == 0 {
+        let labels = s.distinct_labels()?;
+        let known = if labels.is_empty() {
+            "the database has no work items yet".to_string()
+        } else {
+            format!("known labels: {}", abbreviate(&labels))
+        };
+        return Err(exit::usage(format!(
+            "no work items with label '{label}' ({known}); import them with `remotetool import`"
+        )));
+    }
+    if s.count_items(Some(label), Some(stage), None)? == 0 {
+        let stages = s.distinct_stages(label)?;
+        return Err(exit::usage(format!(
+            "label '{label}' has no work items of stage '{stage}' (its stages: {})",
+            stages.join(", ")
+        )));
+    }
+    let now = db::now();
+    let remote_id = s.insert_run(&NewRun {
+        state: RunState::New.as_str(),
+        stage,
+        label,
+        path_base: &req.path_base,
+        target: req.target.as_deref(),
+        job_policy: req.job_policy.as_str(),
+        attempt: 0,
+        fault: 0,
+        created_at: now,
+        updated_at: now,
+    })?;
+    let n = s.claim_ready_items(remote_id, label, stage, req.limit, now)?;
+    if n == 0 {
+        // Returning an error rolls the new run back.
+        return Err(exit::nothing_to_do(format!(
+            "no ready work items of label '{label}' stage '{stage}': all are in runs or finished"
+        )));
+    }
+    s.insert_history(&actor.history(
+        Some(remote_id),
+        None,
+        Some(RunState::New.as_str()),
+        format!("defined with {n} components of {stage}/{label}"),
+    ))?;
+    Ok(Defined {
+        remote_id,
+        components: n,
+        label: label.to_string(),
+        stage: stage.to_string(),
+        path_base: req.path_base.clone(),
+    })
+}
+
+fn abbreviate(names: &[String]) -> String {
+    if names.len() <= 10 {
+        names.join(", ")
+    } else {
+        format!("{}, ... ({} in all)", names[..10].join(", "), names.len())
+    }
+}
+
+/// Load a run or fail naming it.
+pub fn get_run(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Run> {
+    s.run(remote_id)?.ok_or_else(|| {
+        exit::usage(format!(
+            "no run with remote_id {remote_id}; `remotetool list` shows the runs"
+        ))
+    })
+}
+
+pub fn run_state(run: &Run) -> anyhow::Result<RunState> {
+    run.state.parse().map_err(|e: String| {
+        anyhow::anyhow!(
+            "run {} has a state this offload does not know: {e}",
+            run.remote_id
+        )
+    })
+}
+
+/// Extra columns a transition writes.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub fault: Option<i32>,
+    pub message: Option<Option<String>>,
+}
+
+/// Move a run from its current state to `to`, inside the caller's
+/// transaction: checks the transition table, writes the state and its
+/// history row, and releases the work items of a run that closes.
+pub fn transition_in(
+    s: &mut dyn Store,
+    run: &Run,
+    to: RunState,
+    actor: &Actor,
+    message: &str,
+    extra: Extra,
+) -> anyhow::Result<()> {
+    let from = run_state(run)?;
+    state::check(from, to).map_err(|e| exit::usage(format!("run {}: {e}", run.remote_id)))?;
+    let now = db::now();
+    let mut changes = RunChanges {
+        state: to.as_str().to_string(),
+        updated_at: now,
+        auth_return_state: None,
+        last_poll: None,
+        fault: extra.fault,
+        message: extra.message,
+    };
+    if to == RunState::Auth {
+        changes.auth_return_state = Some(Some(from.as_str().to_string()));
+        changes.last_poll = Some(Some(now));
+    } else if from == RunState::Auth {
+        changes.auth_return_state = Some(None);
+    }
+    if s.set_run_state(run.remote_id, from.as_str(), &changes)? == 0 {
+        return Err(exit::try_later(format!(
+            "run {} left state '{from}' while this command worked on it; look with `remotetool show {}` and try again",
+            run.remote_id, run.remote_id
+        )));
+    }
+    if to.is_closed() && !from.is_closed() {
+        // Cancelled: the items are free for a later define; else finished.
+        s.close_components(run.remote_id, to != RunState::Cancelled, now)?;
+    }
+    s.insert_history(&actor.history(
+        Some(run.remote_id),
+        Some(from.as_str()),
+        Some(to.as_str()),
+        message,
+    ))?;
+    Ok(())
+}
+
+/// Set a run's state by hand (a person's reason is required).
+pub fn set_state(
+    db: &mut Db,
+    remote_id: i64,
+    to: RunState,
+    reason: &str,
+    actor: &Actor,
+) -> anyhow::Result<(RunState, RunState)> {
+    if reason.trim().is_empty() {
+        return Err(exit::usage(
+            "--reason must say why the state is changed by hand",
+        ));
+    }
+    db.tx(|s| {
+        let run = get_run(s, remote_id)?;
+        let from = run_state(&run)?;
+        transition_in(
+            s,
+            &run,
+            to,
+            actor,
+            &format!("set by hand: {reason}"),
+            Extra::default(),
+        )?;
+        Ok((from, to))
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reverted {
+    pub remote_id: i64,
+    pub from: RunState,
+    pub to: RunState,
+}
+
+/// Runs in `auth` (by label or id) go back to the state they were in when
+/// the connection was found down.
+pub fn revert_auth(
+    db: &mut Db,
+    label: Option<&str>,
+    remote_id: Option<i64>,
+    actor: &Actor,
+) -> anyhow::Result<Vec<Reverted>> {
+    db.tx(|s| {
+        let filter = RunFilter {
+            states: vec![RunState::Auth.as_str().to_string()],
+            label: label.map(str::to_string),
+            remote_id,
+            ..RunFilter::default()
+        };
+        let runs = s.runs(&filter)?;
+        if runs.is_empty() {
+            let which = match (label, remote_id) {
+                (_, Some(id)) => format!("run {id} is not in 'auth'"),
+                (Some(l), None) => format!("no runs of label '{l}' are in 'auth'"),
+                (None, None) => "no runs are in 'auth'".to_string(),
+            };
+            return Err(exit::nothing_to_do(which));
+        }
+        let mut out = Vec::new();
+        for run in runs {
+            let to = match run.auth_return_state.as_deref() {
+                Some(st) => st.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                None => RunState::Pending,
+            };
+            transition_in(
+                s,
+                &run,
+                to,
+                actor,
+                "connection back: reverted from auth",
+                Extra::default(),
+            )?;
+            out.push(Reverted {
+                remote_id: run.remote_id,
+                from: RunState::Auth,
+                to,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// Pause or resume tools; each change is recorded in the history.
+pub fn set_paused(
+    db: &mut Db,
+    tools: &[String],
+    paused: bool,
+    reason: Option<&str>,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    for t in tools {
+        if !PAUSABLE.contains(&t.as_str()) {
+            return Err(exit::usage(format!(
+                "unknown tool '{t}' (tools that can be paused: {})",
+                PAUSABLE.join(", ")
+            )));
+        }
+    }
+    db.tx(|s| {
+        for t in tools {
+            s.set_control(&Control {
+                tool: t.clone(),
+                paused,
+                reason: reason.map(str::to_string),
+                changed_at: db::now(),
+                changed_by: format!("{}:{}", actor.host, actor.pid),
+            })?;
+            let what = if paused { "paused" } else { "resumed" };
+            let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+            s.insert_history(&actor.history(None, None, None, format!("{what} {t}{why}")))?;
+        }
+        Ok(())
+    })
+}

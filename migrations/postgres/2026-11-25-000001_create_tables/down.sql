@@ -1,0 +1,6 @@
+DROP TABLE leases;
+DROP TABLE control;
+DROP TABLE history;
+DROP TABLE remote_components;
+DROP TABLE remote_runs;
+DROP TABLE work_items;
