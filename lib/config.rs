@@ -12,6 +12,9 @@
 //! [databases.scratch]
 //! url = "/var/lib/offload/scratch.db"    # a path or sqlite:// URL is SQLite
 //! ```
+//!
+//! Remote targets go under `[targets.NAME]` (see `target.rs`); stage recipes
+//! are read from `recipes = "DIR"` (default `~/.config/offload/recipes`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,12 @@ pub struct Config {
     pub path_base: Option<String>,
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseEntry>,
+    /// Target used by runs defined without `--target`.
+    pub default_target: Option<String>,
+    /// Folder of stage recipes (`<stage>.toml`).
+    pub recipes: Option<PathBuf>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, crate::target::TargetConfig>,
     /// Where this configuration was read from (None: no file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -101,6 +110,48 @@ impl Config {
                 .with_context(|| format!("default_db in {} names no database", path.display()))?;
         }
         Ok(cfg)
+    }
+
+    /// The recipes folder: the flag, else `recipes`, else the default.
+    pub fn recipes_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.recipes.clone())
+            .or_else(|| dirs::config_dir().map(|d| d.join("offload").join("recipes")))
+            .unwrap_or_else(|| PathBuf::from("recipes"))
+    }
+
+    /// A configured target by name, checked and compiled.
+    pub fn target(&self, name: &str) -> anyhow::Result<crate::target::Target> {
+        match self.targets.get(name) {
+            Some(t) => crate::target::Target::new(name, t.clone()),
+            None => {
+                let known: Vec<&str> = self.targets.keys().map(|s| s.as_str()).collect();
+                let known = if known.is_empty() {
+                    "none are configured".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                Err(exit::usage(format!(
+                    "unknown target '{name}' ({known}); add [targets.{name}] to {}",
+                    self.describe_source()
+                )))
+            }
+        }
+    }
+
+    /// The target of a run: its own, else `default_target`.
+    pub fn run_target(
+        &self,
+        run_target: Option<&str>,
+        remote_id: i64,
+    ) -> anyhow::Result<crate::target::Target> {
+        match run_target.or(self.default_target.as_deref()) {
+            Some(name) => self.target(name),
+            None => Err(exit::usage(format!(
+                "run {remote_id} has no target: define it with --target, or set default_target in {}",
+                self.describe_source()
+            ))),
+        }
     }
 
     fn describe_source(&self) -> String {

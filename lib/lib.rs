@@ -7,14 +7,19 @@
 //! (the local pipeline's items), `config`, `exit` (exit statuses), `cli`,
 //! `printer`, `legacy` (the original single-dash command lines).
 
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod exit;
 pub mod legacy;
+pub mod prepare;
 pub mod printer;
+pub mod recipe;
 pub mod remotetool;
 pub mod runs;
+pub mod scripts;
 pub mod state;
 pub mod table;
+pub mod target;
 pub mod workitems;

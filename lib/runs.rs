@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::db::models::{Control, NewHistory, NewRun, Run, RunFilter};
+use crate::db::models::{Control, Lease, NewHistory, NewRun, Run, RunFilter};
 use crate::db::queries::RunChanges;
 use crate::db::{self, Db, Store};
 use crate::exit;
@@ -387,6 +387,122 @@ pub fn set_paused(
             let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
             s.insert_history(&actor.history(None, None, None, format!("{what} {t}{why}")))?;
         }
+        Ok(())
+    })
+}
+
+/// A lease whose heartbeat is older than this is taken over.
+pub const LEASE_STALE: Duration = Duration::from_secs(600);
+
+fn stale_before() -> chrono::NaiveDateTime {
+    db::now() - chrono::TimeDelta::from_std(LEASE_STALE).expect("small duration")
+}
+
+fn new_lease(actor: &Actor, remote_id: i64) -> Lease {
+    let now = db::now();
+    Lease {
+        remote_id,
+        tool: actor.tool.clone(),
+        host: actor.host.clone(),
+        pid: actor.pid,
+        acquired_at: now,
+        heartbeat_at: now,
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Claim the oldest run in `state` that no live process holds: exactly one
+/// claimer wins each run, on either backend. None: nothing to claim.
+pub fn claim_next(db: &mut Db, state: RunState, actor: &Actor) -> anyhow::Result<Option<Run>> {
+    for attempt in 0..20u64 {
+        let r = db.tx(|s| {
+            ensure_not_paused(s, &actor.tool)?;
+            let stale = stale_before();
+            let Some(run) = s.claimable_runs(state.as_str(), stale, 1)?.pop() else {
+                return Ok(None);
+            };
+            s.delete_lease(run.remote_id, None, Some(stale))?;
+            s.insert_lease(&new_lease(actor, run.remote_id))?;
+            Ok(Some(run))
+        });
+        match r {
+            Err(e) if db::is_unique_violation(&e) => {
+                std::thread::sleep(Duration::from_millis(5 * (attempt + 1)));
+            }
+            r => return r,
+        }
+    }
+    Err(exit::try_later(format!(
+        "could not claim a '{state}' run: other processes kept taking them first"
+    )))
+}
+
+/// Claim one run by id. Held by another live process: "try later".
+pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> {
+    let r = db.tx(|s| {
+        ensure_not_paused(s, &actor.tool)?;
+        let run = get_run(s, remote_id)?;
+        s.delete_lease(remote_id, None, Some(stale_before()))?;
+        if let Some(l) = s.lease(remote_id)? {
+            if l.host == actor.host && !pid_alive(l.pid) {
+                s.delete_lease(remote_id, Some((&l.host, l.pid)), None)?;
+            } else {
+                return Err(exit::try_later(format!(
+                    "run {remote_id} is held by {} on {}:{} since {}",
+                    l.tool,
+                    l.host,
+                    l.pid,
+                    l.acquired_at.format("%Y-%m-%d %H:%M:%S")
+                )));
+            }
+        }
+        s.insert_lease(&new_lease(actor, remote_id))?;
+        Ok(run)
+    });
+    match r {
+        Err(e) if db::is_unique_violation(&e) => Err(exit::try_later(format!(
+            "run {remote_id} was just claimed by another process"
+        ))),
+        r => r,
+    }
+}
+
+/// Give a run's lease back.
+pub fn release(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()> {
+    db.tx(|s| {
+        s.delete_lease(remote_id, Some((&actor.host, actor.pid)), None)?;
+        Ok(())
+    })
+}
+
+/// Note a failure on a run without changing its state.
+pub fn record_fault(
+    db: &mut Db,
+    remote_id: i64,
+    fault: i32,
+    message: &str,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    db.tx(|s| {
+        let run = get_run(s, remote_id)?;
+        let changes = RunChanges {
+            state: run.state.clone(),
+            updated_at: db::now(),
+            auth_return_state: None,
+            last_poll: None,
+            fault: Some(fault),
+            message: Some(Some(message.to_string())),
+        };
+        s.set_run_state(remote_id, &run.state, &changes)?;
+        s.insert_history(&actor.history(
+            Some(remote_id),
+            None,
+            None,
+            format!("fault {fault}: {message}"),
+        ))?;
         Ok(())
     })
 }

@@ -144,3 +144,25 @@ pub struct RunFilter {
     pub stage: Option<String>,
     pub remote_id: Option<i64>,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = leases)]
+pub struct Lease {
+    pub remote_id: i64,
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    pub acquired_at: NaiveDateTime,
+    pub heartbeat_at: NaiveDateTime,
+}
+
+/// A run's component with what a recipe needs of its work item.
+#[derive(Debug, Clone, Queryable)]
+pub struct ComponentItem {
+    pub component_id: i64,
+    pub work_item_id: i64,
+    pub stage: String,
+    pub stage_id: i64,
+    pub label: String,
+    pub params: String,
+}

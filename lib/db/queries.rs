@@ -80,6 +80,31 @@ pub trait Store {
         now: NaiveDateTime,
     ) -> QueryResult<usize>;
 
+    /// The active components of a run with their work items, by component id.
+    fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>>;
+    /// Runtimes (s) of the most recent finished components of a stage.
+    fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>>;
+
+    /// Runs in a state with no live lease (none, or a heartbeat not after
+    /// `stale_before`), oldest first.
+    fn claimable_runs(
+        &mut self,
+        state: &str,
+        stale_before: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<Run>>;
+    fn lease(&mut self, remote_id: i64) -> QueryResult<Option<Lease>>;
+    /// Insert a lease; the primary key refuses a second holder.
+    fn insert_lease(&mut self, row: &Lease) -> QueryResult<()>;
+    /// Remove a run's lease if held by host/pid, or if its heartbeat is not
+    /// after `stale_before`.
+    fn delete_lease(
+        &mut self,
+        remote_id: i64,
+        holder: Option<(&str, i32)>,
+        stale_before: Option<NaiveDateTime>,
+    ) -> QueryResult<usize>;
+
     fn insert_history(&mut self, row: &NewHistory) -> QueryResult<()>;
     fn history(&mut self, remote_id: Option<i64>, limit: i64) -> QueryResult<Vec<History>>;
 
@@ -293,6 +318,88 @@ macro_rules! impl_store {
                         remote_components::updated_at.eq(now),
                     ))
                     .execute(self)
+            }
+
+            fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .order(remote_components::id.asc())
+                    .select((
+                        remote_components::id,
+                        work_items::id,
+                        work_items::stage,
+                        work_items::stage_id,
+                        work_items::label,
+                        work_items::params,
+                    ))
+                    .load(self)
+            }
+
+            fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>> {
+                let rows: Vec<Option<f64>> = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(work_items::stage.eq(stage))
+                    .filter(remote_components::state.eq("done"))
+                    .filter(remote_components::runtime.is_not_null())
+                    .order(remote_components::id.desc())
+                    .limit(limit)
+                    .select(remote_components::runtime)
+                    .load(self)?;
+                Ok(rows.into_iter().flatten().collect())
+            }
+
+            fn claimable_runs(
+                &mut self,
+                state: &str,
+                stale_before: NaiveDateTime,
+                limit: i64,
+            ) -> QueryResult<Vec<Run>> {
+                let live = leases::table
+                    .filter(leases::remote_id.eq(remote_runs::remote_id))
+                    .filter(leases::heartbeat_at.gt(stale_before))
+                    .select(leases::remote_id);
+                remote_runs::table
+                    .filter(remote_runs::state.eq(state))
+                    .filter(not(exists(live)))
+                    .order(remote_runs::remote_id.asc())
+                    .limit(limit)
+                    .select(Run::as_select())
+                    .load(self)
+            }
+
+            fn lease(&mut self, remote_id: i64) -> QueryResult<Option<Lease>> {
+                leases::table
+                    .find(remote_id)
+                    .select(Lease::as_select())
+                    .first(self)
+                    .optional()
+            }
+
+            fn insert_lease(&mut self, row: &Lease) -> QueryResult<()> {
+                diesel::insert_into(leases::table)
+                    .values(row)
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn delete_lease(
+                &mut self,
+                remote_id: i64,
+                holder: Option<(&str, i32)>,
+                stale_before: Option<NaiveDateTime>,
+            ) -> QueryResult<usize> {
+                let mut q = diesel::delete(leases::table)
+                    .filter(leases::remote_id.eq(remote_id))
+                    .into_boxed();
+                if let Some((host, pid)) = holder {
+                    q = q.filter(leases::host.eq(host)).filter(leases::pid.eq(pid));
+                }
+                if let Some(t) = stale_before {
+                    q = q.filter(leases::heartbeat_at.le(t));
+                }
+                q.execute(self)
             }
 
             fn insert_history(&mut self, row: &NewHistory) -> QueryResult<()> {

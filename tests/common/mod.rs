@@ -107,7 +107,12 @@ impl TestDb {
 
     /// The same, as a std Command (for processes run side by side).
     pub fn std_remotetool(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("remotetool"));
+        self.std_tool("remotetool")
+    }
+
+    /// Any tool with `--db` as a std Command, in the test's home.
+    pub fn std_tool(&self, tool: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin(tool));
         c.env("HOME", self.home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
@@ -201,4 +206,187 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// A site for prepare and the tools after it, inside the test's home: the
+/// chip and camera recipes, a target `testsite` whose "remote" side is a
+/// folder on this machine (`remote/`), local storage under `neb/`, and
+/// `fixtures/bin` as the programs' folder. Written as the default
+/// configuration file, so every tool run in this home reads it.
+pub struct Site {
+    pub root: PathBuf,
+    pub remote: PathBuf,
+    pub neb: PathBuf,
+    pub runs: PathBuf,
+    pub config: PathBuf,
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+impl TestDb {
+    pub fn site(&self) -> Site {
+        self.site_with("")
+    }
+
+    /// A site whose target section gets `extra` TOML lines.
+    pub fn site_with(&self, extra: &str) -> Site {
+        let root = self.home.path().to_path_buf();
+        let remote = root.join("remote");
+        let neb = root.join("neb");
+        let runs = root.join("runs");
+        let dir = root.join(".config/offload");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "default_target = \"testsite\"\n\
+                 recipes = \"{recipes}\"\n\
+                 path_base = \"{runs}\"\n\
+                 [targets.testsite]\n\
+                 remote_root = \"{remote}\"\n\
+                 {extra}\n\
+                 [targets.testsite.vars]\n\
+                 BIN = \"{bin}\"\n\
+                 FAIL = \"0\"\n\
+                 [[targets.testsite.paths]]\n\
+                 pattern = '^neb://[^/]+/(.*)$'\n\
+                 local = '{neb}/$1'\n\
+                 remote = '{remote}/neb/$1'\n",
+                recipes = fixtures().join("recipes").display(),
+                runs = runs.display(),
+                remote = remote.display(),
+                bin = fixtures().join("bin").display(),
+                neb = neb.display(),
+            ),
+        )
+        .unwrap();
+        Site {
+            root,
+            remote,
+            neb,
+            runs,
+            config,
+        }
+    }
+
+    /// Generate chip work items with their local input files and import
+    /// them.
+    pub fn import_chip(
+        &self,
+        site: &Site,
+        label: &str,
+        exposures: usize,
+        chips: usize,
+        first_id: i64,
+    ) -> String {
+        let out = std::process::Command::new("python3")
+            .arg(fixtures().join("gen-chip-items.py"))
+            .args([
+                "--exposures",
+                &exposures.to_string(),
+                "--chips",
+                &chips.to_string(),
+            ])
+            .args(["--label", label, "--first-id", &first_id.to_string()])
+            .arg("--files")
+            .arg(&site.neb)
+            .output()
+            .expect("python3 runs the fixture generator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let items = String::from_utf8(out.stdout).unwrap();
+        self.import(&items);
+        items
+    }
+
+    /// Any tool with `--db`, in the test's home.
+    pub fn tool(&self, tool: &str) -> assert_cmd::Command {
+        let mut c = self.bare(tool);
+        c.arg("--db").arg(&self.url);
+        c
+    }
+}
+
+impl Site {
+    pub fn run_dir(&self, remote_id: i64) -> PathBuf {
+        self.runs.join(format!("run-{remote_id}"))
+    }
+
+    pub fn remote_run_dir(&self, remote_id: i64) -> PathBuf {
+        self.remote.join(format!("run-{remote_id}"))
+    }
+
+    /// Stand in for the push: copy a prepared run's folder and its inputs
+    /// to the "remote" side, as its lists say.
+    pub fn push(&self, remote_id: i64) -> PathBuf {
+        let local = self.run_dir(remote_id);
+        let remote = self.remote_run_dir(remote_id);
+        std::fs::create_dir_all(&remote).unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", local.display()))
+            .arg(&remote)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let list = std::fs::read_to_string(local.join("inputs.list")).unwrap();
+        for line in list.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let dest = Path::new(f[1]);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(f[0], dest).unwrap();
+        }
+        remote
+    }
+}
+
+/// Submit a batch script to the real Slurm and wait for it to end; returns
+/// the job id. Panics, naming the testbed, when Slurm is not there.
+pub fn sbatch_wait(script: &Path, cwd: &Path) -> String {
+    let out = std::process::Command::new("sbatch")
+        .args(["--parsable", "--wait"])
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("sbatch not runnable ({e}): start Slurm with `scripts/testbed up`")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !stdout.is_empty(),
+        "sbatch gave no job id: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.split(';').next().unwrap().to_string()
+}
+
+/// Result lines of a run's remote folder: (component id, exit, phase, stats).
+pub fn results(remote_run: &Path) -> Vec<(i64, i32, String, String)> {
+    let mut out = Vec::new();
+    let dir = remote_run.join("results");
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 7, "result line has 7 fields: {line:?}");
+            assert_eq!(f[0], "R");
+            let t0: f64 = f[4].parse().unwrap();
+            let t1: f64 = f[5].parse().unwrap();
+            assert!(t1 >= t0, "end after start: {line:?}");
+            out.push((
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].to_string(),
+                f[6].to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
 }

@@ -1,0 +1,771 @@
+//! `prepare`: turns a `new` run into everything the remote side needs, with
+//! no network: file lists with local and remote paths, every component's
+//! pre/command/post, the multi-prog config, the batch script and the
+//! allocation. State `new -> pending`.
+//!
+//! The run's folder is written aside and renamed into place, so a folder
+//! named `run-N` is always complete; a failure leaves the run `new` with a
+//! fault and a message.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::alloc::{self, Allocation, Limits};
+use crate::cli::GlobalArgs;
+use crate::config::Config;
+use crate::db::models::{ComponentItem, Run};
+use crate::db::Db;
+use crate::exit::{self, ExitStatus};
+use crate::printer::Printer;
+use crate::recipe::{Recipe, RenderError, Values, BUILTINS};
+use crate::runs::{self, Actor, Extra};
+use crate::scripts;
+use crate::state::RunState;
+use crate::target::{bad_path_char, Target};
+
+const TOOL: &str = "prepare";
+
+/// Fault recorded on a run whose preparation failed.
+pub const FAULT_PREPARE: i32 = 10;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prepare",
+    version,
+    about = "Prepare a new run: file lists, component scripts, multi-prog config, batch script, allocation",
+    after_help = "Exit status: 0 prepared, 1 error, 2 bad input (the run stays new with a fault), \
+                  3 nothing to prepare, 4 try later (paused, run held by another process)."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub which: Which,
+    /// Folder of stage recipes [default: `recipes` of the configuration,
+    /// else ~/.config/offload/recipes]
+    #[arg(long, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// Prepare this run (new, or pending to prepare it again)
+    #[arg(long, value_name = "N")]
+    pub remote_id: Option<i64>,
+    /// Claim and prepare the oldest new run
+    #[arg(long)]
+    pub next: bool,
+}
+
+/// One input file of a run: each file once, however many components read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputFile {
+    pub local: String,
+    pub remote: String,
+    pub size: u64,
+}
+
+/// A component as a recipe needs it.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    pub component_id: i64,
+    pub work_item_id: i64,
+    pub stage: String,
+    pub stage_id: i64,
+    pub label: String,
+    pub params: Map<String, Value>,
+}
+
+impl ComponentSpec {
+    fn from_row(c: ComponentItem) -> anyhow::Result<ComponentSpec> {
+        let params: Map<String, Value> = serde_json::from_str(&c.params).with_context(|| {
+            format!(
+                "work item {}/{} has params that are not a JSON object",
+                c.stage, c.stage_id
+            )
+        })?;
+        Ok(ComponentSpec {
+            component_id: c.component_id,
+            work_item_id: c.work_item_id,
+            stage: c.stage,
+            stage_id: c.stage_id,
+            label: c.label,
+            params,
+        })
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "work item {}/{} (component {})",
+            self.stage, self.stage_id, self.component_id
+        )
+    }
+}
+
+/// What prepare works from.
+pub struct Job<'a> {
+    pub remote_id: i64,
+    pub attempt: i32,
+    pub stage: &'a str,
+    pub label: &'a str,
+    pub recipe: &'a Recipe,
+    pub target: &'a Target,
+    /// Seconds per command used for sizing, and where it came from.
+    pub time_cost: f64,
+    pub time_cost_source: String,
+}
+
+/// Everything to be written, computed in memory.
+pub struct Plan {
+    pub inputs: Vec<InputFile>,
+    pub outputs: Vec<(String, String)>,
+    pub mkdirs: Vec<String>,
+    pub lines: Vec<String>,
+    pub costs: Vec<f64>,
+    pub ranks: Vec<Vec<usize>>,
+    pub alloc: Allocation,
+    pub multiprog: Vec<String>,
+    pub job_script: String,
+    pub remote_run: String,
+}
+
+struct Rendered {
+    line: String,
+    cost: f64,
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+}
+
+struct ComponentValues<'a> {
+    job: &'a Job<'a>,
+    c: &'a ComponentSpec,
+    remote_run: &'a str,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Values for ComponentValues<'_> {
+    fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+        let builtin = match name {
+            "STAGE" => Some(Cow::Borrowed(self.c.stage.as_str())),
+            "STAGE_ID" => Some(Cow::Owned(self.c.stage_id.to_string())),
+            "LABEL" => Some(Cow::Borrowed(self.c.label.as_str())),
+            "REMOTE_ID" => Some(Cow::Owned(self.job.remote_id.to_string())),
+            "COMPONENT_ID" => Some(Cow::Owned(self.c.component_id.to_string())),
+            "THREADS" => Some(Cow::Owned(self.job.recipe.threads.to_string())),
+            "RUN_DIR" => Some(Cow::Borrowed(self.remote_run)),
+            _ => None,
+        };
+        if builtin.is_some() {
+            return builtin;
+        }
+        match self.c.params.get(name) {
+            Some(Value::String(s)) => return Some(Cow::Borrowed(s.as_str())),
+            Some(Value::Number(n)) => return Some(Cow::Owned(n.to_string())),
+            Some(Value::Bool(b)) => return Some(Cow::Owned(b.to_string())),
+            _ => {}
+        }
+        self.job
+            .target
+            .config
+            .vars
+            .get(name)
+            .map(|s| Cow::Borrowed(s.as_str()))
+    }
+    fn input(&self, idx: usize) -> &str {
+        &self.inputs[idx]
+    }
+    fn output(&self, idx: usize) -> &str {
+        &self.outputs[idx]
+    }
+}
+
+fn render_error(job: &Job<'_>, c: &ComponentSpec, e: RenderError) -> anyhow::Error {
+    let mut known: Vec<&str> = c.params.keys().map(String::as_str).collect();
+    known.extend(BUILTINS);
+    known.extend(job.target.config.vars.keys().map(String::as_str));
+    exit::usage(format!(
+        "recipe {}: placeholder @{}@ {} for {} (known: {})",
+        e.origin,
+        e.placeholder,
+        e.problem,
+        c.name(),
+        known.join(", ")
+    ))
+}
+
+fn translate_path(
+    job: &Job<'_>,
+    c: &ComponentSpec,
+    what: &str,
+    path: &str,
+) -> anyhow::Result<(String, String)> {
+    if let Some(ch) = bad_path_char(path) {
+        return Err(exit::usage(format!(
+            "{} {what} {path:?} holds {ch}; offload's file lists are one path per line: rename the file",
+            c.name()
+        )));
+    }
+    if path.is_empty() {
+        return Err(exit::usage(format!("{} {what} is an empty path", c.name())));
+    }
+    match job.target.translate(path) {
+        Some((local, remote)) => Ok((local.into_owned(), remote)),
+        None => Err(exit::usage(format!(
+            "{} {what} {path:?} matches no path rule of target '{}': add a [[targets.{}.paths]] rule for it",
+            c.name(),
+            job.target.name,
+            job.target.name
+        ))),
+    }
+}
+
+fn render_component(
+    job: &Job<'_>,
+    c: &ComponentSpec,
+    remote_run: &str,
+) -> anyhow::Result<Rendered> {
+    let r = job.recipe;
+    let mut v = ComponentValues {
+        job,
+        c,
+        remote_run,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    let mut inputs = Vec::with_capacity(r.inputs.len());
+    for (name, t) in r.input_names.iter().zip(&r.inputs) {
+        let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
+        let (local, remote) = translate_path(job, c, &format!("input {name}"), &path)?;
+        v.inputs.push(remote.clone());
+        inputs.push((local, remote));
+    }
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    for (name, t) in r.output_names.iter().zip(&r.outputs) {
+        let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
+        let (local, remote) = translate_path(job, c, &format!("output {name}"), &path)?;
+        v.outputs.push(remote.clone());
+        outputs.push((remote, local));
+    }
+    let phase = |t: Option<&crate::recipe::Template>, what: &str| -> anyhow::Result<String> {
+        let Some(t) = t else { return Ok(String::new()) };
+        let s = t.render(&v, true).map_err(|e| render_error(job, c, e))?;
+        let max = job.target.config.max_command_bytes;
+        if s.len() > max {
+            return Err(exit::usage(format!(
+                "{}: its {what} is {} bytes, over the limit of {max} (max_command_bytes of target '{}'); \
+                 shorten the recipe's {what} (recipe {})",
+                c.name(),
+                s.len(),
+                job.target.name,
+                t.origin
+            )));
+        }
+        Ok(s)
+    };
+    let pre = phase(r.pre.as_ref(), "pre")?;
+    let command = phase(Some(&r.command), "command")?;
+    let post = phase(r.post.as_ref(), "post")?;
+    let cost = match &r.cost_param {
+        Some(p) => match c.params.get(p).and_then(Value::as_f64) {
+            Some(x) if x.is_finite() && x > 0.0 => x,
+            _ => job.time_cost,
+        },
+        None => job.time_cost,
+    };
+    Ok(Rendered {
+        line: scripts::component_line(c.component_id, &pre, &command, &post),
+        cost,
+        inputs,
+        outputs,
+    })
+}
+
+/// Compute everything a run needs. Reads the local input files' sizes;
+/// writes nothing.
+pub fn plan(
+    job: &Job<'_>,
+    comps: &[ComponentSpec],
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Plan> {
+    if comps.is_empty() {
+        return Err(exit::usage(format!(
+            "run {} has no active components",
+            job.remote_id
+        )));
+    }
+    let remote_run = job.target.remote_run_dir(job.remote_id);
+    let rendered: Vec<anyhow::Result<Rendered>> = comps
+        .par_iter()
+        .map(|c| {
+            let r = render_component(job, c, &remote_run);
+            progress.inc(1);
+            r
+        })
+        .collect();
+    let mut lines = Vec::with_capacity(comps.len());
+    let mut costs = Vec::with_capacity(comps.len());
+    // remote path -> (local path, first component index)
+    let mut input_map: HashMap<String, (String, usize)> = HashMap::new();
+    let mut output_map: HashMap<String, usize> = HashMap::new();
+    let mut outputs = Vec::new();
+    let mut mkdirs = BTreeSet::new();
+    for (i, r) in rendered.into_iter().enumerate() {
+        let r = r?;
+        for (local, remote) in r.inputs {
+            match input_map.get(&remote) {
+                Some((l, first)) if *l != local => {
+                    return Err(exit::usage(format!(
+                        "remote path {remote:?} would receive two different local files: {l:?} ({}) and {local:?} ({}); fix the path rules of target '{}'",
+                        comps[*first].name(),
+                        comps[i].name(),
+                        job.target.name
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    input_map.insert(remote, (local, i));
+                }
+            }
+        }
+        for (remote, local) in r.outputs {
+            if let Some(first) = output_map.insert(remote.clone(), i) {
+                return Err(exit::usage(format!(
+                    "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
+                    comps[first].name(),
+                    comps[i].name(),
+                    job.recipe.path.display()
+                )));
+            }
+            if let Some((dir, _)) = remote.rsplit_once('/') {
+                if !dir.is_empty() {
+                    mkdirs.insert(dir.to_string());
+                }
+            }
+            outputs.push((remote, local));
+        }
+        lines.push(r.line);
+        costs.push(r.cost);
+    }
+    let mut inputs: Vec<(String, String, usize)> = input_map
+        .into_iter()
+        .map(|(remote, (local, first))| (local, remote, first))
+        .collect();
+    inputs.sort_by(|a, b| a.1.cmp(&b.1));
+    let inputs: Vec<InputFile> = inputs
+        .par_iter()
+        .map(|(local, remote, first)| match std::fs::metadata(local) {
+            Ok(m) if m.is_file() => Ok(InputFile {
+                local: local.clone(),
+                remote: remote.clone(),
+                size: m.len(),
+            }),
+            Ok(_) => Err(exit::usage(format!(
+                "input {local:?} of {} is not a regular file",
+                comps[*first].name()
+            ))),
+            Err(e) => Err(exit::usage(format!(
+                "input {local:?} of {} cannot be read: {e}",
+                comps[*first].name()
+            ))),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let c = &job.target.config;
+    let limits = Limits {
+        cores_per_node: c.cores_per_node,
+        fill_factor: c.fill_factor,
+        max_nodes: c.max_nodes,
+        max_walltime_hours: c.max_walltime_hours,
+    };
+    let alloc =
+        alloc::size(comps.len(), job.recipe.threads, job.time_cost, &limits).map_err(|e| {
+            exit::usage(format!(
+                "run {}: allocation does not fit: {e}",
+                job.remote_id
+            ))
+        })?;
+    let ranks = alloc::spread(&costs, alloc.ranks as usize);
+    let longest = ranks
+        .iter()
+        .map(|r| r.iter().map(|&i| costs[i]).sum::<f64>())
+        .fold(0.0, f64::max);
+    if longest > alloc.hours as f64 * 3600.0 {
+        return Err(exit::usage(format!(
+            "run {}: the busiest rank needs {longest:.0} s, more than the {} h requested; \
+             some components' expected cost is too high for one allocation",
+            job.remote_id, alloc.hours
+        )));
+    }
+    let multiprog = scripts::multiprog(&remote_run, alloc.ranks, c.multiprog_max_bytes)
+        .map_err(|e| exit::usage(format!("run {}: {e}", job.remote_id)))?;
+    let job_script = scripts::slurm_job(&scripts::JobSpec {
+        remote_id: job.remote_id,
+        attempt: job.attempt,
+        stage: job.stage,
+        label: job.label,
+        remote_run: &remote_run,
+        alloc: &alloc,
+        partition: c.partition.as_deref(),
+        account: c.account.as_deref(),
+        steps: multiprog.len(),
+    });
+    Ok(Plan {
+        inputs,
+        outputs,
+        mkdirs: mkdirs.into_iter().collect(),
+        lines,
+        costs,
+        ranks,
+        alloc,
+        multiprog,
+        job_script,
+        remote_run,
+    })
+}
+
+/// What prepare reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub remote_id: i64,
+    pub dir: String,
+    pub remote_dir: String,
+    pub components: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub outputs: usize,
+    pub folders: usize,
+    pub ranks: u32,
+    pub configs: usize,
+    pub nodes: u32,
+    pub walltime: String,
+    pub time_cost: f64,
+    pub time_cost_source: String,
+}
+
+struct Writer {
+    root: PathBuf,
+    manifest: Vec<(String, String)>,
+}
+
+impl Writer {
+    fn file(&mut self, rel: &str, content: &[u8]) -> anyhow::Result<()> {
+        let digest = write_file(&self.root, rel, content)?;
+        self.manifest.push((rel.to_string(), digest));
+        Ok(())
+    }
+}
+
+fn write_file(root: &Path, rel: &str, content: &[u8]) -> anyhow::Result<String> {
+    let path = root.join(rel);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    f.write_all(content)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(content)))
+}
+
+/// Write the plan into `dir` (the run's folder): aside first, then renamed
+/// into place, replacing an earlier preparation.
+pub fn write(
+    plan: &Plan,
+    job: &Job<'_>,
+    comps: &[ComponentSpec],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let parent = dir.parent().context("run folder has no parent")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create path_base folder {}", parent.display()))?;
+    let name = dir
+        .file_name()
+        .context("run folder has no name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.new."))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
+    let root = tmp.path().to_path_buf();
+    for sub in ["tasks", "multiprog"] {
+        std::fs::create_dir(root.join(sub))?;
+    }
+    let mut w = Writer {
+        root: root.clone(),
+        manifest: Vec::new(),
+    };
+
+    let mut text = String::new();
+    for f in &plan.inputs {
+        text.push_str(&format!("{}\t{}\t{}\n", f.local, f.remote, f.size));
+    }
+    w.file("inputs.list", text.as_bytes())?;
+    let mut text = String::new();
+    for (remote, local) in &plan.outputs {
+        text.push_str(&format!("{remote}\t{local}\n"));
+    }
+    w.file("outputs.list", text.as_bytes())?;
+    let mut text = String::new();
+    for d in &plan.mkdirs {
+        text.push_str(d);
+        text.push('\n');
+    }
+    w.file("mkdirs.list", text.as_bytes())?;
+
+    let mut rank_of = vec![0usize; comps.len()];
+    for (r, members) in plan.ranks.iter().enumerate() {
+        for &i in members {
+            rank_of[i] = r;
+        }
+    }
+    let mut text = String::with_capacity(comps.len() * 40);
+    for (i, c) in comps.iter().enumerate() {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            c.component_id, c.work_item_id, c.stage_id, rank_of[i], plan.costs[i]
+        ));
+    }
+    w.file("components.tsv", text.as_bytes())?;
+
+    w.file("tasks/run.sh", scripts::RUNNER.as_bytes())?;
+    let rank_files: Vec<(String, String)> = plan
+        .ranks
+        .par_iter()
+        .enumerate()
+        .map(|(r, members)| {
+            let mut text = format!(
+                "# offload run {}, rank {r}: {} components\n",
+                job.remote_id,
+                members.len()
+            );
+            for &i in members {
+                text.push_str(&plan.lines[i]);
+            }
+            let rel = format!("tasks/rank-{r}.sh");
+            write_file(&root, &rel, text.as_bytes()).map(|d| (rel, d))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    w.manifest.extend(rank_files);
+    for (i, conf) in plan.multiprog.iter().enumerate() {
+        w.file(&format!("multiprog/step-{i}.conf"), conf.as_bytes())?;
+    }
+    w.file("job.sh", plan.job_script.as_bytes())?;
+    let info = serde_json::json!({
+        "remote_id": job.remote_id,
+        "stage": job.stage,
+        "label": job.label,
+        "target": job.target.name,
+        "attempt": job.attempt,
+        "remote_dir": plan.remote_run,
+        "components": comps.len(),
+        "inputs": plan.inputs.len(),
+        "input_bytes": plan.inputs.iter().map(|f| f.size).sum::<u64>(),
+        "outputs": plan.outputs.len(),
+        "folders": plan.mkdirs.len(),
+        "time_cost_source": job.time_cost_source,
+        "allocation": plan.alloc,
+        "walltime": plan.alloc.walltime(),
+    });
+    w.file("run.json", serde_json::to_string_pretty(&info)?.as_bytes())?;
+    let mut manifest = std::mem::take(&mut w.manifest);
+    manifest.sort();
+    let text: String = manifest
+        .iter()
+        .map(|(rel, d)| format!("{d}  {rel}\n"))
+        .collect();
+    write_file(&root, "MANIFEST.sha256", text.as_bytes())?;
+
+    // Into place: the new folder replaces any earlier one.
+    let kept = tmp.keep();
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old.{}", std::process::id()));
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("cannot move the earlier {} aside", dir.display()))?;
+        std::fs::rename(&kept, dir)
+            .with_context(|| format!("cannot rename into {}", dir.display()))?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
+    } else {
+        std::fs::rename(&kept, dir)
+            .with_context(|| format!("cannot rename into {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The local folder of a run: path_base (through the target's path rules
+/// when it is a storage URL) / run-N.
+pub fn local_run_dir(run: &Run, target: &Target) -> anyhow::Result<PathBuf> {
+    let base = if run.path_base.contains("://") {
+        match target.translate(&run.path_base) {
+            Some((local, _)) => local.into_owned(),
+            None => {
+                return Err(exit::usage(format!(
+                    "path_base {:?} of run {} matches no path rule of target '{}'",
+                    run.path_base, run.remote_id, target.name
+                )))
+            }
+        }
+    } else {
+        run.path_base.clone()
+    };
+    Ok(Path::new(&base).join(format!("run-{}", run.remote_id)))
+}
+
+/// Prepare one run already claimed. Errors leave the database as it was.
+pub fn prepare_run(
+    db: &mut Db,
+    cfg: &Config,
+    run: &Run,
+    recipes: &Path,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<Summary> {
+    let state: RunState = runs::run_state(run)?;
+    if !matches!(state, RunState::New | RunState::Pending) {
+        return Err(exit::usage(format!(
+            "run {} is '{state}': only new runs (or pending ones, again) can be prepared",
+            run.remote_id
+        )));
+    }
+    let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
+    let recipe = Recipe::load_for_stage(recipes, &run.stage)?;
+    let rows = db.read(|s| s.run_components(run.remote_id))?;
+    let comps: Vec<ComponentSpec> = rows
+        .into_iter()
+        .map(ComponentSpec::from_row)
+        .collect::<anyhow::Result<_>>()?;
+    let mut samples = db.read(|s| s.stage_runtimes(&run.stage, 10_000))?;
+    let (time_cost, source) = if samples.len() as i64 >= recipe.min_samples {
+        let p = alloc::percentile(&mut samples, recipe.percentile).expect("samples");
+        (
+            p.max(1.0),
+            format!(
+                "p{} of {} measured runtimes",
+                recipe.percentile,
+                samples.len()
+            ),
+        )
+    } else {
+        (
+            recipe.time_cost,
+            format!("recipe {}", recipe.path.display()),
+        )
+    };
+    let job = Job {
+        remote_id: run.remote_id,
+        attempt: run.attempt,
+        stage: &run.stage,
+        label: &run.label,
+        recipe: &recipe,
+        target: &target,
+        time_cost,
+        time_cost_source: source.clone(),
+    };
+    let dir = local_run_dir(run, &target)?;
+    let bar = printer.progress(comps.len() as u64, "prepare");
+    let plan = plan(&job, &comps, &bar)?;
+    bar.finish_and_clear();
+    write(&plan, &job, &comps, &dir)?;
+    let summary = Summary {
+        remote_id: run.remote_id,
+        dir: dir.display().to_string(),
+        remote_dir: plan.remote_run.clone(),
+        components: comps.len(),
+        files: plan.inputs.len(),
+        bytes: plan.inputs.iter().map(|f| f.size).sum(),
+        outputs: plan.outputs.len(),
+        folders: plan.mkdirs.len(),
+        ranks: plan.alloc.ranks,
+        configs: plan.multiprog.len(),
+        nodes: plan.alloc.nodes,
+        walltime: plan.alloc.walltime(),
+        time_cost,
+        time_cost_source: source,
+    };
+    let message = format!(
+        "prepared {} components, {} input files, {} ranks on {} nodes x {} in {}",
+        summary.components,
+        summary.files,
+        summary.ranks,
+        summary.nodes,
+        summary.walltime,
+        summary.dir
+    );
+    db.tx(|s| {
+        let now = runs::get_run(s, run.remote_id)?;
+        let extra = Extra { fault: Some(0), message: Some(None) };
+        match runs::run_state(&now)? {
+            RunState::New => runs::transition_in(s, &now, RunState::Pending, actor, &message, extra),
+            RunState::Pending => {
+                s.insert_history(&actor.history(Some(run.remote_id), None, None, format!("again: {message}")))?;
+                Ok(())
+            }
+            other => Err(exit::try_later(format!(
+                "run {} went to '{other}' while it was being prepared; its files in {} are ready but it was not marked pending",
+                run.remote_id, summary.dir
+            ))),
+        }
+    })?;
+    Ok(summary)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
+    let g = &args.global;
+    let printer = Printer::new(TOOL, g.quiet, g.verbose);
+    let cfg = Config::load(g.config.as_deref())?;
+    let actor = Actor::current(TOOL);
+    let mut db = crate::remotetool::open_db(g, &cfg)?;
+    let run = match args.which.remote_id {
+        Some(id) => runs::claim(&mut db, id, &actor)?,
+        None => match runs::claim_next(&mut db, RunState::New, &actor)? {
+            Some(r) => r,
+            None => return Err(exit::nothing_to_do("no new runs to prepare")),
+        },
+    };
+    let recipes = cfg.recipes_dir(args.recipes.as_deref());
+    let result = prepare_run(&mut db, &cfg, &run, &recipes, &printer, &actor);
+    if let Err(e) = &result {
+        if run.state == RunState::New.as_str() {
+            let msg = format!("prepare failed: {}", exit::one_line(e));
+            if let Err(e2) = runs::record_fault(&mut db, run.remote_id, FAULT_PREPARE, &msg, &actor)
+            {
+                printer.warn(format!(
+                    "could not record the fault on run {}: {}",
+                    run.remote_id,
+                    exit::one_line(&e2)
+                ));
+            }
+        }
+    }
+    runs::release(&mut db, run.remote_id, &actor)?;
+    let summary = result.with_context(|| format!("run {}", run.remote_id))?;
+    printer.info(format!(
+        "run {}: {} components, {} input files ({} bytes), {} ranks on {} nodes x {} -> {}",
+        summary.remote_id,
+        summary.components,
+        summary.files,
+        summary.bytes,
+        summary.ranks,
+        summary.nodes,
+        summary.walltime,
+        summary.dir
+    ));
+    if g.json {
+        printer.json(&summary)?;
+    } else {
+        printer.data(summary.remote_id.to_string())?;
+    }
+    Ok(ExitStatus::Success)
+}

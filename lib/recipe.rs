@@ -1,0 +1,465 @@
+//! Stage recipes: per component, the files it reads and writes and the
+//! commands it runs, as templates with `@NAME@` placeholders.
+//!
+//! ```toml
+//! stage = "chip"
+//! threads = 2            # threads per command
+//! time_cost = 150        # typical seconds per command
+//! pre = ""               # shell, before the command (output folders are made for you)
+//! command = "@BIN@/ppImage -file @in:IMAGE@ -flat @in:FLAT@ -out @out:IMAGE@"
+//! post = "cat @out:STATS@"  # its stdout becomes the component's stats
+//!
+//! [inputs]               # name = local path template
+//! IMAGE = "@INPUT@"
+//! FLAT = "@FLAT@"
+//!
+//! [outputs]              # name = local path template (permanent products only)
+//! IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
+//! STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+//! ```
+//!
+//! Placeholders: `@in:NAME@` / `@out:NAME@` (the remote path of an input or
+//! output), `@STAGE@`, `@STAGE_ID@`, `@LABEL@`, `@REMOTE_ID@`,
+//! `@COMPONENT_ID@`, `@THREADS@`, `@RUN_DIR@` (the remote run folder), the
+//! work item's params, then the target's `vars`. In commands every value is
+//! shell-quoted; in path templates values are used as they are.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::exit;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    stage: String,
+    #[serde(default = "one")]
+    threads: u32,
+    time_cost: f64,
+    /// Work-item param holding this item's expected seconds, when known.
+    cost_param: Option<String>,
+    /// Finished components of the stage needed before their measured
+    /// runtimes replace `time_cost`.
+    #[serde(default = "default_min_samples")]
+    min_samples: i64,
+    /// Which percentile of measured runtimes to use.
+    #[serde(default = "default_percentile")]
+    percentile: f64,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Spanned<String>>,
+    pre: Option<Spanned<String>>,
+    command: Spanned<String>,
+    post: Option<Spanned<String>>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_min_samples() -> i64 {
+    100
+}
+fn default_percentile() -> f64 {
+    90.0
+}
+
+/// One piece of a compiled template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    /// A param, builtin or target variable.
+    Var(String),
+    Input(usize),
+    Output(usize),
+}
+
+/// A compiled template and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub pieces: Vec<Piece>,
+    /// "chip.toml line 12"
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub path: PathBuf,
+    pub stage: String,
+    pub threads: u32,
+    pub time_cost: f64,
+    pub cost_param: Option<String>,
+    pub min_samples: i64,
+    pub percentile: f64,
+    pub input_names: Vec<String>,
+    pub inputs: Vec<Template>,
+    pub output_names: Vec<String>,
+    pub outputs: Vec<Template>,
+    pub pre: Option<Template>,
+    pub command: Template,
+    pub post: Option<Template>,
+}
+
+pub const BUILTINS: &[&str] = &[
+    "STAGE",
+    "STAGE_ID",
+    "LABEL",
+    "REMOTE_ID",
+    "COMPONENT_ID",
+    "THREADS",
+    "RUN_DIR",
+];
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Split a template into text and placeholders. `@` that does not start a
+/// well-formed placeholder is text.
+fn scan(s: &str) -> Vec<(bool, String)> {
+    let mut out: Vec<(bool, String)> = Vec::new();
+    let mut text = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('@') {
+        text.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let name_len = after
+            .char_indices()
+            .find(|(_, c)| !(is_name_char(*c) || *c == ':'))
+            .map(|(i, _)| i)
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        let closes = after[name_len..].starts_with('@');
+        let well_formed = !name.is_empty()
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.matches(':').count() <= 1
+            && !name.ends_with(':');
+        if closes && well_formed {
+            if !text.is_empty() {
+                out.push((false, std::mem::take(&mut text)));
+            }
+            out.push((true, name.to_string()));
+            rest = &after[name_len + 1..];
+        } else {
+            text.push('@');
+            rest = after;
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        out.push((false, text));
+    }
+    out
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+struct Compiler<'a> {
+    file: &'a str,
+    text: &'a str,
+    inputs: &'a [String],
+    outputs: &'a [String],
+}
+
+impl Compiler<'_> {
+    fn compile(&self, t: &Spanned<String>, files_allowed: bool) -> anyhow::Result<Template> {
+        let origin = format!("{} line {}", self.file, line_of(self.text, t.span().start));
+        let mut pieces = Vec::new();
+        for (is_var, s) in scan(t.get_ref()) {
+            if !is_var {
+                pieces.push(Piece::Text(s));
+                continue;
+            }
+            let piece = match s.split_once(':') {
+                Some((kind @ ("in" | "out"), name)) => {
+                    if !files_allowed {
+                        return Err(exit::usage(format!(
+                            "recipe {origin}: @{s}@ names a file, which only commands may use"
+                        )));
+                    }
+                    let (names, what) =
+                        if kind == "in" { (self.inputs, "inputs") } else { (self.outputs, "outputs") };
+                    let idx = names.iter().position(|n| n == name).ok_or_else(|| {
+                        exit::usage(format!(
+                            "recipe {origin}: @{s}@ names no entry of [{what}] (it has: {})",
+                            names.join(", ")
+                        ))
+                    })?;
+                    if kind == "in" {
+                        Piece::Input(idx)
+                    } else {
+                        Piece::Output(idx)
+                    }
+                }
+                Some(_) => {
+                    return Err(exit::usage(format!(
+                        "recipe {origin}: unknown placeholder @{s}@ (file placeholders are @in:NAME@ and @out:NAME@)"
+                    )))
+                }
+                None => Piece::Var(s),
+            };
+            pieces.push(piece);
+        }
+        Ok(Template { pieces, origin })
+    }
+}
+
+impl Recipe {
+    /// Load `<dir>/<stage>.toml`.
+    pub fn load_for_stage(dir: &Path, stage: &str) -> anyhow::Result<Recipe> {
+        let path = dir.join(format!("{stage}.toml"));
+        if !path.is_file() {
+            return Err(exit::usage(format!(
+                "no recipe for stage '{stage}': {} does not exist (recipes folder: --recipes or `recipes` in the configuration)",
+                path.display()
+            )));
+        }
+        let r = Recipe::load(&path)?;
+        if r.stage != stage {
+            return Err(exit::usage(format!(
+                "recipe {} is for stage '{}', not '{stage}'",
+                path.display(),
+                r.stage
+            )));
+        }
+        Ok(r)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Recipe> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| exit::usage(format!("cannot read recipe {}: {e}", path.display())))?;
+        Recipe::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Recipe> {
+        let file_name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let f: RecipeFile = toml::from_str(text).map_err(|e| {
+            exit::usage(format!(
+                "recipe {} is not valid: {}",
+                path.display(),
+                e.to_string().trim().replace('\n', " ")
+            ))
+        })?;
+        let bad = |m: String| exit::usage(format!("recipe {}: {m}", path.display()));
+        if f.threads == 0 {
+            return Err(bad("threads must be at least 1".into()));
+        }
+        if !(f.time_cost.is_finite() && f.time_cost > 0.0) {
+            return Err(bad("time_cost must be a positive number of seconds".into()));
+        }
+        if !(0.0..=100.0).contains(&f.percentile) {
+            return Err(bad("percentile must be between 0 and 100".into()));
+        }
+        let input_names: Vec<String> = f.inputs.keys().cloned().collect();
+        let output_names: Vec<String> = f.outputs.keys().cloned().collect();
+        let c = Compiler {
+            file: &file_name,
+            text,
+            inputs: &input_names,
+            outputs: &output_names,
+        };
+        let inputs = f
+            .inputs
+            .values()
+            .map(|t| c.compile(t, false))
+            .collect::<Result<_, _>>()?;
+        let outputs = f
+            .outputs
+            .values()
+            .map(|t| c.compile(t, false))
+            .collect::<Result<_, _>>()?;
+        let pre = f.pre.as_ref().map(|t| c.compile(t, true)).transpose()?;
+        let command = c.compile(&f.command, true)?;
+        let post = f.post.as_ref().map(|t| c.compile(t, true)).transpose()?;
+        Ok(Recipe {
+            path: path.to_path_buf(),
+            stage: f.stage,
+            threads: f.threads,
+            time_cost: f.time_cost,
+            cost_param: f.cost_param,
+            min_samples: f.min_samples,
+            percentile: f.percentile,
+            input_names,
+            inputs,
+            output_names,
+            outputs,
+            pre,
+            command,
+            post,
+        })
+    }
+}
+
+/// Values for one component's placeholders.
+pub trait Values {
+    fn var(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
+    fn input(&self, idx: usize) -> &str;
+    fn output(&self, idx: usize) -> &str;
+}
+
+/// Why a template could not be rendered; the caller adds the work item.
+#[derive(Debug)]
+pub struct RenderError {
+    /// "chip.toml line 12"
+    pub origin: String,
+    pub placeholder: String,
+    pub problem: &'static str,
+}
+
+impl Template {
+    /// Render; in `shell` mode every value is shell-quoted, the recipe's own
+    /// text is written as it is.
+    pub fn render(&self, v: &dyn Values, shell: bool) -> Result<String, RenderError> {
+        let mut out = String::with_capacity(128);
+        for p in &self.pieces {
+            let (name, value) = match p {
+                Piece::Text(t) => {
+                    out.push_str(t);
+                    continue;
+                }
+                Piece::Var(name) => match v.var(name) {
+                    Some(val) => (name.as_str(), val),
+                    None => {
+                        return Err(RenderError {
+                            origin: self.origin.clone(),
+                            placeholder: name.clone(),
+                            problem: "has no value",
+                        })
+                    }
+                },
+                Piece::Input(i) => ("in", std::borrow::Cow::Borrowed(v.input(*i))),
+                Piece::Output(i) => ("out", std::borrow::Cow::Borrowed(v.output(*i))),
+            };
+            if shell {
+                match shlex::try_quote(&value) {
+                    Ok(q) => out.push_str(&q),
+                    Err(_) => {
+                        return Err(RenderError {
+                            origin: self.origin.clone(),
+                            placeholder: name.to_string(),
+                            problem: "has a NUL byte in its value",
+                        })
+                    }
+                }
+            } else {
+                out.push_str(&value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the variables it uses.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    struct V;
+    impl Values for V {
+        fn var(&self, name: &str) -> Option<Cow<'_, str>> {
+            match name {
+                "EXP" => Some("o1 $(rm -rf /) 'x'".into()),
+                "CHIP" => Some("XY01".into()),
+                _ => None,
+            }
+        }
+        fn input(&self, _: usize) -> &str {
+            "/in/a b.fits"
+        }
+        fn output(&self, _: usize) -> &str {
+            "/out/ü.fits"
+        }
+    }
+
+    const R: &str = "stage = \"chip\"\nthreads = 2\ntime_cost = 150\ncommand = \"prog -i @in:IMAGE@ -o @out:OUT@ -e @EXP@ user@host @\"\n[inputs]\nIMAGE = \"@EXP@/x\"\n[outputs]\nOUT = \"/o/@CHIP@.fits\"\n";
+
+    #[test]
+    fn scan_keeps_stray_at_signs() {
+        let parts = scan("a@b.c @X@ @in:Y@ @@ @1@ @a:b:c@");
+        let vars: Vec<&str> = parts
+            .iter()
+            .filter(|(v, _)| *v)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(vars, vec!["X", "in:Y"]);
+    }
+
+    #[test]
+    fn renders_quoted_commands_and_raw_paths() {
+        let r = Recipe::parse(R, Path::new("chip.toml")).unwrap();
+        assert_eq!(
+            r.inputs[0].render(&V, false).unwrap(),
+            "o1 $(rm -rf /) 'x'/x"
+        );
+        let cmd = r.command.render(&V, true).unwrap();
+        // A shell reads the values back exactly.
+        let words = shlex::split(&cmd).unwrap();
+        assert_eq!(
+            words,
+            vec![
+                "prog",
+                "-i",
+                "/in/a b.fits",
+                "-o",
+                "/out/ü.fits",
+                "-e",
+                "o1 $(rm -rf /) 'x'",
+                "user@host",
+                "@"
+            ]
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {}",
+                cmd.trim_start_matches("prog ")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "-i\n/in/a b.fits\n-o\n/out/ü.fits\n-e\no1 $(rm -rf /) 'x'\nuser@host\n@\n"
+        );
+        assert_eq!(r.command.origin, "chip.toml line 4");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_placeholder() {
+        let bad = R.replace("@in:IMAGE@", "@in:NOPE@");
+        let e = exit::one_line(&Recipe::parse(&bad, Path::new("chip.toml")).unwrap_err());
+        assert!(
+            e.contains("chip.toml line 4: @in:NOPE@ names no entry of [inputs] (it has: IMAGE)"),
+            "{e}"
+        );
+        let bad = R.replace("IMAGE = \"@EXP@/x\"", "IMAGE = \"@in:IMAGE@\"");
+        let e = exit::one_line(&Recipe::parse(&bad, Path::new("chip.toml")).unwrap_err());
+        assert!(e.contains("only commands may use"), "{e}");
+        let r = Recipe::parse(&R.replace("@CHIP@", "@MISSING@"), Path::new("chip.toml")).unwrap();
+        let e = r.outputs[0].render(&V, false).unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.placeholder.as_str()),
+            ("chip.toml line 8", "MISSING")
+        );
+        let e = exit::one_line(&Recipe::parse("stage = 1", Path::new("x.toml")).unwrap_err());
+        assert!(e.contains("recipe x.toml is not valid"), "{e}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The files that run on the remote side: the rank runner, each rank's
+//! component list, the `srun --multi-prog` config and the batch script.
+//!
+//! Layout of a run's folder (the same locally under path_base and remotely
+//! under the target's remote_root):
+//!
+//! ```text
+//! job.sh                 batch script: directives, output folders, srun, job summary
+//! job-JOBID.out          (at run time) the batch script's own output
+//! multiprog/step-0.conf  srun --multi-prog config: one line for every rank
+//! tasks/run.sh           rank runner: pre; command; post per component, result lines
+//! tasks/rank-R.sh        rank R's components, one `offload_component` line each
+//! mkdirs.list            every distinct output folder, created once by job.sh
+//! inputs.list            local path <TAB> remote path <TAB> size
+//! outputs.list           remote path <TAB> local path
+//! components.tsv         component id <TAB> work item id <TAB> stage_id <TAB> rank <TAB> expected seconds
+//! run.json               what was prepared: counts, allocation, sources
+//! MANIFEST.sha256        sha256sum -c format, every file above
+//! ```
+//!
+//! At run time, `results/rank-R.tsv` receives one line per component:
+//! `R <TAB> component id <TAB> exit status <TAB> phase (ok|pre|command|post)
+//! <TAB> start epoch <TAB> end epoch <TAB> stats` (the post phase's stdout on
+//! one line, at most 4,000 bytes), and `job-summary.txt` is written last.
+
+use crate::alloc::Allocation;
+
+/// The rank runner. `$1` is the rank. Components run one after another;
+/// a failing component is recorded and the next one runs.
+pub const RUNNER: &str = r#"#!/bin/bash
+# offload rank runner: runs this rank's components one after another
+# (pre; command; post) and appends one result line per component.
+export LC_ALL=C
+rank=$1
+: "${OFFLOAD_RUN:?OFFLOAD_RUN is not set}"
+results="$OFFLOAD_RUN/results/rank-$rank.tsv"
+now() {
+    if [ -n "${EPOCHREALTIME:-}" ]; then printf '%s' "$EPOCHREALTIME"; else date +%s.%N; fi
+}
+offload_component() {
+    local id=$1 pre=$2 cmd=$3 post=$4 status=0 phase=ok stats= t0 t1
+    t0=$(now)
+    echo "== offload component $id"
+    if [ -n "$pre" ]; then
+        bash -c "$pre"; status=$?
+        [ "$status" -ne 0 ] && phase=pre
+    fi
+    if [ "$status" -eq 0 ]; then
+        bash -c "$cmd"; status=$?
+        [ "$status" -ne 0 ] && phase=command
+    fi
+    if [ "$status" -eq 0 ] && [ -n "$post" ]; then
+        stats=$(bash -c "$post"); status=$?
+        [ "$status" -ne 0 ] && phase=post
+    fi
+    t1=$(now)
+    stats=${stats//[$'\t\r\n']/ }
+    printf 'R\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$status" "$phase" "$t0" "$t1" "${stats:0:4000}" >> "$results"
+}
+. "$OFFLOAD_RUN/tasks/rank-$rank.sh"
+"#;
+
+/// One component's line in its rank file.
+pub fn component_line(id: i64, pre: &str, command: &str, post: &str) -> String {
+    let q = |s: &str| {
+        shlex::try_quote(s)
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "offload_component {id} {} {} {}\n",
+        q(pre),
+        q(command),
+        q(post)
+    )
+}
+
+/// The multi-prog config(s) for `ranks` ranks: one line covering every rank,
+/// each rank running the runner with its number. Err when a config would
+/// break the site's limits.
+pub fn multiprog(remote_run: &str, ranks: u32, max_bytes: usize) -> Result<Vec<String>, String> {
+    let line = format!(
+        "0-{} /bin/bash {remote_run}/tasks/run.sh %t\n",
+        ranks.saturating_sub(1)
+    );
+    check_multiprog(&line, max_bytes)?;
+    Ok(vec![line])
+}
+
+/// Slurm's limits on a multi-prog file: its size, a line's length, and the
+/// number of arguments on a line.
+pub fn check_multiprog(text: &str, max_bytes: usize) -> Result<(), String> {
+    if text.len() > max_bytes {
+        return Err(format!(
+            "multi-prog config of {} bytes is over the limit of {max_bytes}",
+            text.len()
+        ));
+    }
+    for line in text.lines() {
+        if line.len() > 16 * 1024 {
+            return Err(format!(
+                "multi-prog line of {} bytes is over 16 KiB",
+                line.len()
+            ));
+        }
+        if line.split_whitespace().count() > 129 {
+            return Err("multi-prog line has more than 128 arguments".into());
+        }
+    }
+    Ok(())
+}
+
+pub struct JobSpec<'a> {
+    pub remote_id: i64,
+    pub attempt: i32,
+    pub stage: &'a str,
+    pub label: &'a str,
+    pub remote_run: &'a str,
+    pub alloc: &'a Allocation,
+    pub partition: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub steps: usize,
+}
+
+/// The job name: run id and attempt, so a job can be found again.
+pub fn job_name(remote_id: i64, attempt: i32) -> String {
+    format!("offload-r{remote_id}-a{attempt}")
+}
+
+/// The Slurm batch script.
+pub fn slurm_job(j: &JobSpec<'_>) -> String {
+    let a = j.alloc;
+    let q = |s: &str| {
+        shlex::try_quote(s)
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
+    };
+    let mut s = String::new();
+    s.push_str("#!/bin/bash\n");
+    s.push_str(&format!(
+        "#SBATCH --job-name={}\n",
+        job_name(j.remote_id, j.attempt)
+    ));
+    s.push_str(&format!("#SBATCH --nodes={}\n", a.nodes));
+    s.push_str(&format!("#SBATCH --ntasks={}\n", a.ranks));
+    s.push_str(&format!("#SBATCH --cpus-per-task={}\n", a.threads));
+    s.push_str(&format!("#SBATCH --time={}\n", a.walltime()));
+    // The run folder exists when the job starts; logs/ is made by the job.
+    s.push_str(&format!("#SBATCH --output={}/job-%j.out\n", j.remote_run));
+    if let Some(p) = j.partition {
+        s.push_str(&format!("#SBATCH --partition={p}\n"));
+    }
+    if let Some(acc) = j.account {
+        s.push_str(&format!("#SBATCH --account={acc}\n"));
+    }
+    s.push_str(&format!(
+        "# offload run {} ({}/{}), attempt {}: {} components on {} ranks, {} nodes x {} h\n",
+        j.remote_id,
+        j.stage,
+        j.label.replace('\n', " "),
+        j.attempt,
+        a.components,
+        a.ranks,
+        a.nodes,
+        a.hours
+    ));
+    s.push_str("set -u\nexport LC_ALL=C\n");
+    s.push_str(&format!(
+        "OFFLOAD_RUN={}\nexport OFFLOAD_RUN\n",
+        q(j.remote_run)
+    ));
+    s.push_str("cd \"$OFFLOAD_RUN\" || exit 90\n");
+    s.push_str("mkdir -p results logs\nstarted=$(date +%s)\n");
+    s.push_str("# Every distinct output folder, created once for the whole run.\n");
+    s.push_str(
+        "if [ -s mkdirs.list ]; then xargs -d '\\n' mkdir -p -- < mkdirs.list || exit 91; fi\n",
+    );
+    s.push_str("status=0\n");
+    for step in 0..j.steps {
+        s.push_str(&format!(
+            "srun --multi-prog --ntasks={} --cpus-per-task={} --kill-on-bad-exit=0 --output=logs/rank-%t.log multiprog/step-{step}.conf\n",
+            a.ranks, a.threads
+        ));
+        s.push_str(&format!(
+            "step{step}=$?\n[ \"$step{step}\" -ne 0 ] && status=$step{step}\n"
+        ));
+    }
+    s.push_str("ended=$(date +%s)\n{\n");
+    s.push_str("  echo \"job_id=${SLURM_JOB_ID:-}\"\n  echo \"nodes=${SLURM_JOB_NODELIST:-}\"\n");
+    s.push_str("  echo \"started=$started\"\n  echo \"ended=$ended\"\n");
+    for step in 0..j.steps {
+        s.push_str(&format!("  echo \"step.{step}.exit=$step{step}\"\n"));
+    }
+    s.push_str(&format!("  echo \"components={}\"\n", a.components));
+    s.push_str("  echo \"results=$(cat results/rank-*.tsv 2>/dev/null | wc -l)\"\n");
+    s.push_str("} > job-summary.txt.tmp && mv job-summary.txt.tmp job-summary.txt\n");
+    s.push_str("exit \"$status\"\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiprog_stays_one_line_and_is_checked() {
+        let c = multiprog("/r/run-1", 1944, 60_000).unwrap();
+        assert_eq!(
+            c,
+            vec!["0-1943 /bin/bash /r/run-1/tasks/run.sh %t\n".to_string()]
+        );
+        assert!(check_multiprog(&"x".repeat(60_001), 60_000)
+            .unwrap_err()
+            .contains("over the limit"));
+        assert!(check_multiprog(&"x".repeat(17_000), 60_000)
+            .unwrap_err()
+            .contains("16 KiB"));
+        let many = (0..130)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(check_multiprog(&many, 60_000)
+            .unwrap_err()
+            .contains("128 arguments"));
+    }
+
+    #[test]
+    fn component_lines_quote_every_phase() {
+        let l = component_line(7, "", "prog 'a b' $(x)", "cat s");
+        assert_eq!(
+            shlex::split(l.trim()).unwrap(),
+            vec!["offload_component", "7", "", "prog 'a b' $(x)", "cat s"]
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Remote targets (sites) and path translation.
+//!
+//! ```toml
+//! [targets.lanl]
+//! scheduler = "slurm"              # how jobs are run there
+//! host = "lanl-fe"                 # ssh host of the front end (Host alias)
+//! remote_root = "/scratch/ipp/offload"   # runs' folders go under it
+//! partition = "standard"
+//! account = "ipp"
+//! cores_per_node = 24
+//! fill_factor = 0.8
+//! max_nodes = 1000
+//! max_walltime_hours = 12
+//! multiprog_max_bytes = 60000      # 536870912 on Slurm >= 25.11
+//! [targets.lanl.vars]              # values for @NAME@ in recipes
+//! BIN = "/usr/projects/ipp/bin"
+//!
+//! # Ordered path rules: the first that matches a path as the pipeline
+//! # writes it gives its local form (default: the path itself) and its
+//! # remote form.
+//! [[targets.lanl.paths]]
+//! pattern = '^neb://[^/]+/(.*)$'
+//! local = '/data/neb/$1'
+//! remote = '/scratch/ipp/neb/$1'
+//! [[targets.lanl.paths]]
+//! prefix = "/data/"
+//! remote = "/scratch/ipp/data/"
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::exit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    Slurm,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    #[serde(default = "default_scheduler")]
+    pub scheduler: SchedulerKind,
+    pub host: Option<String>,
+    pub remote_root: String,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    #[serde(default = "default_cores")]
+    pub cores_per_node: u32,
+    #[serde(default = "default_fill")]
+    pub fill_factor: f64,
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: u32,
+    #[serde(default = "default_walltime")]
+    pub max_walltime_hours: u32,
+    #[serde(default = "default_multiprog")]
+    pub multiprog_max_bytes: usize,
+    /// Longest command a component may have (a Slurm task line's limit).
+    #[serde(default = "default_command_bytes")]
+    pub max_command_bytes: usize,
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub paths: Vec<PathRule>,
+}
+
+fn default_scheduler() -> SchedulerKind {
+    SchedulerKind::Slurm
+}
+fn default_cores() -> u32 {
+    24
+}
+fn default_fill() -> f64 {
+    0.8
+}
+fn default_max_nodes() -> u32 {
+    1000
+}
+fn default_walltime() -> u32 {
+    12
+}
+fn default_multiprog() -> usize {
+    60_000
+}
+fn default_command_bytes() -> usize {
+    16 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    pub prefix: Option<String>,
+    pub pattern: Option<String>,
+    pub local: Option<String>,
+    pub remote: String,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Prefix(String),
+    Pattern(Regex),
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    matcher: Matcher,
+    local: Option<String>,
+    remote: String,
+}
+
+/// A target ready for use: its settings and compiled path rules.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub config: TargetConfig,
+    rules: Vec<Rule>,
+}
+
+/// Characters no path in a list may hold: the lists are one path per line,
+/// fields split by tabs.
+pub fn bad_path_char(p: &str) -> Option<&'static str> {
+    if p.contains('\n') {
+        Some("a newline")
+    } else if p.contains('\t') {
+        Some("a tab")
+    } else if p.contains('\r') {
+        Some("a carriage return")
+    } else if p.contains('\0') {
+        Some("a NUL byte")
+    } else {
+        None
+    }
+}
+
+impl Target {
+    pub fn new(name: &str, config: TargetConfig) -> anyhow::Result<Target> {
+        let bad = |m: String| exit::usage(format!("target '{name}' in the configuration: {m}"));
+        let c = &config;
+        if c.cores_per_node == 0 || c.max_nodes == 0 || c.max_walltime_hours == 0 {
+            return Err(bad(
+                "cores_per_node, max_nodes and max_walltime_hours must be at least 1".into(),
+            ));
+        }
+        if !(c.fill_factor > 0.0 && c.fill_factor <= 1.0) {
+            return Err(bad("fill_factor must be in (0, 1]".into()));
+        }
+        if !c.remote_root.starts_with('/')
+            || c.remote_root
+                .chars()
+                .any(|ch| ch.is_whitespace() || "'\"\\$`%".contains(ch))
+        {
+            return Err(bad(format!(
+                "remote_root '{}' must be an absolute path without spaces, quotes, $, ` or % (it goes into Slurm's multi-prog file)",
+                c.remote_root
+            )));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in c.paths.iter().enumerate() {
+            let matcher = match (&r.prefix, &r.pattern) {
+                (Some(p), None) => Matcher::Prefix(p.clone()),
+                (None, Some(p)) => Matcher::Pattern(Regex::new(p).map_err(|e| {
+                    bad(format!(
+                        "paths rule {}: pattern is not a valid regular expression: {e}",
+                        i + 1
+                    ))
+                })?),
+                _ => {
+                    return Err(bad(format!(
+                        "paths rule {}: give exactly one of prefix and pattern",
+                        i + 1
+                    )))
+                }
+            };
+            rules.push(Rule {
+                matcher,
+                local: r.local.clone(),
+                remote: r.remote.clone(),
+            });
+        }
+        Ok(Target {
+            name: name.to_string(),
+            config,
+            rules,
+        })
+    }
+
+    /// (local path, remote path) of a path as the pipeline writes it, by the
+    /// first rule that matches; None when no rule does.
+    pub fn translate<'a>(&self, path: &'a str) -> Option<(Cow<'a, str>, String)> {
+        for r in &self.rules {
+            match &r.matcher {
+                Matcher::Prefix(p) => {
+                    if let Some(rest) = path.strip_prefix(p.as_str()) {
+                        let local = match &r.local {
+                            Some(l) => Cow::Owned(format!("{l}{rest}")),
+                            None => Cow::Borrowed(path),
+                        };
+                        return Some((local, format!("{}{rest}", r.remote)));
+                    }
+                }
+                Matcher::Pattern(re) => {
+                    if let Some(caps) = re.captures(path) {
+                        let mut remote = String::new();
+                        caps.expand(&r.remote, &mut remote);
+                        let local = match &r.local {
+                            Some(l) => {
+                                let mut s = String::new();
+                                caps.expand(l, &mut s);
+                                Cow::Owned(s)
+                            }
+                            None => Cow::Borrowed(path),
+                        };
+                        return Some((local, remote));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The remote folder of a run.
+    pub fn remote_run_dir(&self, remote_id: i64) -> String {
+        format!(
+            "{}/run-{remote_id}",
+            self.config.remote_root.trim_end_matches('/')
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(toml_text: &str) -> anyhow::Result<Target> {
+        let c: TargetConfig = toml::from_str(toml_text).unwrap();
+        Target::new("t", c)
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let t = target(
+            "remote_root = \"/r\"\n[[paths]]\npattern = '^neb://[^/]+/(.*)$'\nlocal = '/data/neb/$1'\nremote = '/s/neb/$1'\n[[paths]]\nprefix = '/data/'\nremote = '/s/data/'\n",
+        )
+        .unwrap();
+        let (l, r) = t.translate("neb://ipp011.0/gpc1/a b.fits").unwrap();
+        assert_eq!(
+            (l.as_ref(), r.as_str()),
+            ("/data/neb/gpc1/a b.fits", "/s/neb/gpc1/a b.fits")
+        );
+        let (l, r) = t.translate("/data/x/y").unwrap();
+        assert_eq!((l.as_ref(), r.as_str()), ("/data/x/y", "/s/data/x/y"));
+        assert!(t.translate("/elsewhere/z").is_none());
+        assert_eq!(t.remote_run_dir(42), "/r/run-42");
+    }
+
+    #[test]
+    fn bad_targets_are_named() {
+        let e = exit::one_line(&target("remote_root = \"/r x\"\n").unwrap_err());
+        assert!(e.contains("target 't'") && e.contains("remote_root"), "{e}");
+        let e =
+            exit::one_line(&target("remote_root = \"/r\"\n[[paths]]\nremote = 'x'\n").unwrap_err());
+        assert!(e.contains("paths rule 1"), "{e}");
+        let e = exit::one_line(
+            &target("remote_root = \"/r\"\n[[paths]]\npattern = '('\nremote = 'x'\n").unwrap_err(),
+        );
+        assert!(e.contains("not a valid regular expression"), "{e}");
+    }
+}
