@@ -87,8 +87,11 @@ pub fn multiprog(remote_run: &str, ranks: u32, max_bytes: usize) -> Result<Vec<S
     Ok(vec![line])
 }
 
-/// Slurm's limits on a multi-prog file: its size, a line's length, and the
-/// number of arguments on a line.
+/// Slurm's limits on a multi-prog file, as measured on Slurm 22.05: its
+/// size (`Multi_prog config file X is too large`), a line's length (16,382
+/// bytes with its newline; `Line N of configuration file X too long`), and
+/// a line's words: the rank spec, the program and 126 arguments; more are
+/// dropped silently.
 pub fn check_multiprog(text: &str, max_bytes: usize) -> Result<(), String> {
     if text.len() > max_bytes {
         return Err(format!(
@@ -97,18 +100,26 @@ pub fn check_multiprog(text: &str, max_bytes: usize) -> Result<(), String> {
         ));
     }
     for line in text.lines() {
-        if line.len() > 16 * 1024 {
+        if line.len() > MULTIPROG_LINE_MAX {
             return Err(format!(
-                "multi-prog line of {} bytes is over 16 KiB",
+                "multi-prog line of {} bytes is over Slurm's {MULTIPROG_LINE_MAX}",
                 line.len()
             ));
         }
-        if line.split_whitespace().count() > 129 {
-            return Err("multi-prog line has more than 128 arguments".into());
+        if line.split_whitespace().count() > MULTIPROG_WORDS_MAX {
+            return Err(format!(
+                "multi-prog line has more than {} arguments; Slurm drops the rest silently",
+                MULTIPROG_WORDS_MAX - 2
+            ));
         }
     }
     Ok(())
 }
+
+/// Longest multi-prog line Slurm reads, without its newline.
+pub const MULTIPROG_LINE_MAX: usize = 16_381;
+/// Rank spec + program + 126 arguments.
+pub const MULTIPROG_WORDS_MAX: usize = 128;
 
 pub struct JobSpec<'a> {
     pub remote_id: i64,
