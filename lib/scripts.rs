@@ -223,16 +223,15 @@ mod tests {
         assert!(check_multiprog(&"x".repeat(60_001), 60_000)
             .unwrap_err()
             .contains("over the limit"));
-        assert!(check_multiprog(&"x".repeat(17_000), 60_000)
+        assert!(check_multiprog(&"x".repeat(16_381), 60_000).is_ok());
+        assert!(check_multiprog(&"x".repeat(16_382), 60_000)
             .unwrap_err()
-            .contains("16 KiB"));
-        let many = (0..130)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(check_multiprog(&many, 60_000)
+            .contains("over Slurm's 16381"));
+        let words = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+        assert!(check_multiprog(&words(128), 60_000).is_ok());
+        assert!(check_multiprog(&words(129), 60_000)
             .unwrap_err()
-            .contains("128 arguments"));
+            .contains("more than 126 arguments"));
     }
 
     #[test]
