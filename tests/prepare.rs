@@ -423,3 +423,47 @@ fn five_thousand_components_with_long_command_lines_run_on_real_slurm() {
         .collect();
     assert_eq!(ns.len(), 5000);
 }
+
+both_backends! {
+    fn measured_runtimes_replace_the_recipe_cost(db) {
+        use diesel::connection::SimpleConnection;
+        let site = db.site();
+        let recipes = site.root.join("recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        std::fs::write(
+            recipes.join("tiny.toml"),
+            "stage = \"tiny\"\ntime_cost = 150\nmin_samples = 5\npercentile = 80\ncommand = \"true @N@\"\n",
+        )
+        .unwrap();
+        let items = |label: &str, first: i64| -> String {
+            (first..first + 5)
+                .map(|n| format!("{{\"stage\":\"tiny\",\"stage_id\":{n},\"label\":\"{label}\",\"params\":{{\"N\":{n}}}}}\n"))
+                .collect()
+        };
+        let prep = |id: i64| -> serde_json::Value {
+            let out = db.tool("prepare").args(["--json", "--remote-id", &id.to_string(), "--recipes"]).arg(&recipes).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            common::json(&out.stdout)
+        };
+        db.import(&items("A", 1));
+        let a = define(db, "A", "tiny");
+        let s = prep(a);
+        assert_eq!(s["time_cost"], 150.0);
+        assert!(s["time_cost_source"].as_str().unwrap().contains("tiny.toml"));
+        // Run A's components finished with these runtimes.
+        let sql = "UPDATE remote_components SET state = 'done', runtime = 10.0 * id WHERE remote_id = 1";
+        let mut c = db.open();
+        match &mut c {
+            offload::db::Db::Sqlite(c) => c.batch_execute(sql).unwrap(),
+            offload::db::Db::Postgres(c) => c.batch_execute(sql).unwrap(),
+        }
+        db.import(&items("B", 100));
+        let b = define(db, "B", "tiny");
+        let s = prep(b);
+        // Runtimes 10..50 s: the 80th percentile (nearest rank) is 40 s.
+        assert_eq!(s["time_cost"], 40.0);
+        assert_eq!(s["time_cost_source"], "p80 of 5 measured runtimes");
+        let comps = lines(&site.run_dir(b).join("components.tsv"));
+        assert!(comps.iter().all(|l| l.ends_with("\t40")), "{comps:?}");
+    }
+}
