@@ -65,6 +65,24 @@ impl Printer {
         Ok(self.data(text)?)
     }
 
+    /// A byte-counting bar for transfers (bytes, rate, files in the message).
+    pub fn bytes_progress(&self, what: impl std::fmt::Debug) -> ProgressBar {
+        let visible = self.verbosity == Verbosity::Normal && std::io::stderr().is_terminal();
+        if !visible {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} ({elapsed})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{what:?}").to_lowercase());
+        bar
+    }
+
     /// A progress bar on stderr, or a hidden one when stderr is not a
     /// terminal or the printer is quiet or verbose.
     pub fn progress(&self, len: u64, what: &str) -> ProgressBar {

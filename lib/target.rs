@@ -3,7 +3,7 @@
 //! ```toml
 //! [targets.lanl]
 //! scheduler = "slurm"              # how jobs are run there
-//! host = "lanl-fe"                 # ssh host of the front end (Host alias)
+//! hosts = ["lanl-fe1", "lanl-fe2"] # ssh Host aliases of the front ends
 //! remote_root = "/scratch/ipp/offload"   # runs' folders go under it
 //! partition = "standard"
 //! account = "ipp"
@@ -46,7 +46,11 @@ pub enum SchedulerKind {
 pub struct TargetConfig {
     #[serde(default = "default_scheduler")]
     pub scheduler: SchedulerKind,
-    pub host: Option<String>,
+    /// ssh Host aliases of the front ends (each with its own master).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// ssh configuration file for these hosts (default: ssh's own).
+    pub ssh_config: Option<std::path::PathBuf>,
     pub remote_root: String,
     pub partition: Option<String>,
     pub account: Option<String>,

@@ -1,0 +1,1602 @@
+//! The transfer engine behind `xfer`: copies element i of a source list to
+//! element i of a destination list, to (push) or from (pull) one or more
+//! front ends, over a few long-lived channels per master.
+//!
+//! Each channel runs one small bash agent on the remote side (standard
+//! tools only: bash, coreutils, tar, sha256sum, dd, zstd when present) that
+//! reads framed requests on stdin:
+//!
+//! | frame | meaning |
+//! |---|---|
+//! | `P id mlen plen z` + manifest + payload | push a bundle: a tar of files named `DEST.offload-part` (zstd when z=1), then `sha256sum -c` and rename |
+//! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part` at `off` |
+//! | `F id size sha` + path line | finish a chunked push: check size and checksum, rename |
+//! | `G id n z` + NUL-separated paths | pull a bundle: `M` manifest (sha256sum), `T` tar stream (or `Z` zstd), `X` errors |
+//! | `R id off len` + path line | pull a chunk: `D id len` + bytes |
+//! | `H id` + path line | checksum of one file: `S id sum` |
+//! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
+//! | `K id n` + NUL-separated paths | checksums: `L id n` + sha256sum lines |
+//!
+//! Answers are lines `OK id`, `BAD id reason`, or the frames above. Files
+//! are written under a temporary name and renamed only once their size and
+//! checksum are right, on either side, so nothing incomplete looks complete.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::exit;
+use crate::ssh::{self, Host};
+use crate::target::bad_path_char;
+
+/// Suffix of files being written.
+pub const PART: &str = ".offload-part";
+
+/// The remote agent (see the module documentation).
+pub const AGENT: &str = r#"
+set -u
+export LC_ALL=C
+T=$(mktemp -d "${TMPDIR:-/tmp}/offload-xfer.XXXXXX") || { echo "BAD 0 cannot make a temporary folder"; exit 70; }
+trap 'wait; rm -rf "$T"' EXIT
+if command -v zstd >/dev/null 2>&1; then Z=1; else Z=0; fi
+echo "READY $Z"
+one() { tr '\n' ' ' < "$1" | head -c 400; }
+while IFS=' ' read -r kind id a b c; do
+  case $kind in
+  P)
+    head -c "$a" > "$T/m.$id"
+    if [ "$c" = 1 ]; then
+      head -c "$b" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+    else
+      head -c "$b" | { tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+    fi
+    ts=$?
+    (
+      if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")";
+      elif sha256sum --quiet --strict -c "$T/m.$id" > "$T/c.$id" 2>&1; then
+        ok=1
+        while IFS= read -r l; do p=${l#*  }; mv -f -- "$p" "${p%.offload-part}" || ok=0; done < "$T/m.$id"
+        if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot rename into place"; fi
+      else echo "BAD $id checksum: $(one "$T/c.$id")"; fi
+      rm -f "$T/m.$id" "$T/c.$id" "$T/e.$id"
+    ) &
+    ;;
+  C)
+    IFS= read -r p
+    mkdir -p -- "$(dirname -- "$p")" 2> "$T/e.$id"
+    if [ "$c" = 1 ]; then
+      head -c "$b" | { zstd -dqc | dd of="$p.offload-part" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+    else
+      head -c "$b" | { dd of="$p.offload-part" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+    fi
+    if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
+    rm -f "$T/e.$id"
+    ;;
+  F)
+    IFS= read -r p
+    (
+      sz=$(stat -c %s -- "$p.offload-part" 2>/dev/null)
+      if [ "$sz" != "$a" ]; then echo "BAD $id size ${sz:-missing}, expected $a";
+      elif [ "$(sha256sum < "$p.offload-part" | cut -d' ' -f1)" != "$b" ]; then echo "BAD $id checksum differs";
+      elif mv -f -- "$p.offload-part" "$p"; then echo "OK $id";
+      else echo "BAD $id cannot rename into place"; fi
+    ) &
+    ;;
+  G)
+    wait
+    head -c "$a" > "$T/l.$id"
+    xargs -0 -r sha256sum -- < "$T/l.$id" > "$T/s.$id" 2> "$T/e.$id"
+    printf 'M %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
+    cat "$T/s.$id"
+    sed -z 's|^/||' "$T/l.$id" > "$T/r.$id"
+    if [ "$b" = 1 ]; then
+      tar -c -b 1 -f - -C / --null --no-recursion -T "$T/r.$id" 2>> "$T/e.$id" | zstd -1 -q -c > "$T/z.$id"
+      printf 'Z %s %s\n' "$id" "$(wc -c < "$T/z.$id")"
+      cat "$T/z.$id"
+    else
+      echo "T $id"
+      tar -c -b 1 -f - -C / --null --no-recursion -T "$T/r.$id" 2>> "$T/e.$id"
+    fi
+    printf 'X %s %s\n' "$id" "$(wc -c < "$T/e.$id")"
+    cat "$T/e.$id"
+    rm -f "$T/l.$id" "$T/s.$id" "$T/r.$id" "$T/z.$id" "$T/e.$id"
+    ;;
+  R)
+    IFS= read -r p
+    sz=$(stat -c %s -- "$p" 2>/dev/null)
+    if [ -z "$sz" ] || [ $((a + b)) -gt "$sz" ]; then echo "BAD $id missing or shorter than expected";
+    else
+      printf 'D %s %s\n' "$id" "$b"
+      dd if="$p" bs=1M skip="$a" count="$b" iflag=skip_bytes,count_bytes status=none
+    fi
+    ;;
+  H)
+    IFS= read -r p
+    s=$(sha256sum < "$p" 2>/dev/null | cut -d' ' -f1)
+    echo "S $id ${s:-missing}"
+    ;;
+  Q)
+    head -c "$a" > "$T/l.$id"
+    xargs -0 -r stat -c '%s %n' -- < "$T/l.$id" > "$T/s.$id" 2> /dev/null
+    printf 'L %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
+    cat "$T/s.$id"
+    rm -f "$T/l.$id" "$T/s.$id"
+    ;;
+  K)
+    head -c "$a" > "$T/l.$id"
+    xargs -0 -r sha256sum -- < "$T/l.$id" > "$T/s.$id" 2> /dev/null
+    printf 'L %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
+    cat "$T/s.$id"
+    rm -f "$T/l.$id" "$T/s.$id"
+    ;;
+  E)
+    wait
+    echo "BYE"
+    exit 0
+    ;;
+  *)
+    echo "BAD ${id:-0} unknown request '$kind'"
+    exit 64
+    ;;
+  esac
+done
+wait
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Push,
+    Pull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    /// When the data compresses, the remote side has zstd, and the link is
+    /// slower than compression.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Channels per master (sshd's MaxSessions is 10 by default and the
+    /// user's own shell uses one).
+    pub channels: usize,
+    /// Target size of a bundle of small files.
+    pub bundle_bytes: u64,
+    /// At most this many files in a bundle.
+    pub bundle_files: usize,
+    /// Files larger than this travel in chunks of this size.
+    pub chunk_bytes: u64,
+    /// Attempts per bundle or chunk before its files are reported failed.
+    pub attempts: u32,
+    pub compress: Compress,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            channels: 8,
+            bundle_bytes: 32 << 20,
+            bundle_files: 4096,
+            chunk_bytes: 32 << 20,
+            attempts: 3,
+            compress: Compress::Auto,
+        }
+    }
+}
+
+/// One copy to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub src: String,
+    pub dst: String,
+}
+
+/// What happened, for people and scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub direction: Direction,
+    pub complete: bool,
+    pub files: usize,
+    pub transferred: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+    pub hosts: Vec<String>,
+    pub channels: usize,
+    pub retries: u64,
+    pub refusals: u64,
+    pub compressed_frames: u64,
+    pub failures: Vec<Failure>,
+    /// Hosts whose master went away during the transfer.
+    pub hosts_lost: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub src: String,
+    pub dst: String,
+    pub reason: String,
+}
+
+/// Read a list file: one path per line.
+pub fn read_list(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| exit::usage(format!("cannot read list {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Read a TSV list: the first two columns are source and destination
+/// (`inputs.list` for a push, `outputs.list` for a pull).
+pub fn read_pairs(path: &Path) -> anyhow::Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| exit::usage(format!("cannot read list {}: {e}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            let mut f = l.split('\t');
+            match (f.next(), f.next()) {
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => Ok(Pair {
+                    src: a.to_string(),
+                    dst: b.to_string(),
+                }),
+                _ => Err(exit::usage(format!(
+                    "{} line {}: expected SOURCE<TAB>DESTINATION",
+                    path.display(),
+                    i + 1
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Pair two lists element by element.
+pub fn zip_lists(from: Vec<String>, to: Vec<String>) -> anyhow::Result<Vec<Pair>> {
+    if from.len() != to.len() {
+        return Err(exit::usage(format!(
+            "the lists differ in length: {} sources, {} destinations; element i of one goes to element i of the other",
+            from.len(),
+            to.len()
+        )));
+    }
+    Ok(from
+        .into_iter()
+        .zip(to)
+        .map(|(src, dst)| Pair { src, dst })
+        .collect())
+}
+
+fn check_pairs(pairs: &[Pair], dir: Direction) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    for (i, p) in pairs.iter().enumerate() {
+        for (what, path) in [("source", &p.src), ("destination", &p.dst)] {
+            if let Some(ch) = bad_path_char(path) {
+                return Err(exit::usage(format!(
+                    "element {}: {what} {path:?} holds {ch}",
+                    i + 1
+                )));
+            }
+            if path.trim() != path {
+                return Err(exit::usage(format!(
+                    "element {}: {what} {path:?} starts or ends with white space",
+                    i + 1
+                )));
+            }
+        }
+        let remote = if dir == Direction::Push {
+            &p.dst
+        } else {
+            &p.src
+        };
+        if !remote.starts_with('/') {
+            return Err(exit::usage(format!(
+                "element {}: remote path {remote:?} must be absolute",
+                i + 1
+            )));
+        }
+        if remote.split('/').any(|c| c == "..") {
+            return Err(exit::usage(format!(
+                "element {}: remote path {remote:?} holds '..'",
+                i + 1
+            )));
+        }
+        if !seen.insert(p.dst.as_str()) {
+            return Err(exit::usage(format!(
+                "element {}: destination {:?} appears twice",
+                i + 1,
+                p.dst
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Channels
+
+/// One agent on one host.
+struct Channel {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+    stderr: Arc<Mutex<String>>,
+    zstd: bool,
+}
+
+enum OpenError {
+    Refused(String),
+    Gone(String),
+    Other(String),
+}
+
+impl Channel {
+    fn open(host: &Host) -> Result<Channel, OpenError> {
+        let mut cmd = host.command(AGENT);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| OpenError::Other(format!("cannot run ssh: {e}")))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    if s.len() < 16_384 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let got = stdout.read_line(&mut line);
+        if matches!(got, Ok(n) if n > 0) && line.starts_with("READY ") {
+            return Ok(Channel {
+                child,
+                stdin,
+                stdout,
+                stderr,
+                zstd: line.trim_end() == "READY 1",
+            });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        let msg = stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        if ssh::session_refused(&msg) {
+            Err(OpenError::Refused(msg))
+        } else if ssh::master_gone(&msg) {
+            Err(OpenError::Gone(msg))
+        } else {
+            Err(OpenError::Other(if msg.is_empty() {
+                format!("agent did not start: {line:?}")
+            } else {
+                msg
+            }))
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(w) => w.write_all(bytes),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "closed",
+            )),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn line(&mut self) -> std::io::Result<String> {
+        let mut l = String::new();
+        if self.stdout.read_line(&mut l)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "channel closed",
+            ));
+        }
+        Ok(l.trim_end_matches('\n').to_string())
+    }
+
+    fn exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        self.stdout.read_exact(&mut b)?;
+        Ok(b)
+    }
+
+    fn close(mut self) {
+        let _ = self.send(b"E 0\n");
+        let _ = self.flush();
+        drop(self.stdin.take());
+        let _ = self.line();
+        let _ = self.child.wait();
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A request whose answer is `L id n` + n bytes.
+    fn listing(&mut self, kind: char, paths: &[&str]) -> anyhow::Result<String> {
+        let mut body = Vec::new();
+        for p in paths {
+            body.extend_from_slice(p.as_bytes());
+            body.push(0);
+        }
+        self.send(format!("{kind} 0 {}\n", body.len()).as_bytes())?;
+        self.send(&body)?;
+        self.flush()?;
+        let head = self.line()?;
+        let n: usize = head
+            .strip_prefix("L 0 ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow!("unexpected answer {head:?}"))?;
+        Ok(String::from_utf8_lossy(&self.exact(n)?).into_owned())
+    }
+}
+
+/// `sha256sum` output: path -> sum.
+fn parse_sums(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let (sum, path) = l.split_once("  ")?;
+            let sum = sum.strip_prefix('\\').unwrap_or(sum);
+            Some((path.to_string(), sum.to_string()))
+        })
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+// ---------------------------------------------------------------------------
+// Work
+
+#[derive(Debug, Clone)]
+enum Job {
+    Bundle {
+        id: u64,
+        files: Vec<usize>,
+    },
+    Chunk {
+        id: u64,
+        file: usize,
+        offset: u64,
+        len: u64,
+    },
+    Finish {
+        id: u64,
+        file: usize,
+    },
+}
+
+impl Job {
+    fn id(&self) -> u64 {
+        match self {
+            Job::Bundle { id, .. } | Job::Chunk { id, .. } | Job::Finish { id, .. } => *id,
+        }
+    }
+    fn files(&self) -> Vec<usize> {
+        match self {
+            Job::Bundle { files, .. } => files.clone(),
+            Job::Chunk { file, .. } | Job::Finish { file, .. } => vec![*file],
+        }
+    }
+}
+
+struct FileState {
+    size: u64,
+    chunks_left: usize,
+    done: bool,
+    failed: Option<String>,
+}
+
+struct Inner {
+    queue: VecDeque<Job>,
+    attempts: HashMap<u64, u32>,
+    /// Jobs queued or in flight.
+    outstanding: usize,
+    files: Vec<FileState>,
+    next_id: u64,
+    bytes_done: u64,
+    files_done: usize,
+    retries: u64,
+    refusals: u64,
+    compressed: u64,
+    /// Open channels per host index.
+    open: Vec<usize>,
+    /// Channel cap per host index (lowered on refusals).
+    cap: Vec<usize>,
+    alive: Vec<bool>,
+    lost: Vec<String>,
+    abort: Option<String>,
+    max_open: usize,
+    compress_now: bool,
+    started: Instant,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+    pairs: Vec<Pair>,
+    opts: Options,
+    dir: Direction,
+    progress: indicatif::ProgressBar,
+    /// Compressible sample ratio (compressed / raw), when measured.
+    ratio: Option<f64>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job, waiting while others are in flight; None when all is
+    /// done or the transfer was aborted.
+    fn next(&self) -> Option<Job> {
+        let mut g = self.lock();
+        loop {
+            if g.abort.is_some() || g.outstanding == 0 {
+                return None;
+            }
+            if let Some(j) = g.queue.pop_front() {
+                return Some(j);
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn succeed(&self, job: &Job) {
+        let mut g = self.lock();
+        g.outstanding -= 1;
+        match job {
+            Job::Bundle { files, .. } => {
+                for &f in files {
+                    g.files[f].done = true;
+                    g.files_done += 1;
+                    g.bytes_done += g.files[f].size;
+                    self.progress.inc(g.files[f].size);
+                }
+            }
+            Job::Chunk { file, len, .. } => {
+                g.bytes_done += len;
+                self.progress.inc(*len);
+                g.files[*file].chunks_left -= 1;
+                if g.files[*file].chunks_left == 0 && g.files[*file].failed.is_none() {
+                    let id = g.next_id;
+                    g.next_id += 1;
+                    g.outstanding += 1;
+                    g.queue.push_front(Job::Finish { id, file: *file });
+                }
+            }
+            Job::Finish { file, .. } => {
+                g.files[*file].done = true;
+                g.files_done += 1;
+            }
+        }
+        self.progress.set_message(format!("{} files", g.files_done));
+        self.cv.notify_all();
+        drop(g);
+        self.consider_compression();
+    }
+
+    /// A job failed: again, up to the attempt limit; then its files fail.
+    fn fail(&self, job: Job, reason: &str) {
+        let mut g = self.lock();
+        let n = {
+            let a = g.attempts.entry(job.id()).or_insert(0);
+            *a += 1;
+            *a
+        };
+        if n < self.opts.attempts && g.abort.is_none() {
+            g.retries += 1;
+            g.queue.push_back(job);
+        } else {
+            g.outstanding -= 1;
+            for f in job.files() {
+                if g.files[f].failed.is_none() && !g.files[f].done {
+                    g.files[f].failed = Some(reason.to_string());
+                }
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Put a job back without counting an attempt (its channel went away).
+    fn requeue(&self, job: Job) {
+        let mut g = self.lock();
+        g.queue.push_front(job);
+        self.cv.notify_all();
+    }
+}
+
+fn rel(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+/// Build a push bundle: manifest text and tar bytes.
+fn push_bundle(shared: &Shared, files: &[usize]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut manifest = String::new();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    for &f in files {
+        let p = &shared.pairs[f];
+        let data = std::fs::read(&p.src).with_context(|| format!("cannot read {}", p.src))?;
+        let sum = format!("{:x}", Sha256::digest(&data));
+        let name = format!("{}{PART}", p.dst);
+        manifest.push_str(&format!("{sum}  {name}\n"));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        if let Ok(m) = std::fs::metadata(&p.src) {
+            if let Ok(t) = m.modified() {
+                if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
+                    h.set_mtime(d.as_secs());
+                }
+            }
+        }
+        tar.append_data(&mut h, rel(&name), data.as_slice())
+            .with_context(|| format!("cannot pack {}", p.src))?;
+    }
+    Ok((manifest.into_bytes(), tar.into_inner()?))
+}
+
+fn compress(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(zstd::bulk::compress(data, 1)?)
+}
+
+/// Decide from a sample whether zstd could pay: its ratio, and the speed
+/// of compression on this machine.
+fn sample_compression(pairs: &[Pair], dir: Direction) -> Option<(f64, f64)> {
+    if dir != Direction::Push {
+        return None;
+    }
+    let mut raw = 0usize;
+    let mut packed = 0usize;
+    let t = Instant::now();
+    let step = (pairs.len() / 16).max(1);
+    for p in pairs.iter().step_by(step).take(16) {
+        let mut f = File::open(&p.src).ok()?;
+        let mut buf = vec![0u8; 256 << 10];
+        let n = f.read(&mut buf).ok()?;
+        buf.truncate(n);
+        raw += n;
+        packed += zstd::bulk::compress(&buf, 1).ok()?.len();
+    }
+    if raw == 0 {
+        return None;
+    }
+    let secs = t.elapsed().as_secs_f64().max(1e-6);
+    Some((packed as f64 / raw as f64, raw as f64 / secs / 1e6))
+}
+
+fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
+    let Channel {
+        mut child,
+        stdin,
+        stdout,
+        stderr,
+        zstd,
+    } = ch;
+    let mut stdin = match stdin {
+        Some(s) => s,
+        None => return Err("channel has no input".into()),
+    };
+    // Frames in flight on this channel; at most two, so the agent always
+    // has the next one while it finishes the last.
+    let inflight: Mutex<HashMap<u64, Job>> = Mutex::new(HashMap::new());
+    let window: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+    let closed = std::sync::atomic::AtomicBool::new(false);
+    let release = || {
+        let (m, cv) = &window;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_all();
+    };
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut stdout = stdout;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let l = line.trim_end();
+                let mut it = l.splitn(3, ' ');
+                let kind = it.next().unwrap_or("");
+                let id: u64 = it.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                if kind == "BYE" {
+                    break;
+                }
+                let job = inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(job) = job {
+                    match kind {
+                        "OK" => shared.succeed(&job),
+                        "BAD" => shared.fail(job, it.next().unwrap_or("failed")),
+                        _ => shared.fail(job, &format!("unexpected answer {l:?}")),
+                    }
+                    release();
+                }
+            }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            let (_, cv) = &window;
+            cv.notify_all();
+        });
+        let mut dead = false;
+        while let Some(job) = shared.next() {
+            {
+                let (m, cv) = &window;
+                let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
+                while *n >= 2 && !closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    n = cv
+                        .wait_timeout(n, Duration::from_millis(200))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                if closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(n);
+                    shared.requeue(job);
+                    dead = true;
+                    break;
+                }
+                *n += 1;
+            }
+            let frame = match build_push_frame(shared, &job, zstd) {
+                Ok(f) => f,
+                Err(e) => {
+                    // A local problem (an unreadable source): retrying will not help.
+                    release();
+                    shared
+                        .lock()
+                        .attempts
+                        .insert(job.id(), shared.opts.attempts);
+                    shared.fail(job, &exit::one_line(&e));
+                    continue;
+                }
+            };
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.id(), job.clone());
+            if stdin.write_all(&frame).and_then(|_| stdin.flush()).is_err() {
+                dead = true;
+                break;
+            }
+        }
+        if !dead {
+            let _ = stdin.write_all(b"E 0\n").and_then(|_| stdin.flush());
+        }
+        drop(stdin);
+        let _ = reader.join();
+    });
+    // What the channel did not answer goes back to the queue.
+    let left: Vec<Job> = inflight
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_values()
+        .collect();
+    let lost = !left.is_empty();
+    for j in left {
+        shared.requeue(j);
+    }
+    let status = child.wait();
+    if lost || !matches!(status, Ok(s) if s.success()) {
+        let msg = stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Err(if msg.is_empty() {
+            "channel closed".to_string()
+        } else {
+            msg
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn build_push_frame(shared: &Shared, job: &Job, remote_zstd: bool) -> anyhow::Result<Vec<u8>> {
+    let want_z = remote_zstd && {
+        let g = shared.lock();
+        g.compress_now
+    };
+    match job {
+        Job::Bundle { id, files } => {
+            let (manifest, mut payload) = push_bundle(shared, files)?;
+            let mut z = 0;
+            if want_z {
+                payload = compress(&payload)?;
+                z = 1;
+                shared.lock().compressed += 1;
+            }
+            let mut f = format!("P {id} {} {} {z}\n", manifest.len(), payload.len()).into_bytes();
+            f.extend_from_slice(&manifest);
+            f.extend_from_slice(&payload);
+            Ok(f)
+        }
+        Job::Chunk {
+            id,
+            file,
+            offset,
+            len,
+        } => {
+            let p = &shared.pairs[*file];
+            let f = File::open(&p.src).with_context(|| format!("cannot read {}", p.src))?;
+            let mut buf = vec![0u8; *len as usize];
+            f.read_exact_at(&mut buf, *offset)
+                .with_context(|| format!("cannot read {}", p.src))?;
+            let mut z = 0;
+            if want_z {
+                buf = compress(&buf)?;
+                z = 1;
+                shared.lock().compressed += 1;
+            }
+            let mut out = format!("C {id} {offset} {} {z}\n{}\n", buf.len(), p.dst).into_bytes();
+            out.extend_from_slice(&buf);
+            Ok(out)
+        }
+        Job::Finish { id, file } => {
+            let p = &shared.pairs[*file];
+            let sum =
+                sha256_file(Path::new(&p.src)).with_context(|| format!("cannot read {}", p.src))?;
+            let size = shared.lock().files[*file].size;
+            Ok(format!("F {id} {size} {sum} 0\n{}\n", p.dst).into_bytes())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pull
+
+fn part_path(dst: &str) -> PathBuf {
+    PathBuf::from(format!("{dst}{PART}"))
+}
+
+fn create_part(dst: &str) -> anyhow::Result<File> {
+    let part = part_path(dst);
+    if let Some(dir) = part.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    }
+    File::create(&part).with_context(|| format!("cannot write {}", part.display()))
+}
+
+/// Receive one pulled bundle: manifest, tar stream, errors. Only the listed
+/// files are written; any other entry is refused.
+fn pull_bundle(
+    shared: &Shared,
+    ch: &mut Channel,
+    id: u64,
+    files: &[usize],
+) -> anyhow::Result<Vec<(usize, Result<(), String>)>> {
+    let z = ch.zstd && shared.lock().compress_now;
+    let mut list = Vec::new();
+    for &f in files {
+        list.extend_from_slice(shared.pairs[f].src.as_bytes());
+        list.push(0);
+    }
+    ch.send(format!("G {id} {} {} 0\n", list.len(), u8::from(z)).as_bytes())?;
+    ch.send(&list)?;
+    ch.flush()?;
+    let head = ch.line()?;
+    let n: usize = head
+        .strip_prefix(&format!("M {id} "))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("unexpected answer {head:?}"))?;
+    let sums = parse_sums(&String::from_utf8_lossy(&ch.exact(n)?));
+    // relative name -> pair index
+    let wanted: HashMap<String, usize> = files
+        .iter()
+        .map(|&f| (rel(&shared.pairs[f].src).to_string(), f))
+        .collect();
+    let mut got: HashMap<usize, Result<(), String>> = HashMap::new();
+    let head = ch.line()?;
+    let unpack = |reader: &mut dyn Read,
+                  got: &mut HashMap<usize, Result<(), String>>|
+     -> anyhow::Result<()> {
+        let mut ar = tar::Archive::new(reader);
+        for entry in ar.entries()? {
+            let mut e = entry?;
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let kind = e.header().entry_type();
+            let Some(&f) = wanted.get(&name) else {
+                // Read past it; it is never written.
+                std::io::copy(&mut e, &mut std::io::sink())?;
+                return Err(anyhow!(
+                    "the remote side sent {name:?}, which was not asked for: refused"
+                ));
+            };
+            if !kind.is_file() || name.split('/').any(|c| c == "..") || name.starts_with('/') {
+                std::io::copy(&mut e, &mut std::io::sink())?;
+                got.insert(f, Err(format!("{name:?} is not a regular file: refused")));
+                continue;
+            }
+            let p = &shared.pairs[f];
+            let res = (|| -> anyhow::Result<()> {
+                let mut out = create_part(&p.dst)?;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut size = 0u64;
+                loop {
+                    let k = e.read(&mut buf)?;
+                    if k == 0 {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                    out.write_all(&buf[..k])
+                        .with_context(|| format!("cannot write {}{PART}", p.dst))?;
+                    size += k as u64;
+                }
+                out.sync_data().ok();
+                let sum = format!("{:x}", h.finalize());
+                match sums.get(&p.src) {
+                    Some(s) if *s == sum => {}
+                    Some(_) => return Err(anyhow!("checksum differs from the remote side's")),
+                    None => return Err(anyhow!("no checksum came for it")),
+                }
+                std::fs::rename(part_path(&p.dst), &p.dst)
+                    .with_context(|| format!("cannot rename into {}", p.dst))?;
+                shared.progress.inc(size);
+                Ok(())
+            })();
+            got.insert(f, res.map_err(|e| exit::one_line(&e)));
+        }
+        Ok(())
+    };
+    if head == format!("T {id}") {
+        // The tar stream ends with two zero blocks (-b 1): the reader stops
+        // at the first; read the second.
+        let r = &mut ch.stdout;
+        if let Err(e) = unpack(r, &mut got) {
+            return Err(e.context("the bundle stream is out of step; channel closed"));
+        }
+        let mut zero = [0u8; 512];
+        r.read_exact(&mut zero)?;
+        if zero.iter().any(|b| *b != 0) {
+            return Err(anyhow!("the bundle stream is out of step; channel closed"));
+        }
+    } else if let Some(n) = head
+        .strip_prefix(&format!("Z {id} "))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let data = ch.exact(n)?;
+        shared.lock().compressed += 1;
+        let raw = zstd::stream::decode_all(data.as_slice())?;
+        unpack(&mut raw.as_slice(), &mut got)?;
+    } else {
+        return Err(anyhow!("unexpected answer {head:?}"));
+    }
+    let head = ch.line()?;
+    let n: usize = head
+        .strip_prefix(&format!("X {id} "))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("unexpected answer {head:?}"))?;
+    let errors = String::from_utf8_lossy(&ch.exact(n)?)
+        .trim()
+        .replace('\n', "; ");
+    Ok(files
+        .iter()
+        .map(|&f| {
+            let r = got.remove(&f).unwrap_or_else(|| {
+                Err(if errors.is_empty() {
+                    "not sent by the remote side".to_string()
+                } else {
+                    format!("not sent by the remote side: {errors}")
+                })
+            });
+            (f, r)
+        })
+        .collect())
+}
+
+fn pull_worker(shared: &Shared, mut ch: Channel) -> Result<(), String> {
+    while let Some(job) = shared.next() {
+        let res: anyhow::Result<()> = (|| match &job {
+            Job::Bundle { id, files } => {
+                let results = pull_bundle(shared, &mut ch, *id, files)?;
+                let mut failed = Vec::new();
+                let mut reasons = Vec::new();
+                for (f, r) in results {
+                    match r {
+                        Ok(()) => {
+                            let mut g = shared.lock();
+                            g.files[f].done = true;
+                            g.files_done += 1;
+                            let s = g.files[f].size;
+                            g.bytes_done += s;
+                        }
+                        Err(e) => {
+                            failed.push(f);
+                            reasons.push(e);
+                        }
+                    }
+                }
+                if failed.is_empty() {
+                    let mut g = shared.lock();
+                    g.outstanding -= 1;
+                    shared.cv.notify_all();
+                } else {
+                    // Retry only what failed, as a bundle of its own id.
+                    let reason = reasons.join("; ");
+                    let retry = Job::Bundle {
+                        id: *id,
+                        files: failed,
+                    };
+                    shared.fail(retry, &reason);
+                }
+                Ok(())
+            }
+            Job::Chunk {
+                id,
+                file,
+                offset,
+                len,
+            } => {
+                let p = &shared.pairs[*file];
+                ch.send(format!("R {id} {offset} {len} 0\n{}\n", p.src).as_bytes())?;
+                ch.flush()?;
+                let head = ch.line()?;
+                if head.starts_with(&format!("BAD {id} ")) {
+                    shared.fail(job.clone(), head.splitn(3, ' ').nth(2).unwrap_or("failed"));
+                    return Ok(());
+                }
+                if head != format!("D {id} {len}") {
+                    return Err(anyhow!("unexpected answer {head:?}"));
+                }
+                let data = ch.exact(*len as usize)?;
+                let path = part_path(&p.dst);
+                let write = (|| -> anyhow::Result<()> {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)?;
+                    f.write_all_at(&data, *offset)?;
+                    Ok(())
+                })();
+                match write {
+                    Ok(()) => shared.succeed(&job),
+                    Err(e) => shared.fail(
+                        job.clone(),
+                        &format!("cannot write {}: {e}", path.display()),
+                    ),
+                }
+                Ok(())
+            }
+            Job::Finish { id, file } => {
+                let p = &shared.pairs[*file];
+                ch.send(format!("H {id} 0 0 0\n{}\n", p.src).as_bytes())?;
+                ch.flush()?;
+                let head = ch.line()?;
+                let remote = head
+                    .strip_prefix(&format!("S {id} "))
+                    .unwrap_or("")
+                    .to_string();
+                let path = part_path(&p.dst);
+                let size = shared.lock().files[*file].size;
+                let local =
+                    sha256_file(&path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()));
+                let check = match local {
+                    Ok(sum)
+                        if sum == remote
+                            && std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == size =>
+                    {
+                        std::fs::rename(&path, &p.dst)
+                            .map_err(|e| format!("cannot rename into {}: {e}", p.dst))
+                    }
+                    Ok(_) => Err("checksum differs from the remote side's".to_string()),
+                    Err(e) => Err(exit::one_line(&e)),
+                };
+                match check {
+                    Ok(()) => shared.succeed(&job),
+                    Err(e) => shared.fail(job.clone(), &e),
+                }
+                Ok(())
+            }
+        })();
+        if let Err(e) = res {
+            shared.requeue(job);
+            let msg = ch
+                .stderr
+                .lock()
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            ch.kill();
+            return Err(if msg.is_empty() {
+                exit::one_line(&e)
+            } else {
+                format!("{}: {msg}", exit::one_line(&e))
+            });
+        }
+    }
+    ch.close();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The transfer
+
+/// Copy `pairs` in `dir` through the masters of `hosts`. Err only when
+/// nothing could start (bad lists, a missing source, no live master);
+/// otherwise the report says complete or partial.
+pub fn transfer(
+    hosts: &[Host],
+    pairs: Vec<Pair>,
+    dir: Direction,
+    opts: &Options,
+    progress: indicatif::ProgressBar,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    if hosts.is_empty() {
+        return Err(exit::usage("no hosts given"));
+    }
+    check_pairs(&pairs, dir)?;
+    // Every master must be alive before anything moves.
+    for h in hosts {
+        h.check()?;
+    }
+    // Sizes, and what is already complete at the destination.
+    let mut first = Channel::open(&hosts[0]).map_err(|e| match e {
+        OpenError::Refused(m) | OpenError::Gone(m) | OpenError::Other(m) => {
+            exit::auth(format!("cannot open a channel to {}: {m}", hosts[0].alias))
+        }
+    })?;
+    let (sizes, skip) = match dir {
+        Direction::Push => push_preflight(&mut first, &pairs)?,
+        Direction::Pull => pull_preflight(&mut first, &pairs)?,
+    };
+    first.close();
+    let total: u64 = sizes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip[*i])
+        .map(|(_, s)| *s)
+        .sum();
+    progress.set_length(total);
+    let ratio = match opts.compress {
+        Compress::Never => None,
+        _ => sample_compression(&pairs, dir).map(|(r, _)| r),
+    };
+    let compress_now = opts.compress == Compress::Always;
+    // Plan the jobs.
+    let mut queue = VecDeque::new();
+    let mut next_id = 1u64;
+    let mut files: Vec<FileState> = sizes
+        .iter()
+        .map(|&size| FileState {
+            size,
+            chunks_left: 0,
+            done: false,
+            failed: None,
+        })
+        .collect();
+    let mut bundle: Vec<usize> = Vec::new();
+    let mut bundle_bytes = 0u64;
+    for (i, &size) in sizes.iter().enumerate() {
+        if skip[i] {
+            files[i].done = true;
+            continue;
+        }
+        if size > opts.chunk_bytes {
+            let n = size.div_ceil(opts.chunk_bytes);
+            files[i].chunks_left = n as usize;
+            for k in 0..n {
+                let offset = k * opts.chunk_bytes;
+                queue.push_back(Job::Chunk {
+                    id: next_id,
+                    file: i,
+                    offset,
+                    len: opts.chunk_bytes.min(size - offset),
+                });
+                next_id += 1;
+            }
+            continue;
+        }
+        bundle.push(i);
+        bundle_bytes += size + 512;
+        if bundle_bytes >= opts.bundle_bytes || bundle.len() >= opts.bundle_files {
+            queue.push_back(Job::Bundle {
+                id: next_id,
+                files: std::mem::take(&mut bundle),
+            });
+            next_id += 1;
+            bundle_bytes = 0;
+        }
+    }
+    if !bundle.is_empty() {
+        queue.push_back(Job::Bundle {
+            id: next_id,
+            files: bundle,
+        });
+        next_id += 1;
+    }
+    let skipped = skip.iter().filter(|s| **s).count();
+    let outstanding = queue.len();
+    let shared = Shared {
+        inner: Mutex::new(Inner {
+            queue,
+            attempts: HashMap::new(),
+            outstanding,
+            files,
+            next_id,
+            bytes_done: 0,
+            files_done: 0,
+            retries: 0,
+            refusals: 0,
+            compressed: 0,
+            open: vec![0; hosts.len()],
+            cap: vec![opts.channels.max(1); hosts.len()],
+            alive: vec![true; hosts.len()],
+            lost: Vec::new(),
+            abort: None,
+            max_open: 0,
+            compress_now,
+            started,
+        }),
+        cv: Condvar::new(),
+        pairs,
+        opts: opts.clone(),
+        dir,
+        progress,
+        ratio,
+    };
+    if outstanding > 0 {
+        run_channels(&shared, hosts);
+    }
+    shared.progress.finish_and_clear();
+    let g = shared.lock();
+    let failures: Vec<Failure> = g
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.done)
+        .map(|(i, f)| Failure {
+            src: shared.pairs[i].src.clone(),
+            dst: shared.pairs[i].dst.clone(),
+            reason: f
+                .failed
+                .clone()
+                .or_else(|| g.abort.clone())
+                .unwrap_or_else(|| "not transferred".to_string()),
+        })
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = g.bytes_done;
+    Ok(Report {
+        direction: dir,
+        complete: failures.is_empty(),
+        files: shared.pairs.len(),
+        transferred: g.files_done,
+        skipped,
+        failed: failures.len(),
+        bytes,
+        seconds,
+        mb_per_s: bytes as f64 / 1e6 / seconds.max(1e-9),
+        hosts: hosts.iter().map(|h| h.alias.clone()).collect(),
+        channels: g.max_open,
+        retries: g.retries,
+        refusals: g.refusals,
+        compressed_frames: g.compressed,
+        failures,
+        hosts_lost: g.lost.clone(),
+    })
+}
+
+fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
+    let mut sizes = Vec::with_capacity(pairs.len());
+    for (i, p) in pairs.iter().enumerate() {
+        let m = std::fs::metadata(&p.src).map_err(|e| {
+            exit::usage(format!(
+                "source {} (element {}) cannot be read: {e}; nothing was sent",
+                p.src,
+                i + 1
+            ))
+        })?;
+        if !m.is_file() {
+            return Err(exit::usage(format!(
+                "source {} (element {}) is not a regular file",
+                p.src,
+                i + 1
+            )));
+        }
+        sizes.push(m.len());
+    }
+    let mut skip = vec![false; pairs.len()];
+    let mut remote_sizes: HashMap<String, u64> = HashMap::new();
+    for chunk in pairs.chunks(20_000) {
+        let paths: Vec<&str> = chunk.iter().map(|p| p.dst.as_str()).collect();
+        for l in ch.listing('Q', &paths)?.lines() {
+            if let Some((s, p)) = l.split_once(' ') {
+                if let Ok(s) = s.parse() {
+                    remote_sizes.insert(p.to_string(), s);
+                }
+            }
+        }
+    }
+    let candidates: Vec<usize> = (0..pairs.len())
+        .filter(|&i| remote_sizes.get(&pairs[i].dst) == Some(&sizes[i]))
+        .collect();
+    for chunk in candidates.chunks(20_000) {
+        let paths: Vec<&str> = chunk.iter().map(|&i| pairs[i].dst.as_str()).collect();
+        let sums = parse_sums(&ch.listing('K', &paths)?);
+        for &i in chunk {
+            if let Some(remote) = sums.get(&pairs[i].dst) {
+                if sha256_file(Path::new(&pairs[i].src)).ok().as_ref() == Some(remote) {
+                    skip[i] = true;
+                }
+            }
+        }
+    }
+    Ok((sizes, skip))
+}
+
+fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
+    let mut remote_sizes: HashMap<String, u64> = HashMap::new();
+    for chunk in pairs.chunks(20_000) {
+        let paths: Vec<&str> = chunk.iter().map(|p| p.src.as_str()).collect();
+        for l in ch.listing('Q', &paths)?.lines() {
+            if let Some((s, p)) = l.split_once(' ') {
+                if let Ok(s) = s.parse() {
+                    remote_sizes.insert(p.to_string(), s);
+                }
+            }
+        }
+    }
+    let mut sizes = Vec::with_capacity(pairs.len());
+    for (i, p) in pairs.iter().enumerate() {
+        match remote_sizes.get(&p.src) {
+            Some(s) => sizes.push(*s),
+            None => {
+                return Err(exit::usage(format!(
+                    "source {} (element {}) does not exist on the remote side; nothing was fetched",
+                    p.src,
+                    i + 1
+                )))
+            }
+        }
+    }
+    // Already complete locally: same size and checksum.
+    let candidates: Vec<usize> = (0..pairs.len())
+        .filter(|&i| {
+            std::fs::metadata(&pairs[i].dst)
+                .map(|m| m.is_file() && m.len() == sizes[i])
+                .unwrap_or(false)
+        })
+        .collect();
+    let mut skip = vec![false; pairs.len()];
+    for chunk in candidates.chunks(20_000) {
+        let paths: Vec<&str> = chunk.iter().map(|&i| pairs[i].src.as_str()).collect();
+        let sums = parse_sums(&ch.listing('K', &paths)?);
+        for &i in chunk {
+            if let Some(remote) = sums.get(&pairs[i].src) {
+                if sha256_file(Path::new(&pairs[i].dst)).ok().as_ref() == Some(remote) {
+                    skip[i] = true;
+                }
+            }
+        }
+    }
+    Ok((sizes, skip))
+}
+
+/// Keep up to `channels` channels per live host busy until the work is
+/// done: refused sessions lower that host's cap; a lost master takes the
+/// host out; when no host is left, the transfer stops.
+fn run_channels(shared: &Shared, hosts: &[Host]) {
+    std::thread::scope(|scope| {
+        for (hi, host) in hosts.iter().enumerate() {
+            for slot in 0..shared.opts.channels.max(1) {
+                scope.spawn(move || channel_slot(shared, hosts, hi, host, slot));
+                // Stagger channel set-up a little.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+}
+
+fn channel_slot(shared: &Shared, hosts: &[Host], hi: usize, host: &Host, slot: usize) {
+    let mut failures = 0u32;
+    loop {
+        {
+            let g = shared.lock();
+            if g.abort.is_some() || g.outstanding == 0 || !g.alive[hi] || slot >= g.cap[hi] {
+                return;
+            }
+        }
+        match Channel::open(host) {
+            Ok(ch) => {
+                {
+                    let mut g = shared.lock();
+                    g.open[hi] += 1;
+                    let total: usize = g.open.iter().sum();
+                    g.max_open = g.max_open.max(total);
+                }
+                let r = match shared.dir {
+                    Direction::Push => push_worker(shared, ch),
+                    Direction::Pull => pull_worker(shared, ch),
+                };
+                shared.lock().open[hi] -= 1;
+                match r {
+                    Ok(()) => return,
+                    Err(msg) => {
+                        if host.check().is_err() {
+                            lose_host(shared, hosts, hi, &msg);
+                            return;
+                        }
+                        failures += 1;
+                        if failures > shared.opts.attempts + 2 {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200 * failures as u64));
+                    }
+                }
+            }
+            Err(OpenError::Refused(_)) => {
+                // MaxSessions: carry on with fewer channels on this host.
+                let mut g = shared.lock();
+                g.refusals += 1;
+                if g.cap[hi] > 1 {
+                    g.cap[hi] -= 1;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(100 + 50 * slot as u64));
+            }
+            Err(OpenError::Gone(msg)) => {
+                lose_host(shared, hosts, hi, &msg);
+                return;
+            }
+            Err(OpenError::Other(msg)) => {
+                if host.check().is_err() {
+                    lose_host(shared, hosts, hi, &msg);
+                    return;
+                }
+                failures += 1;
+                if failures > shared.opts.attempts + 2 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200 * failures as u64));
+            }
+        }
+    }
+}
+
+fn lose_host(shared: &Shared, hosts: &[Host], hi: usize, msg: &str) {
+    let mut g = shared.lock();
+    if g.alive[hi] {
+        g.alive[hi] = false;
+        g.lost.push(hosts[hi].alias.clone());
+    }
+    if g.alive.iter().all(|a| !a) && g.abort.is_none() {
+        g.abort = Some(format!(
+            "the master connection to {} went away during the transfer ({}); open it again, then rerun: what is complete is skipped",
+            hosts[hi].alias,
+            msg.lines().next().unwrap_or("")
+        ));
+    }
+    shared.cv.notify_all();
+}
+
+/// Switch compression on once the measured rate shows it pays.
+pub fn compression_pays(ratio: f64, compress_mb_s: f64, link_mb_s: f64) -> bool {
+    ratio < 0.9 && compress_mb_s > link_mb_s * 1.2
+}
+
+impl Shared {
+    fn consider_compression(&self) {
+        let Some(ratio) = self.ratio else { return };
+        let mut g = self.lock();
+        if g.compress_now || self.opts.compress != Compress::Auto || g.bytes_done < (64 << 20) {
+            return;
+        }
+        let rate = g.bytes_done as f64 / 1e6 / g.started.elapsed().as_secs_f64().max(1e-6);
+        // zstd level 1 runs at a few hundred MB/s per core.
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        if compression_pays(ratio, 300.0 * cores, rate) {
+            g.compress_now = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_must_match() {
+        let e = zip_lists(vec!["a".into()], vec![]).unwrap_err();
+        assert!(exit::one_line(&e).contains("1 sources, 0 destinations"));
+        let ok = zip_lists(vec!["/l/a".into()], vec!["/r/a".into()]).unwrap();
+        assert!(check_pairs(&ok, Direction::Push).is_ok());
+        let bad = vec![Pair {
+            src: "/l/a".into(),
+            dst: "r/a".into(),
+        }];
+        assert!(
+            exit::one_line(&check_pairs(&bad, Direction::Push).unwrap_err()).contains("absolute")
+        );
+        let bad = vec![Pair {
+            src: "/l/a".into(),
+            dst: "/r/../a".into(),
+        }];
+        assert!(exit::one_line(&check_pairs(&bad, Direction::Push).unwrap_err()).contains("'..'"));
+        let bad = vec![Pair {
+            src: "/l/a\nb".into(),
+            dst: "/r/a".into(),
+        }];
+        assert!(
+            exit::one_line(&check_pairs(&bad, Direction::Push).unwrap_err()).contains("newline")
+        );
+    }
+
+    #[test]
+    fn sums_parse() {
+        let m = parse_sums("abc  /x/a b\n\\def  /x/c\\\\d\n");
+        assert_eq!(m["/x/a b"], "abc");
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn compression_only_pays_when_it_pays() {
+        assert!(compression_pays(0.5, 600.0, 50.0));
+        assert!(!compression_pays(0.99, 600.0, 50.0));
+        assert!(!compression_pays(0.5, 600.0, 1000.0));
+    }
+}
