@@ -473,15 +473,42 @@ impl Channel {
     }
 }
 
-/// `sha256sum` output: path -> sum.
+/// `sha256sum` output: path -> sum. A line starting with `\\` has its
+/// name escaped (`\\\\` for a backslash, `\\n` for a newline).
 fn parse_sums(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| {
+            let (escaped, l) = match l.strip_prefix('\\') {
+                Some(rest) => (true, rest),
+                None => (false, l),
+            };
             let (sum, path) = l.split_once("  ")?;
-            let sum = sum.strip_prefix('\\').unwrap_or(sum);
-            Some((path.to_string(), sum.to_string()))
+            let path = if escaped {
+                unescape(path)
+            } else {
+                path.to_string()
+            };
+            Some((path, sum.to_string()))
         })
         .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -1588,8 +1615,9 @@ mod tests {
 
     #[test]
     fn sums_parse() {
-        let m = parse_sums("abc  /x/a b\n\\def  /x/c\\\\d\n");
+        let m = parse_sums("abc  /x/a b\n\\def  /x/c\\\\d `e`\n");
         assert_eq!(m["/x/a b"], "abc");
+        assert_eq!(m["/x/c\\d `e`"], "def");
         assert_eq!(m.len(), 2);
     }
 

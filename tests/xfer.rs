@@ -1,0 +1,558 @@
+//! xfer against real sshd front ends on loopback, through the masters
+//! `scripts/testbed up` started (standing in for the key-card logins).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use predicates::prelude::*;
+use predicates::str::contains;
+
+const STATE: &str = "/var/lib/offload-testbed/ssh";
+
+fn ssh_config() -> PathBuf {
+    std::env::var_os("OFFLOAD_TEST_SSH_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(STATE).join("ssh_config"))
+}
+
+fn xfer(home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("xfer").unwrap();
+    common::isolate(&mut c, home);
+    c.env("OFFLOAD_SSH_CONFIG", ssh_config());
+    c
+}
+
+fn logins(server: &str) -> usize {
+    let log = Path::new(STATE).join(format!("{server}.log"));
+    std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (start the testbed: scripts/testbed up)",
+                log.display()
+            )
+        })
+        .matches("Accepted publickey")
+        .count()
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+struct Set {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+const ODD: &[&str] = &[
+    "a b.dat",
+    "it's.dat",
+    "$(touch PWNED).dat",
+    "ünï cødé.dat",
+    "back\\slash `x`.dat",
+    "semi;colon&amp.dat",
+];
+
+/// Files to move: odd names, many small ones, and a few larger than the chunk size.
+fn files(small: usize, big: &[usize]) -> Set {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("deep/er")).unwrap();
+    let mut names = Vec::new();
+    for (i, n) in ODD.iter().enumerate() {
+        std::fs::write(src.join(n), noise(i as u64, 1000 + i)).unwrap();
+        names.push(n.to_string());
+    }
+    for i in 0..small {
+        let n = format!("deep/er/f{i:05}.fits");
+        std::fs::write(src.join(&n), noise(100 + i as u64, (i * 997) % 70_000)).unwrap();
+        names.push(n);
+    }
+    for (i, size) in big.iter().enumerate() {
+        let n = format!("big{i}.fits");
+        std::fs::write(src.join(&n), noise(9000 + i as u64, *size)).unwrap();
+        names.push(n);
+    }
+    Set { dir, names }
+}
+
+impl Set {
+    fn path(&self, side: &str, name: &str) -> PathBuf {
+        self.dir.path().join(side).join(name)
+    }
+
+    fn list(&self, side: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("{side}.list"));
+        let text: String = self
+            .names
+            .iter()
+            .map(|n| format!("{}\n", self.path(side, n).display()))
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn same(&self, a: &str, b: &str) {
+        for n in &self.names {
+            let x = std::fs::read(self.path(a, n)).unwrap();
+            let y = std::fs::read(self.path(b, n)).unwrap_or_else(|e| panic!("{b}/{n}: {e}"));
+            assert!(x == y, "{n} differs between {a} and {b}");
+        }
+    }
+}
+
+fn report(out: &std::process::Output) -> serde_json::Value {
+    common::json(&out.stdout)
+}
+
+#[test]
+fn push_and_pull_round_trip_byte_identical() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(300, &[9 << 20, (4 << 20) + 5]);
+    let out = xfer(home.path())
+        .args([
+            "push",
+            "--host",
+            "fe1,fe2",
+            "--json",
+            "--bundle-mib",
+            "1",
+            "--chunk-mib",
+            "2",
+            "--from",
+        ])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["files"], set.names.len());
+    assert_eq!(r["transferred"], set.names.len());
+    assert!(r["channels"].as_u64().unwrap() >= 2, "{r}");
+    set.same("src", "remote");
+    let out = xfer(home.path())
+        .args([
+            "pull",
+            "--host",
+            "fe1",
+            "--host",
+            "fe3",
+            "--json",
+            "--bundle-mib",
+            "1",
+            "--chunk-mib",
+            "2",
+            "--from",
+        ])
+        .arg(set.list("remote"))
+        .arg("--to")
+        .arg(set.list("back"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report(&out)["complete"], true);
+    set.same("src", "back");
+    // Nothing ran that a name spelled.
+    assert!(!set.dir.path().join("remote/PWNED").exists() && !Path::new("PWNED").exists());
+    // No temporary names left.
+    let parts = walk(set.dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".offload-part"))
+        .count();
+    assert_eq!(parts, 0);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_rerun_skips_what_is_complete() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(50, &[]);
+    let run = || {
+        let out = xfer(home.path())
+            .args(["push", "--host", "fe2", "--json", "--list"])
+            .arg({
+                let p = set.dir.path().join("pairs.tsv");
+                let text: String = set
+                    .names
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{}\t{}\t0\n",
+                            set.path("src", n).display(),
+                            set.path("remote", n).display()
+                        )
+                    })
+                    .collect();
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report(&out)
+    };
+    assert_eq!(run()["transferred"], set.names.len());
+    let r = run();
+    assert_eq!(
+        (r["skipped"].as_u64(), r["transferred"].as_u64()),
+        (Some(set.names.len() as u64), Some(0))
+    );
+    std::fs::write(set.path("src", "a b.dat"), b"changed").unwrap();
+    let r = run();
+    assert_eq!(r["transferred"], 1);
+    set.same("src", "remote");
+}
+
+#[test]
+fn sixteen_channels_against_max_sessions_3_one_login() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(400, &[]);
+    let before = logins("fe3");
+    let out = xfer(home.path())
+        .args([
+            "push",
+            "--host",
+            "fe3",
+            "--channels",
+            "16",
+            "--bundle-mib",
+            "1",
+            "--json",
+            "--from",
+        ])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["complete"], true);
+    assert!(
+        r["refusals"].as_u64().unwrap() > 0,
+        "MaxSessions 3 must refuse some of 16: {r}"
+    );
+    assert!(r["channels"].as_u64().unwrap() <= 3, "{r}");
+    set.same("src", "remote");
+    assert_eq!(
+        logins("fe3"),
+        before,
+        "no new login on fe3: everything went over the one master"
+    );
+}
+
+/// An ssh configuration of the test's own, with a host `fe2-own` whose
+/// master the test starts and may kill.
+struct OwnMaster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl OwnMaster {
+    fn new(dead_socket: bool) -> OwnMaster {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ssh_config");
+        let cp = if dead_socket {
+            "/nonexistent/offload-test/%n".to_string()
+        } else {
+            format!("{}/cm-%n", dir.path().display())
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "Host fe2-own\n  HostName 127.0.0.1\n  Port 2202\n  User root\n  IdentityFile {STATE}/id_ed25519\n  IdentitiesOnly yes\n  \
+                 UserKnownHostsFile {STATE}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n  ControlPath {cp}\n"
+            ),
+        )
+        .unwrap();
+        OwnMaster { dir, config }
+    }
+
+    fn start(&self) {
+        // A master killed with SIGKILL leaves its socket; ssh -M would then
+        // run without multiplexing.
+        if self.pid().is_none() {
+            let _ = std::fs::remove_file(self.dir.path().join("cm-fe2-own"));
+        }
+        let s = Command::new("ssh")
+            .arg("-F")
+            .arg(&self.config)
+            .args(["-M", "-f", "-N", "-o", "ControlPersist=yes", "fe2-own"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+
+    fn pid(&self) -> Option<i32> {
+        let out = Command::new("ssh")
+            .arg("-F")
+            .arg(&self.config)
+            .args(["-O", "check", "fe2-own"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.split("pid=")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse().ok())
+    }
+
+    fn kill(&self) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for OwnMaster {
+    fn drop(&mut self) {
+        let _ = Command::new("ssh")
+            .arg("-F")
+            .arg(&self.config)
+            .args(["-O", "exit", "fe2-own"])
+            .output();
+    }
+}
+
+#[test]
+fn no_live_master_is_the_auth_exit_before_anything_moves() {
+    let home = tempfile::tempdir().unwrap();
+    let own = OwnMaster::new(true);
+    let set = files(3, &[]);
+    xfer(home.path())
+        .env("OFFLOAD_SSH_CONFIG", &own.config)
+        .args(["push", "--host", "fe2-own", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .assert()
+        .code(5)
+        .stderr(contains("no master connection to fe2-own").and(contains("ssh -M -f -N fe2-own")));
+    assert!(!set.dir.path().join("remote").exists(), "nothing moved");
+    // A live socket of a dead master (SIGKILL leaves it behind) is the same.
+    let own = OwnMaster::new(false);
+    own.start();
+    own.kill();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    xfer(home.path())
+        .env("OFFLOAD_SSH_CONFIG", &own.config)
+        .args(["push", "--host", "fe2-own", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(5)
+        .stderr(contains("no live master connection to fe2-own"));
+    assert!(!set.dir.path().join("remote").exists(), "nothing moved");
+}
+
+#[test]
+fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
+    let home = tempfile::tempdir().unwrap();
+    let own = OwnMaster::new(false);
+    own.start();
+    let before = logins("fe2");
+    let set = files(1500, &[24 << 20]);
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("xfer"));
+    cmd.env("HOME", home.path())
+        .env("OFFLOAD_SSH_CONFIG", &own.config)
+        .env_remove("OFFLOAD_DB")
+        .env_remove("OFFLOAD_CONFIG")
+        .args([
+            "push",
+            "--host",
+            "fe2-own",
+            "--json",
+            "--bundle-mib",
+            "1",
+            "--chunk-mib",
+            "1",
+            "--channels",
+            "4",
+            "--from",
+        ])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Kill the master once the first files have landed.
+    let first = set.path("remote", "a b.dat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !first.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    own.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["hosts_lost"], serde_json::json!(["fe2-own"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("went away"));
+    // Every file with its final name is whole (also those the remote side
+    // finished verifying after the master went).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut present = 0;
+    for n in &set.names {
+        let p = set.path("remote", n);
+        if p.exists() {
+            present += 1;
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(set.path("src", n)).unwrap(),
+                "{n} looks complete but is not"
+            );
+        }
+    }
+    assert!(present < set.names.len(), "the kill came before the end");
+    // After the refresh, the rerun finishes and skips what is complete.
+    own.start();
+    let out = xfer(home.path())
+        .env("OFFLOAD_SSH_CONFIG", &own.config)
+        .args(["push", "--host", "fe2-own", "--json", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert!(r["skipped"].as_u64().unwrap() >= present as u64, "{r}");
+    assert!(r["transferred"].as_u64().unwrap() > 0, "{r}");
+    set.same("src", "remote");
+    // Two master logins (the start and the restart), nothing else.
+    assert_eq!(logins("fe2"), before + 1);
+}
+
+#[test]
+fn bad_lists_and_missing_files_are_named() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(2, &[]);
+    let short = set.dir.path().join("short.list");
+    std::fs::write(&short, "/x\n").unwrap();
+    xfer(home.path())
+        .args(["push", "--host", "fe1", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(&short)
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "the lists differ in length: 8 sources, 1 destinations",
+        ));
+    std::fs::remove_file(set.path("src", "it's.dat")).unwrap();
+    xfer(home.path())
+        .args(["push", "--host", "fe1", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .assert()
+        .code(2)
+        .stderr(contains("it's.dat (element 2) cannot be read").and(contains("nothing was sent")));
+    assert!(!set.dir.path().join("remote").exists());
+    xfer(home.path())
+        .args(["pull", "--host", "fe1", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("back"))
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "it's.dat (element 2) does not exist on the remote side",
+        ));
+    xfer(home.path())
+        .args(["push", "--from", "/a", "--to", "/b"])
+        .assert()
+        .code(2)
+        .stderr(contains("no hosts"));
+}
+
+#[test]
+fn an_unwritable_destination_is_reported_per_file() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(4, &[]);
+    // Pull into a "folder" that is a regular file.
+    let blocker = set.dir.path().join("blocker");
+    std::fs::write(&blocker, "a file").unwrap();
+    let to = set.dir.path().join("to.list");
+    let text: String = set
+        .names
+        .iter()
+        .map(|n| format!("{}/{}\n", blocker.display(), n.replace('/', "_")))
+        .collect();
+    std::fs::write(&to, text).unwrap();
+    let out = xfer(home.path())
+        .args(["pull", "--host", "fe1", "--json", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["failed"], set.names.len());
+    let why = r["failures"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("cannot create folder") && why.contains("blocker"),
+        "{why}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("transfer incomplete"));
+}
