@@ -3,19 +3,19 @@
 //! front ends, over a few long-lived channels per master.
 //!
 //! Each channel runs one small bash agent on the remote side (standard
-//! tools only: bash, coreutils, tar, sha256sum, dd, zstd when present) that
+//! tools only: bash, coreutils, tar, cksum, dd, zstd when present) that
 //! reads framed requests on stdin:
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `P id mlen plen z` + manifest + payload | push a bundle: a tar of files named `DEST.offload-part` (zstd when z=1), then `sha256sum -c` and rename |
+//! | `P id mlen plen z dlen` + manifest + folders + payload | push a bundle: a tar of files staged as `DIR/.offload-part.ID/NAME` (zstd when z=1), then `cksum` of each against the manifest and a move per folder |
 //! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part` at `off` |
 //! | `F id size sha` + path line | finish a chunked push: check size and checksum, rename |
-//! | `G id n z` + NUL-separated paths | pull a bundle: `M` manifest (sha256sum), `T` tar stream (or `Z` zstd), `X` errors |
+//! | `G id n z` + NUL-separated paths | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
 //! | `R id off len` + path line | pull a chunk: `D id len` + bytes |
 //! | `H id` + path line | checksum of one file: `S id sum` |
 //! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
-//! | `K id n` + NUL-separated paths | checksums: `L id n` + sha256sum lines |
+//! | `K id n` + NUL-separated paths | checksums: `L id n` + cksum lines |
 //!
 //! Answers are lines `OK id`, `BAD id reason`, or the frames above. Files
 //! are written under a temporary name and renamed only once their size and
@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::exit;
 use crate::ssh::{self, Host};
@@ -40,6 +39,8 @@ use crate::target::bad_path_char;
 
 /// Suffix of files being written.
 pub const PART: &str = ".offload-part";
+/// Prefix of the hidden staging folder of a pushed bundle.
+pub const PART_DIR: &str = ".offload-part.";
 
 /// The remote agent (see the module documentation).
 pub const AGENT: &str = r#"
@@ -50,10 +51,14 @@ trap 'wait; rm -rf "$T"' EXIT
 if command -v zstd >/dev/null 2>&1; then Z=1; else Z=0; fi
 echo "READY $Z"
 one() { tr '\n' ' ' < "$1" | head -c 400; }
-while IFS=' ' read -r kind id a b c; do
+while IFS=' ' read -r kind id a b c d; do
   case $kind in
   P)
+    # Files arrive in a hidden staging folder beside their destination,
+    # DEST_DIR/.offload-part.ID/NAME, are checked, then moved in one go per
+    # folder. d = bytes of the list of staging<TAB>destination folders.
     head -c "$a" > "$T/m.$id"
+    head -c "$d" > "$T/d.$id"
     if [ "$c" = 1 ]; then
       head -c "$b" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     else
@@ -62,12 +67,14 @@ while IFS=' ' read -r kind id a b c; do
     ts=$?
     (
       if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")";
-      elif sha256sum --quiet --strict -c "$T/m.$id" > "$T/c.$id" 2>&1; then
+      elif cut -d' ' -f3- "$T/m.$id" | tr '\n' '\0' | xargs -0 cksum -- > "$T/c.$id" 2>&1 && cmp -s "$T/c.$id" "$T/m.$id"; then
         ok=1
-        while IFS= read -r l; do p=${l#*  }; mv -f -- "$p" "${p%.offload-part}" || ok=0; done < "$T/m.$id"
-        if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot rename into place"; fi
+        while IFS=$'\t' read -r sd dd; do
+          find "$sd" -mindepth 1 -maxdepth 1 -exec mv -f -t "$dd" -- {} + && rmdir -- "$sd" || ok=0
+        done < "$T/d.$id"
+        if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot move into place"; fi
       else echo "BAD $id checksum: $(one "$T/c.$id")"; fi
-      rm -f "$T/m.$id" "$T/c.$id" "$T/e.$id"
+      rm -f "$T/m.$id" "$T/c.$id" "$T/e.$id" "$T/d.$id"
     ) &
     ;;
   C)
@@ -86,7 +93,7 @@ while IFS=' ' read -r kind id a b c; do
     (
       sz=$(stat -c %s -- "$p.offload-part" 2>/dev/null)
       if [ "$sz" != "$a" ]; then echo "BAD $id size ${sz:-missing}, expected $a";
-      elif [ "$(sha256sum < "$p.offload-part" | cut -d' ' -f1)" != "$b" ]; then echo "BAD $id checksum differs";
+      elif [ "$(cksum < "$p.offload-part")" != "$b $a" ]; then echo "BAD $id checksum differs";
       elif mv -f -- "$p.offload-part" "$p"; then echo "OK $id";
       else echo "BAD $id cannot rename into place"; fi
     ) &
@@ -94,7 +101,7 @@ while IFS=' ' read -r kind id a b c; do
   G)
     wait
     head -c "$a" > "$T/l.$id"
-    xargs -0 -r sha256sum -- < "$T/l.$id" > "$T/s.$id" 2> "$T/e.$id"
+    xargs -0 -r cksum -- < "$T/l.$id" > "$T/s.$id" 2> "$T/e.$id"
     printf 'M %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
     cat "$T/s.$id"
     sed -z 's|^/||' "$T/l.$id" > "$T/r.$id"
@@ -121,7 +128,7 @@ while IFS=' ' read -r kind id a b c; do
     ;;
   H)
     IFS= read -r p
-    s=$(sha256sum < "$p" 2>/dev/null | cut -d' ' -f1)
+    s=$(cksum < "$p" 2>/dev/null)
     echo "S $id ${s:-missing}"
     ;;
   Q)
@@ -133,7 +140,7 @@ while IFS=' ' read -r kind id a b c; do
     ;;
   K)
     head -c "$a" > "$T/l.$id"
-    xargs -0 -r sha256sum -- < "$T/l.$id" > "$T/s.$id" 2> /dev/null
+    xargs -0 -r cksum -- < "$T/l.$id" > "$T/s.$id" 2> /dev/null
     printf 'L %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
     cat "$T/s.$id"
     rm -f "$T/l.$id" "$T/s.$id"
@@ -473,56 +480,72 @@ impl Channel {
     }
 }
 
-/// `sha256sum` output: path -> sum. A line starting with `\\` has its
-/// name escaped (`\\\\` for a backslash, `\\n` for a newline).
-fn parse_sums(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let (escaped, l) = match l.strip_prefix('\\') {
-                Some(rest) => (true, rest),
-                None => (false, l),
-            };
-            let (sum, path) = l.split_once("  ")?;
-            let path = if escaped {
-                unescape(path)
-            } else {
-                path.to_string()
-            };
-            Some((path, sum.to_string()))
-        })
-        .collect()
+/// POSIX `cksum`: CRC-32 (polynomial 0x04C11DB7) over the data and then
+/// its length, as every remote system's `cksum` prints it ("CRC SIZE").
+/// Transfers check each file's size and this checksum at the destination.
+pub struct Cksum {
+    digest: crc::Digest<'static, u32, crc::Table<16>>,
+    len: u64,
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some('n') => out.push('\n'),
-                Some('r') => out.push('\r'),
-                Some(o) => out.push(o),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
+static CKSUM: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_CKSUM);
+
+impl Default for Cksum {
+    fn default() -> Cksum {
+        Cksum {
+            digest: CKSUM.digest(),
+            len: 0,
         }
     }
-    out
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+impl Cksum {
+    pub fn update(&mut self, data: &[u8]) {
+        self.digest.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// "CRC SIZE", as `cksum` prints it.
+    pub fn finish(mut self) -> String {
+        let mut n = self.len;
+        while n > 0 {
+            self.digest.update(&[(n & 0xff) as u8]);
+            n >>= 8;
+        }
+        format!("{} {}", self.digest.finalize(), self.len)
+    }
+}
+
+pub fn cksum_bytes(data: &[u8]) -> String {
+    let mut c = Cksum::default();
+    c.update(data);
+    c.finish()
+}
+
+pub fn cksum_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
-    let mut h = Sha256::new();
+    let mut c = Cksum::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        c.update(&buf[..n]);
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(c.finish())
+}
+
+/// `cksum` output ("CRC SIZE NAME" lines): name -> "CRC SIZE".
+fn parse_sums(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let (crc, size, name) = (f.next()?, f.next()?, f.next()?);
+            Some((name.to_string(), format!("{crc} {size}")))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -690,32 +713,56 @@ fn rel(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
-/// Build a push bundle: manifest text and tar bytes.
-fn push_bundle(shared: &Shared, files: &[usize]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+/// Build a push bundle into `tar_buf` (cleared, its capacity kept); return
+/// manifest text and staging folders list. Each file travels as
+/// `DIR/.offload-part.ID/NAME` and is moved to `DIR/NAME` once the bundle
+/// checks out.
+fn push_bundle(
+    shared: &Shared,
+    id: u64,
+    files: &[usize],
+    tar_buf: Vec<u8>,
+    read_buf: &mut Vec<u8>,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     let mut manifest = String::new();
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.mode(tar::HeaderMode::Deterministic);
+    let mut folders: Vec<(String, String)> = Vec::new();
+    let mut tar_buf = tar_buf;
+    tar_buf.clear();
+    let mut tar = tar::Builder::new(tar_buf);
     for &f in files {
         let p = &shared.pairs[f];
-        let data = std::fs::read(&p.src).with_context(|| format!("cannot read {}", p.src))?;
-        let sum = format!("{:x}", Sha256::digest(&data));
-        let name = format!("{}{PART}", p.dst);
-        manifest.push_str(&format!("{sum}  {name}\n"));
+        let mut file = File::open(&p.src).with_context(|| format!("cannot read {}", p.src))?;
+        read_buf.clear();
+        file.read_to_end(read_buf)
+            .with_context(|| format!("cannot read {}", p.src))?;
+        let data = read_buf.as_slice();
+        let sum = cksum_bytes(data);
+        let (dir, base) = p.dst.rsplit_once('/').expect("absolute destination");
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let stage = format!("{}/{PART_DIR}{id}", dir.trim_end_matches('/'));
+        if !folders.iter().any(|(s, _)| *s == stage) {
+            folders.push((stage.clone(), dir.to_string()));
+        }
+        let name = format!("{stage}/{base}");
+        manifest.push_str(&format!("{sum} {name}\n"));
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        if let Ok(m) = std::fs::metadata(&p.src) {
-            if let Ok(t) = m.modified() {
-                if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
-                    h.set_mtime(d.as_secs());
-                }
+        if let Ok(t) = file.metadata().and_then(|m| m.modified()) {
+            if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
+                h.set_mtime(d.as_secs());
             }
         }
-        tar.append_data(&mut h, rel(&name), data.as_slice())
+        tar.append_data(&mut h, rel(&name), data)
             .with_context(|| format!("cannot pack {}", p.src))?;
     }
-    Ok((manifest.into_bytes(), tar.into_inner()?))
+    let folders: String = folders.iter().map(|(s, d)| format!("{s}\t{d}\n")).collect();
+    Ok((
+        manifest.into_bytes(),
+        folders.into_bytes(),
+        tar.into_inner()?,
+    ))
 }
 
 fn compress(data: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -764,6 +811,7 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
     let inflight: Mutex<HashMap<u64, Job>> = Mutex::new(HashMap::new());
     let window: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
     let closed = std::sync::atomic::AtomicBool::new(false);
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let release = || {
         let (m, cv) = &window;
         *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
@@ -803,8 +851,41 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
             let (_, cv) = &window;
             cv.notify_all();
         });
+        // Frames are built (files read, checksummed, packed) on their own
+        // thread while the previous one is being sent.
+        let (ftx, frx) = std::sync::mpsc::sync_channel::<(Job, Frame)>(1);
+        let (rtx, rrx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let builder = scope.spawn(|| {
+            let ftx = ftx;
+            let rrx = rrx;
+            let mut bufs = Buffers::default();
+            while let Some(job) = shared.next() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    shared.requeue(job);
+                    break;
+                }
+                bufs.bodies.extend(rrx.try_iter());
+                bufs.bodies.truncate(3);
+                match build_push_frame(shared, &job, zstd, &mut bufs) {
+                    Ok(frame) => {
+                        if let Err(e) = ftx.send((job, frame)) {
+                            shared.requeue(e.0 .0);
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // A local problem (an unreadable source): retrying will not help.
+                        shared
+                            .lock()
+                            .attempts
+                            .insert(job.id(), shared.opts.attempts);
+                        shared.fail(job, &exit::one_line(&e));
+                    }
+                }
+            }
+        });
         let mut dead = false;
-        while let Some(job) = shared.next() {
+        for (job, frame) in frx.iter() {
             {
                 let (m, cv) = &window;
                 let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -822,28 +903,28 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
                 }
                 *n += 1;
             }
-            let frame = match build_push_frame(shared, &job, zstd) {
-                Ok(f) => f,
-                Err(e) => {
-                    // A local problem (an unreadable source): retrying will not help.
-                    release();
-                    shared
-                        .lock()
-                        .attempts
-                        .insert(job.id(), shared.opts.attempts);
-                    shared.fail(job, &exit::one_line(&e));
-                    continue;
-                }
-            };
             inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(job.id(), job.clone());
-            if stdin.write_all(&frame).and_then(|_| stdin.flush()).is_err() {
+            let sent = stdin
+                .write_all(&frame.head)
+                .and_then(|_| stdin.write_all(&frame.body))
+                .and_then(|_| stdin.flush());
+            if sent.is_err() {
                 dead = true;
                 break;
             }
+            if frame.body.capacity() > 0 {
+                let _ = rtx.send(frame.body);
+            }
         }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (job, _) in frx.try_iter() {
+            shared.requeue(job);
+        }
+        drop(frx);
+        let _ = builder.join();
         if !dead {
             let _ = stdin.write_all(b"E 0\n").and_then(|_| stdin.flush());
         }
@@ -876,24 +957,58 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
     }
 }
 
-fn build_push_frame(shared: &Shared, job: &Job, remote_zstd: bool) -> anyhow::Result<Vec<u8>> {
+/// A frame to send: its head (request line and lists) and its payload.
+struct Frame {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// Buffers a channel's frame builder reuses, so big payloads are not
+/// allocated (and faulted in) again for every bundle.
+#[derive(Default)]
+struct Buffers {
+    bodies: Vec<Vec<u8>>,
+    read: Vec<u8>,
+}
+
+fn build_push_frame(
+    shared: &Shared,
+    job: &Job,
+    remote_zstd: bool,
+    bufs: &mut Buffers,
+) -> anyhow::Result<Frame> {
     let want_z = remote_zstd && {
         let g = shared.lock();
         g.compress_now
     };
+    let body = bufs
+        .bodies
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(shared.opts.bundle_bytes as usize + (1 << 20)));
     match job {
         Job::Bundle { id, files } => {
-            let (manifest, mut payload) = push_bundle(shared, files)?;
+            let (manifest, folders, mut payload) =
+                push_bundle(shared, *id, files, body, &mut bufs.read)?;
             let mut z = 0;
             if want_z {
-                payload = compress(&payload)?;
+                let packed = compress(&payload)?;
+                bufs.bodies.push(std::mem::replace(&mut payload, packed));
                 z = 1;
                 shared.lock().compressed += 1;
             }
-            let mut f = format!("P {id} {} {} {z}\n", manifest.len(), payload.len()).into_bytes();
-            f.extend_from_slice(&manifest);
-            f.extend_from_slice(&payload);
-            Ok(f)
+            let mut head = format!(
+                "P {id} {} {} {z} {}\n",
+                manifest.len(),
+                payload.len(),
+                folders.len()
+            )
+            .into_bytes();
+            head.extend_from_slice(&manifest);
+            head.extend_from_slice(&folders);
+            Ok(Frame {
+                head,
+                body: payload,
+            })
         }
         Job::Chunk {
             id,
@@ -903,25 +1018,32 @@ fn build_push_frame(shared: &Shared, job: &Job, remote_zstd: bool) -> anyhow::Re
         } => {
             let p = &shared.pairs[*file];
             let f = File::open(&p.src).with_context(|| format!("cannot read {}", p.src))?;
-            let mut buf = vec![0u8; *len as usize];
+            let mut buf = body;
+            buf.clear();
+            buf.resize(*len as usize, 0);
             f.read_exact_at(&mut buf, *offset)
                 .with_context(|| format!("cannot read {}", p.src))?;
             let mut z = 0;
             if want_z {
-                buf = compress(&buf)?;
+                let packed = compress(&buf)?;
+                bufs.bodies.push(std::mem::replace(&mut buf, packed));
                 z = 1;
                 shared.lock().compressed += 1;
             }
-            let mut out = format!("C {id} {offset} {} {z}\n{}\n", buf.len(), p.dst).into_bytes();
-            out.extend_from_slice(&buf);
-            Ok(out)
+            let head = format!("C {id} {offset} {} {z}\n{}\n", buf.len(), p.dst).into_bytes();
+            Ok(Frame { head, body: buf })
         }
         Job::Finish { id, file } => {
+            bufs.bodies.push(body);
             let p = &shared.pairs[*file];
             let sum =
-                sha256_file(Path::new(&p.src)).with_context(|| format!("cannot read {}", p.src))?;
+                cksum_file(Path::new(&p.src)).with_context(|| format!("cannot read {}", p.src))?;
+            let crc = sum.split(' ').next().unwrap_or("");
             let size = shared.lock().files[*file].size;
-            Ok(format!("F {id} {size} {sum} 0\n{}\n", p.dst).into_bytes())
+            Ok(Frame {
+                head: format!("F {id} {size} {crc} 0\n{}\n", p.dst).into_bytes(),
+                body: Vec::new(),
+            })
         }
     }
 }
@@ -995,7 +1117,7 @@ fn pull_bundle(
             let p = &shared.pairs[f];
             let res = (|| -> anyhow::Result<()> {
                 let mut out = create_part(&p.dst)?;
-                let mut h = Sha256::new();
+                let mut h = Cksum::default();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut size = 0u64;
                 loop {
@@ -1009,7 +1131,7 @@ fn pull_bundle(
                     size += k as u64;
                 }
                 out.sync_data().ok();
-                let sum = format!("{:x}", h.finalize());
+                let sum = h.finish();
                 match sums.get(&p.src) {
                     Some(s) if *s == sum => {}
                     Some(_) => return Err(anyhow!("checksum differs from the remote side's")),
@@ -1159,7 +1281,7 @@ fn pull_worker(shared: &Shared, mut ch: Channel) -> Result<(), String> {
                 let path = part_path(&p.dst);
                 let size = shared.lock().files[*file].size;
                 let local =
-                    sha256_file(&path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()));
+                    cksum_file(&path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()));
                 let check = match local {
                     Ok(sum)
                         if sum == remote
@@ -1405,7 +1527,7 @@ fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
         let sums = parse_sums(&ch.listing('K', &paths)?);
         for &i in chunk {
             if let Some(remote) = sums.get(&pairs[i].dst) {
-                if sha256_file(Path::new(&pairs[i].src)).ok().as_ref() == Some(remote) {
+                if cksum_file(Path::new(&pairs[i].src)).ok().as_ref() == Some(remote) {
                     skip[i] = true;
                 }
             }
@@ -1453,7 +1575,7 @@ fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
         let sums = parse_sums(&ch.listing('K', &paths)?);
         for &i in chunk {
             if let Some(remote) = sums.get(&pairs[i].src) {
-                if sha256_file(Path::new(&pairs[i].dst)).ok().as_ref() == Some(remote) {
+                if cksum_file(Path::new(&pairs[i].dst)).ok().as_ref() == Some(remote) {
                     skip[i] = true;
                 }
             }
@@ -1615,10 +1737,32 @@ mod tests {
 
     #[test]
     fn sums_parse() {
-        let m = parse_sums("abc  /x/a b\n\\def  /x/c\\\\d `e`\n");
-        assert_eq!(m["/x/a b"], "abc");
-        assert_eq!(m["/x/c\\d `e`"], "def");
-        assert_eq!(m.len(), 2);
+        let m = parse_sums("12738659 1 /x/a\\b `c`.dat\n3537609151 1 /x/sp ace\n");
+        assert_eq!(m["/x/a\\b `c`.dat"], "12738659 1");
+        assert_eq!(m["/x/sp ace"], "3537609151 1");
+    }
+
+    #[test]
+    fn cksum_is_posix_cksum() {
+        // Values printed by coreutils' cksum.
+        assert_eq!(cksum_bytes(b"x"), "12738659 1");
+        assert_eq!(cksum_bytes(b"y"), "3537609151 1");
+        assert_eq!(cksum_bytes(b""), "4294967295 0");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let out = std::process::Command::new("cksum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&data)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(
+            cksum_bytes(&data),
+            String::from_utf8(out.stdout).unwrap().trim()
+        );
     }
 
     #[test]
