@@ -1488,6 +1488,57 @@ pub fn transfer(
     })
 }
 
+/// Sizes of the remote files that exist, by path.
+fn remote_sizes<'a>(
+    ch: &mut Channel,
+    paths: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<HashMap<String, u64>> {
+    let paths: Vec<&str> = paths.collect();
+    let mut out = HashMap::new();
+    for chunk in paths.chunks(20_000) {
+        for l in ch.listing('Q', chunk)?.lines() {
+            if let Some((s, p)) = l.split_once(' ') {
+                if let Ok(s) = s.parse() {
+                    out.insert(p.to_string(), s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Of the candidates (same size on both sides), those whose checksums also
+/// agree: complete already, to be skipped.
+fn already_complete(
+    ch: &mut Channel,
+    pairs: &[Pair],
+    candidates: &[usize],
+    dir: Direction,
+) -> anyhow::Result<Vec<bool>> {
+    let mut skip = vec![false; pairs.len()];
+    for chunk in candidates.chunks(20_000) {
+        let paths: Vec<&str> = chunk.iter().map(|&i| ends(&pairs[i], dir).0).collect();
+        let sums = parse_sums(&ch.listing('K', &paths)?);
+        for &i in chunk {
+            let (remote, local) = ends(&pairs[i], dir);
+            if let Some(sum) = sums.get(remote) {
+                if cksum_file(Path::new(local)).ok().as_ref() == Some(sum) {
+                    skip[i] = true;
+                }
+            }
+        }
+    }
+    Ok(skip)
+}
+
+/// (remote path, local path) of a pair.
+fn ends(p: &Pair, dir: Direction) -> (&str, &str) {
+    match dir {
+        Direction::Push => (&p.dst, &p.src),
+        Direction::Pull => (&p.src, &p.dst),
+    }
+}
+
 fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
     let mut sizes = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
@@ -1507,50 +1558,19 @@ fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
         }
         sizes.push(m.len());
     }
-    let mut skip = vec![false; pairs.len()];
-    let mut remote_sizes: HashMap<String, u64> = HashMap::new();
-    for chunk in pairs.chunks(20_000) {
-        let paths: Vec<&str> = chunk.iter().map(|p| p.dst.as_str()).collect();
-        for l in ch.listing('Q', &paths)?.lines() {
-            if let Some((s, p)) = l.split_once(' ') {
-                if let Ok(s) = s.parse() {
-                    remote_sizes.insert(p.to_string(), s);
-                }
-            }
-        }
-    }
+    let remote = remote_sizes(ch, pairs.iter().map(|p| p.dst.as_str()))?;
     let candidates: Vec<usize> = (0..pairs.len())
-        .filter(|&i| remote_sizes.get(&pairs[i].dst) == Some(&sizes[i]))
+        .filter(|&i| remote.get(&pairs[i].dst) == Some(&sizes[i]))
         .collect();
-    for chunk in candidates.chunks(20_000) {
-        let paths: Vec<&str> = chunk.iter().map(|&i| pairs[i].dst.as_str()).collect();
-        let sums = parse_sums(&ch.listing('K', &paths)?);
-        for &i in chunk {
-            if let Some(remote) = sums.get(&pairs[i].dst) {
-                if cksum_file(Path::new(&pairs[i].src)).ok().as_ref() == Some(remote) {
-                    skip[i] = true;
-                }
-            }
-        }
-    }
+    let skip = already_complete(ch, pairs, &candidates, Direction::Push)?;
     Ok((sizes, skip))
 }
 
 fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
-    let mut remote_sizes: HashMap<String, u64> = HashMap::new();
-    for chunk in pairs.chunks(20_000) {
-        let paths: Vec<&str> = chunk.iter().map(|p| p.src.as_str()).collect();
-        for l in ch.listing('Q', &paths)?.lines() {
-            if let Some((s, p)) = l.split_once(' ') {
-                if let Ok(s) = s.parse() {
-                    remote_sizes.insert(p.to_string(), s);
-                }
-            }
-        }
-    }
+    let remote = remote_sizes(ch, pairs.iter().map(|p| p.src.as_str()))?;
     let mut sizes = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
-        match remote_sizes.get(&p.src) {
+        match remote.get(&p.src) {
             Some(s) => sizes.push(*s),
             None => {
                 return Err(exit::usage(format!(
@@ -1561,7 +1581,6 @@ fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
             }
         }
     }
-    // Already complete locally: same size and checksum.
     let candidates: Vec<usize> = (0..pairs.len())
         .filter(|&i| {
             std::fs::metadata(&pairs[i].dst)
@@ -1569,18 +1588,7 @@ fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
                 .unwrap_or(false)
         })
         .collect();
-    let mut skip = vec![false; pairs.len()];
-    for chunk in candidates.chunks(20_000) {
-        let paths: Vec<&str> = chunk.iter().map(|&i| pairs[i].src.as_str()).collect();
-        let sums = parse_sums(&ch.listing('K', &paths)?);
-        for &i in chunk {
-            if let Some(remote) = sums.get(&pairs[i].src) {
-                if cksum_file(Path::new(&pairs[i].dst)).ok().as_ref() == Some(remote) {
-                    skip[i] = true;
-                }
-            }
-        }
-    }
+    let skip = already_complete(ch, pairs, &candidates, Direction::Pull)?;
     Ok((sizes, skip))
 }
 
