@@ -556,3 +556,144 @@ fn an_unwritable_destination_is_reported_per_file() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("transfer incomplete"));
 }
+
+#[test]
+fn zstd_frames_round_trip_both_ways() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(40, &[3 << 20]);
+    // Compressible data too.
+    std::fs::write(set.path("src", "a b.dat"), "offload ".repeat(50_000)).unwrap();
+    for (dir, from, to) in [("push", "src", "remote"), ("pull", "remote", "back")] {
+        let out = xfer(home.path())
+            .args([
+                dir,
+                "--host",
+                "fe2",
+                "--compress",
+                "always",
+                "--chunk-mib",
+                "1",
+                "--json",
+                "--from",
+            ])
+            .arg(set.list(from))
+            .arg("--to")
+            .arg(set.list(to))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report(&out);
+        assert!(r["compressed_frames"].as_u64().unwrap() > 0, "{dir}: {r}");
+    }
+    set.same("src", "back");
+}
+
+#[test]
+fn hosts_behind_a_proxy_jump_work_through_their_master() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(20, &[]);
+    let before = logins("bastion");
+    xfer(home.path())
+        .args(["push", "--host", "fe1-via-bastion", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .assert()
+        .success();
+    set.same("src", "remote");
+    assert_eq!(logins("bastion"), before, "no new login on the bastion");
+}
+
+/// Drive the remote agent by hand with a frame whose manifest lies, and
+/// one cut short: neither leaves a file with its final name.
+#[test]
+fn corrupt_and_truncated_bundles_never_look_complete() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out/file.dat");
+    let stage = format!(
+        "{}/.offload-part.7/file.dat",
+        dest.parent().unwrap().display()
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    let data = b"the real content\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, stage.trim_start_matches('/'), &data[..])
+        .unwrap();
+    let payload = tar.into_inner().unwrap();
+    let wrong = format!(
+        "{} {}\n",
+        offload::transfer::cksum_bytes(b"something else entirely"),
+        stage
+    );
+    let folders = format!(
+        "{}\t{}\n",
+        Path::new(&stage).parent().unwrap().display(),
+        dest.parent().unwrap().display()
+    );
+    let agent = |input: Vec<u8>| -> String {
+        let mut child = Command::new("ssh")
+            .arg("-F")
+            .arg(ssh_config())
+            .args(["-T", "fe1", "--"])
+            .arg(format!(
+                "exec bash -c {}",
+                shlex::try_quote(offload::transfer::AGENT).unwrap()
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.lines().next().unwrap_or("").starts_with("READY"),
+            "{text}"
+        );
+        text
+    };
+    // A checksum that does not match.
+    let mut frame = format!(
+        "P 7 {} {} 0 {}\n",
+        wrong.len(),
+        payload.len(),
+        folders.len()
+    )
+    .into_bytes();
+    frame.extend_from_slice(wrong.as_bytes());
+    frame.extend_from_slice(folders.as_bytes());
+    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(b"E 0\n");
+    let text = agent(frame);
+    assert!(
+        text.lines().any(|l| l.starts_with("BAD 7 checksum")),
+        "{text}"
+    );
+    assert!(
+        !dest.exists(),
+        "a bundle that failed its check has no final name"
+    );
+    // A bundle cut short: the stream ends inside the payload.
+    let right = format!("{} {}\n", offload::transfer::cksum_bytes(data), stage);
+    let mut frame = format!(
+        "P 7 {} {} 0 {}\n",
+        right.len(),
+        payload.len(),
+        folders.len()
+    )
+    .into_bytes();
+    frame.extend_from_slice(right.as_bytes());
+    frame.extend_from_slice(folders.as_bytes());
+    frame.extend_from_slice(&payload[..700]);
+    let text = agent(frame);
+    assert!(!text.lines().any(|l| l == "OK 7"), "{text}");
+    assert!(!dest.exists(), "a truncated bundle has no final name");
+}
