@@ -128,7 +128,8 @@ pub struct Job<'a> {
 /// Everything to be written, computed in memory.
 pub struct Plan {
     pub inputs: Vec<InputFile>,
-    pub outputs: Vec<(String, String)>,
+    /// (remote path, local path, component id)
+    pub outputs: Vec<(String, String, i64)>,
     pub mkdirs: Vec<String>,
     pub lines: Vec<String>,
     pub costs: Vec<f64>,
@@ -352,7 +353,7 @@ pub fn plan(
                     mkdirs.insert(dir.to_string());
                 }
             }
-            outputs.push((remote, local));
+            outputs.push((remote, local, comps[i].component_id));
         }
         lines.push(r.line);
         costs.push(r.cost);
@@ -409,6 +410,7 @@ pub fn plan(
     let multiprog = scripts::multiprog(&remote_run, alloc.ranks, c.multiprog_max_bytes)
         .map_err(|e| exit::usage(format!("run {}: {e}", job.remote_id)))?;
     let job_script = scripts::slurm_job(&scripts::JobSpec {
+        job_prefix: &c.job_prefix,
         remote_id: job.remote_id,
         attempt: job.attempt,
         stage: job.stage,
@@ -513,8 +515,8 @@ pub fn write(
     }
     w.file("inputs.list", text.as_bytes())?;
     let mut text = String::new();
-    for (remote, local) in &plan.outputs {
-        text.push_str(&format!("{remote}\t{local}\n"));
+    for (remote, local, cid) in &plan.outputs {
+        text.push_str(&format!("{remote}\t{local}\t{cid}\n"));
     }
     w.file("outputs.list", text.as_bytes())?;
     let mut text = String::new();
@@ -705,7 +707,7 @@ pub fn prepare_run(
     );
     db.tx(|s| {
         let now = runs::get_run(s, run.remote_id)?;
-        let extra = Extra { fault: Some(0), message: Some(None) };
+        let extra = Extra { fault: Some(0), message: Some(None), ..Extra::default() };
         match runs::run_state(&now)? {
             RunState::New => runs::transition_in(s, &now, RunState::Pending, actor, &message, extra),
             RunState::Pending => {

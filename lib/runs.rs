@@ -226,6 +226,8 @@ pub fn run_state(run: &Run) -> anyhow::Result<RunState> {
 pub struct Extra {
     pub fault: Option<i32>,
     pub message: Option<Option<String>>,
+    pub job_id: Option<Option<String>>,
+    pub attempt: Option<i32>,
 }
 
 /// Move a run from its current state to `to`, inside the caller's
@@ -249,12 +251,18 @@ pub fn transition_in(
         last_poll: None,
         fault: extra.fault,
         message: extra.message,
+        job_id: extra.job_id,
+        attempt: extra.attempt,
     };
     if to == RunState::Auth {
         changes.auth_return_state = Some(Some(from.as_str().to_string()));
         changes.last_poll = Some(Some(now));
     } else if from == RunState::Auth {
         changes.auth_return_state = Some(None);
+    }
+    // Submitting and finishing count as polls: the next is due an interval on.
+    if to == RunState::Run || from == RunState::Run {
+        changes.last_poll = Some(Some(now));
     }
     if s.set_run_state(run.remote_id, from.as_str(), &changes)? == 0 {
         return Err(exit::try_later(format!(
@@ -417,11 +425,25 @@ fn pid_alive(pid: i32) -> bool {
 /// Claim the oldest run in `state` that no live process holds: exactly one
 /// claimer wins each run, on either backend. None: nothing to claim.
 pub fn claim_next(db: &mut Db, state: RunState, actor: &Actor) -> anyhow::Result<Option<Run>> {
+    claim_next_polled(db, state, None, actor)
+}
+
+/// Like [`claim_next`], only runs last polled before `polled_before` (or
+/// never).
+pub fn claim_next_polled(
+    db: &mut Db,
+    state: RunState,
+    polled_before: Option<chrono::NaiveDateTime>,
+    actor: &Actor,
+) -> anyhow::Result<Option<Run>> {
     for attempt in 0..20u64 {
         let r = db.tx(|s| {
             ensure_not_paused(s, &actor.tool)?;
             let stale = stale_before();
-            let Some(run) = s.claimable_runs(state.as_str(), stale, 1)?.pop() else {
+            let Some(run) = s
+                .claimable_runs(state.as_str(), stale, polled_before, 1)?
+                .pop()
+            else {
                 return Ok(None);
             };
             s.delete_lease(run.remote_id, None, Some(stale))?;
@@ -495,6 +517,8 @@ pub fn record_fault(
             last_poll: None,
             fault: Some(fault),
             message: Some(Some(message.to_string())),
+            job_id: None,
+            attempt: None,
         };
         s.set_run_state(remote_id, &run.state, &changes)?;
         s.insert_history(&actor.history(

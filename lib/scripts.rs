@@ -12,7 +12,7 @@
 //! tasks/rank-R.sh        rank R's components, one `offload_component` line each
 //! mkdirs.list            every distinct output folder, created once by job.sh
 //! inputs.list            local path <TAB> remote path <TAB> size
-//! outputs.list           remote path <TAB> local path
+//! outputs.list           remote path <TAB> local path <TAB> component id
 //! components.tsv         component id <TAB> work item id <TAB> stage_id <TAB> rank <TAB> expected seconds
 //! run.json               what was prepared: counts, allocation, sources
 //! MANIFEST.sha256        sha256sum -c format, every file above
@@ -122,6 +122,7 @@ pub const MULTIPROG_LINE_MAX: usize = 16_381;
 pub const MULTIPROG_WORDS_MAX: usize = 128;
 
 pub struct JobSpec<'a> {
+    pub job_prefix: &'a str,
     pub remote_id: i64,
     pub attempt: i32,
     pub stage: &'a str,
@@ -133,9 +134,10 @@ pub struct JobSpec<'a> {
     pub steps: usize,
 }
 
-/// The job name: run id and attempt, so a job can be found again.
-pub fn job_name(remote_id: i64, attempt: i32) -> String {
-    format!("offload-r{remote_id}-a{attempt}")
+/// The job name: the target's prefix, run id and attempt, so a job can be
+/// found again.
+pub fn job_name(prefix: &str, remote_id: i64, attempt: i32) -> String {
+    format!("{prefix}-r{remote_id}-a{attempt}")
 }
 
 /// The Slurm batch script.
@@ -150,7 +152,7 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     s.push_str("#!/bin/bash\n");
     s.push_str(&format!(
         "#SBATCH --job-name={}\n",
-        job_name(j.remote_id, j.attempt)
+        job_name(j.job_prefix, j.remote_id, j.attempt)
     ));
     s.push_str(&format!("#SBATCH --nodes={}\n", a.nodes));
     s.push_str(&format!("#SBATCH --ntasks={}\n", a.ranks));

@@ -67,6 +67,16 @@ pub struct TargetConfig {
     /// Longest command a component may have (a Slurm task line's limit).
     #[serde(default = "default_command_bytes")]
     pub max_command_bytes: usize,
+    /// Throttle: at most `queue_factor * running + queue_base` of offload's
+    /// jobs waiting in the remote queue (ARC Control Tower's rule).
+    #[serde(default = "default_queue_factor")]
+    pub queue_factor: f64,
+    #[serde(default = "default_queue_base")]
+    pub queue_base: u64,
+    /// Job names are `PREFIX-rRUN-aATTEMPT`; give each database its own
+    /// prefix when several share a remote account.
+    #[serde(default = "default_job_prefix")]
+    pub job_prefix: String,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     #[serde(default)]
@@ -90,6 +100,15 @@ fn default_walltime() -> u32 {
 }
 fn default_multiprog() -> usize {
     60_000
+}
+fn default_job_prefix() -> String {
+    "offload".to_string()
+}
+fn default_queue_factor() -> f64 {
+    0.15
+}
+fn default_queue_base() -> u64 {
+    100
 }
 fn default_command_bytes() -> usize {
     16 * 1024

@@ -94,7 +94,8 @@ both_backends! {
             assert_eq!(std::fs::metadata(f[0]).unwrap().len().to_string(), f[2]);
         }
         let outputs = lines(&dir.join("outputs.list"));
-        assert!(outputs.iter().any(|l| l.ends_with("/czw/lanl.SAS.201402114/o5745g0001o/o5745g0001o.XY01.ch.fits")));
+        assert!(outputs.iter().any(|l| l.split('\t').nth(1).unwrap().ends_with("/czw/lanl.SAS.201402114/o5745g0001o/o5745g0001o.XY01.ch.fits")));
+        assert!(outputs.iter().all(|l| l.split('\t').count() == 3));
         assert_eq!(lines(&dir.join("mkdirs.list")).len(), 3);
         let comps = lines(&dir.join("components.tsv"));
         assert_eq!(comps.len(), 12);

@@ -27,6 +27,22 @@ pub struct RunChanges {
     pub last_poll: Option<Option<NaiveDateTime>>,
     pub fault: Option<i32>,
     pub message: Option<Option<String>>,
+    pub job_id: Option<Option<String>>,
+    pub attempt: Option<i32>,
+}
+
+/// What applying a component's result writes.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = remote_components)]
+pub struct ComponentChanges {
+    pub state: String,
+    pub active: bool,
+    pub attempts: i32,
+    pub exit_status: Option<i32>,
+    pub runtime: Option<f64>,
+    pub fault: i32,
+    pub result: Option<String>,
+    pub updated_at: NaiveDateTime,
 }
 
 /// The queries offload runs. Object safe, so tool code takes `&mut dyn Store`
@@ -91,8 +107,21 @@ pub trait Store {
         &mut self,
         state: &str,
         stale_before: NaiveDateTime,
+        polled_before: Option<NaiveDateTime>,
         limit: i64,
     ) -> QueryResult<Vec<Run>>;
+    /// Apply a component's result.
+    fn update_component(&mut self, id: i64, changes: &ComponentChanges) -> QueryResult<usize>;
+    /// Set a work item's state; `attempt` counts one more attempt.
+    fn set_work_item(
+        &mut self,
+        id: i64,
+        state: &str,
+        attempt: bool,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+    /// (component id, work item id, work item attempts) of a run's active components.
+    fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<(i64, i64, i64, i32)>>;
     fn lease(&mut self, remote_id: i64) -> QueryResult<Option<Lease>>;
     /// Insert a lease; the primary key refuses a second holder.
     fn insert_lease(&mut self, row: &Lease) -> QueryResult<()>;
@@ -354,18 +383,69 @@ macro_rules! impl_store {
                 &mut self,
                 state: &str,
                 stale_before: NaiveDateTime,
+                polled_before: Option<NaiveDateTime>,
                 limit: i64,
             ) -> QueryResult<Vec<Run>> {
                 let live = leases::table
                     .filter(leases::remote_id.eq(remote_runs::remote_id))
                     .filter(leases::heartbeat_at.gt(stale_before))
                     .select(leases::remote_id);
-                remote_runs::table
+                let mut q = remote_runs::table
                     .filter(remote_runs::state.eq(state))
                     .filter(not(exists(live)))
-                    .order(remote_runs::remote_id.asc())
+                    .into_boxed();
+                if let Some(t) = polled_before {
+                    q = q.filter(
+                        remote_runs::last_poll
+                            .is_null()
+                            .or(remote_runs::last_poll.le(t)),
+                    );
+                }
+                q.order(remote_runs::remote_id.asc())
                     .limit(limit)
                     .select(Run::as_select())
+                    .load(self)
+            }
+
+            fn update_component(
+                &mut self,
+                id: i64,
+                changes: &ComponentChanges,
+            ) -> QueryResult<usize> {
+                diesel::update(remote_components::table.find(id))
+                    .set(changes)
+                    .execute(self)
+            }
+
+            fn set_work_item(
+                &mut self,
+                id: i64,
+                state: &str,
+                attempt: bool,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                let add = if attempt { 1 } else { 0 };
+                diesel::update(work_items::table.find(id))
+                    .set((
+                        work_items::state.eq(state),
+                        work_items::attempts.eq(work_items::attempts + add),
+                        work_items::updated_at.eq(now),
+                    ))
+                    .execute(self)
+            }
+
+            fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<(i64, i64, i64, i32)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .order(remote_components::id.asc())
+                    .select((
+                        remote_components::id,
+                        work_items::id,
+                        work_items::stage_id,
+                        work_items::attempts,
+                    ))
                     .load(self)
             }
 

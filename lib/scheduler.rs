@@ -1,0 +1,141 @@
+//! The remote batch scheduler, asked through a front end's master: find a
+//! job by name, submit, ask a job's state, count queued jobs, free space.
+//! Slurm's commands: squeue, sbatch, sacct, and df for the space.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::ssh::Host;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Queued or running (Slurm's state name).
+    Active(String),
+    /// Ended; Slurm's final state when accounting knows it.
+    Ended(Option<String>),
+}
+
+pub struct Slurm<'a> {
+    pub host: &'a Host,
+}
+
+fn q(s: &str) -> String {
+    shlex::try_quote(s)
+        .map(|c| c.into_owned())
+        .unwrap_or_default()
+}
+
+impl Slurm<'_> {
+    fn run(&self, script: &str) -> anyhow::Result<String> {
+        let out = self.host.run(script, b"", LIMIT)?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "`{script}` failed on {}: {}",
+                self.host.alias,
+                out.stderr.trim().replace('\n', "; ")
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The id of a queued or running job with this name, if any.
+    pub fn find_job(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let out = self.run(&format!("squeue -h -n {} -o %i", q(name)))?;
+        Ok(out.split_whitespace().next().map(str::to_string))
+    }
+
+    /// Submit `job.sh` in the run's folder (clearing what an earlier attempt
+    /// left); the job id.
+    pub fn submit(&self, remote_run: &str, name: &str) -> anyhow::Result<String> {
+        let out = self
+            .run(&format!(
+                "cd {} && rm -rf -- results job-summary.txt && sbatch --parsable --job-name={} job.sh",
+                q(remote_run),
+                q(name)
+            ))
+            .context("sbatch refused the job")?;
+        let id = out.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
+            return Err(anyhow!("sbatch printed no job id: {out:?}"));
+        }
+        Ok(id)
+    }
+
+    pub fn state(&self, job_id: &str) -> anyhow::Result<JobState> {
+        let out = self
+            .host
+            .run(&format!("squeue -h -j {} -o %T", q(job_id)), b"", LIMIT)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status == Some(0) {
+            if let Some(s) = text.split_whitespace().next() {
+                if !matches!(
+                    s,
+                    "COMPLETED"
+                        | "FAILED"
+                        | "CANCELLED"
+                        | "TIMEOUT"
+                        | "NODE_FAIL"
+                        | "PREEMPTED"
+                        | "OUT_OF_MEMORY"
+                        | "BOOT_FAIL"
+                        | "DEADLINE"
+                ) {
+                    return Ok(JobState::Active(s.to_string()));
+                }
+                return Ok(JobState::Ended(Some(s.to_string())));
+            }
+        }
+        // Gone from the queue: accounting, where the site keeps it.
+        let acct = self.host.run(
+            &format!("sacct -n -X -P -j {} -o State", q(job_id)),
+            b"",
+            LIMIT,
+        )?;
+        let state = (acct.status == Some(0))
+            .then(|| {
+                String::from_utf8_lossy(&acct.stdout)
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .flatten();
+        Ok(JobState::Ended(state))
+    }
+
+    /// (pending, running) jobs of offload (names `PREFIX-r...`) in the queue.
+    pub fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)> {
+        let mine = format!("{prefix}-r");
+        let out = self.run("squeue -h -o '%j %t'")?;
+        let mut pending = 0;
+        let mut running = 0;
+        for l in out.lines() {
+            let mut f = l.split_whitespace();
+            if let (Some(name), Some(st)) = (f.next(), f.next()) {
+                if name.starts_with(&mine) {
+                    match st {
+                        "PD" => pending += 1,
+                        "R" | "CG" | "CF" => running += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok((pending, running))
+    }
+
+    /// Free bytes where `path` lives (its nearest existing parent).
+    pub fn free_bytes(&self, path: &str) -> anyhow::Result<u64> {
+        let out = self.run(&format!(
+            "p={}; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; df -P -B1 -- \"$p\" | tail -n 1",
+            q(path)
+        ))?;
+        out.split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("cannot read free space from df: {out:?}"))
+    }
+}

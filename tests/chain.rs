@@ -1,0 +1,203 @@
+//! The whole chain on the testbed: define -> prepare -> exec (over the
+//! fe1 master) -> real Slurm -> poll -> full or error, on both backends.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+use predicates::str::contains;
+
+const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
+
+fn ssh_config() -> String {
+    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
+}
+
+/// A target on a front end; its job names carry a prefix of the test's
+/// own, since tests share the one Slurm.
+fn site(db: &common::TestDb, host: &str, cfg: &str) -> common::Site {
+    db.site_with(&format!(
+        "hosts = [\"{host}\"]\nssh_config = \"{cfg}\"\njob_prefix = \"{}\"",
+        prefix(db)
+    ))
+}
+
+fn prefix(db: &common::TestDb) -> String {
+    let name = db
+        .home
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    format!("t{name}")
+}
+
+/// Import chip items, some made to fail with exit status 3.
+fn import_with_failures(db: &common::TestDb, site: &common::Site, label: &str, failing: &[i64]) {
+    let out = std::process::Command::new("python3")
+        .arg(common::fixtures().join("gen-chip-items.py"))
+        .args([
+            "--exposures",
+            "2",
+            "--chips",
+            "6",
+            "--label",
+            label,
+            "--files",
+        ])
+        .arg(&site.neb)
+        .output()
+        .unwrap();
+    let mut items = String::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if failing.contains(&v["stage_id"].as_i64().unwrap()) {
+            v["params"]["FAIL"] = 3.into();
+        }
+        items.push_str(&v.to_string());
+        items.push('\n');
+    }
+    db.import(&items);
+}
+
+fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::json(&out.stdout)
+}
+
+fn show(db: &common::TestDb, id: i64) -> serde_json::Value {
+    let mut c = db.remotetool();
+    c.args(["show", &id.to_string(), "--json"]);
+    json_of(c)
+}
+
+/// Poll until the run leaves `run`.
+fn poll_until_done(db: &common::TestDb, id: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", &id.to_string(), "--json"]);
+        let p = json_of(c);
+        if p["state"] != "RUNNING"
+            && p["state"] != "PENDING"
+            && p["state"] != "CONFIGURING"
+            && p["state"] != "COMPLETING"
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job still {} after 180 s",
+            p["state"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+both_backends! {
+    fn a_run_goes_to_slurm_and_comes_back(db) {
+        let site = site(db, "fe1", &ssh_config());
+        import_with_failures(db, &site, "CH", &[3, 8]);
+        db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        let e = json_of(c);
+        assert_eq!(e["found_existing"], false);
+        assert!(e["files_sent"].as_u64().unwrap() > 60, "{e}");
+        let run = show(db, 1);
+        assert_eq!(run["state"], "run");
+        assert_eq!(run["job_id"], e["job_id"]);
+        let p = poll_until_done(db, 1);
+        assert_eq!(p["state"], "error", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64(), p["retry"].as_u64()), (Some(10), Some(2), Some(2)));
+        assert_eq!(p["outputs"], 20);
+        let run = show(db, 1);
+        assert_eq!(run["fault"], 30);
+        let msg = run["message"].as_str().unwrap();
+        assert!(msg.contains("failed chip/3,8"), "{msg}");
+        assert_eq!(run["components_by_state"]["done"], 10);
+        assert_eq!(run["components_by_state"]["failed"], 2);
+        // Outputs back in their local places, byte-identical.
+        let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+        let mut back = 0;
+        for l in outputs.lines() {
+            let f: Vec<&str> = l.split('\t').collect();
+            if std::path::Path::new(f[0]).exists() {
+                assert_eq!(std::fs::read(f[0]).unwrap(), std::fs::read(f[1]).unwrap(), "{}", f[1]);
+                back += 1;
+            } else {
+                assert!(!std::path::Path::new(f[1]).exists());
+            }
+        }
+        assert_eq!(back, 20);
+        // The failed components are ready again and go into the next run.
+        let mut c = db.open();
+        assert_eq!(c.read(|s| s.count_items(Some("CH"), None, Some("done"))).unwrap(), 10);
+        assert_eq!(c.read(|s| s.count_free_items("CH", "chip")).unwrap(), 2);
+        db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success().stdout("2\n");
+        assert_eq!(show(db, 2)["components"], 2);
+    }
+
+    fn job_policy_ignore_ends_full(db) {
+        let site = site(db, "fe2", &ssh_config());
+        import_with_failures(db, &site, "IG", &[5]);
+        db.remotetool().args(["define", "--label", "IG", "--stage", "chip", "--job-policy", "ignore"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let p = poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["failed"], 1);
+        assert_eq!(show(db, 1)["fault"], 0);
+    }
+
+    fn a_job_already_submitted_is_found_not_submitted_again(db) {
+        let site = site(db, "fe1", &ssh_config());
+        import_with_failures(db, &site, "EO", &[]);
+        db.remotetool().args(["define", "--label", "EO", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        // An exec that died after sbatch: the job is queued (held), the database says pending.
+        let remote = site.push(1);
+        let out = std::process::Command::new("sbatch")
+            .args(["--parsable", "--hold", &format!("--job-name={}-r1-a0", prefix(db)), "job.sh"])
+            .current_dir(&remote)
+            .output()
+            .unwrap();
+        let held = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(!held.is_empty());
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        let e = json_of(c);
+        let _ = std::process::Command::new("scancel").arg(&held).status();
+        assert_eq!(e["found_existing"], true);
+        assert_eq!(e["job_id"], held.as_str());
+        assert_eq!(show(db, 1)["job_id"], held.as_str());
+    }
+
+    fn a_dead_master_puts_the_run_in_auth(db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("ssh_config");
+        std::fs::write(&cfg, "Host fe-dead\n  HostName 127.0.0.1\n  Port 2202\n  ControlPath /nonexistent/offload/%n\n").unwrap();
+        let site = site(db, "fe-dead", &cfg.display().to_string());
+        import_with_failures(db, &site, "AU", &[]);
+        db.remotetool().args(["define", "--label", "AU", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec")
+            .args(["--remote-id", "1"])
+            .assert()
+            .code(5)
+            .stderr(contains("run 1 is now 'auth'").and(contains("no master connection to fe-dead")));
+        let run = show(db, 1);
+        assert_eq!(run["state"], "auth");
+        assert_eq!(run["auth_return_state"], "pending");
+        db.remotetool().args(["revertauth", "--label", "AU"]).assert().success();
+        assert_eq!(show(db, 1)["state"], "pending");
+    }
+}
