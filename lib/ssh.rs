@@ -231,14 +231,23 @@ impl Host {
     }
 
     /// A command run on the host through the master, as a process to drive.
-    /// The script runs under `bash -c`.
-    pub fn command(&self, script: &str) -> Command {
-        let mut c = self.mux();
-        c.arg("-T").arg(PLACEHOLDER).arg("--").arg(format!(
-            "exec bash -c {}",
+    /// The script runs under `bash -c`, with `args` as `$1`...
+    pub fn command_with(&self, script: &str, args: &[&str]) -> Command {
+        let mut line = format!(
+            "exec bash -c {} offload",
             shlex::try_quote(script).expect("scripts hold no NUL")
-        ));
+        );
+        for a in args {
+            line.push(' ');
+            line.push_str(&shlex::try_quote(a).expect("arguments hold no NUL"));
+        }
+        let mut c = self.mux();
+        c.arg("-T").arg(PLACEHOLDER).arg("--").arg(line);
         c
+    }
+
+    pub fn command(&self, script: &str) -> Command {
+        self.command_with(script, &[])
     }
 
     /// Run a script there with input; wait at most `limit`.

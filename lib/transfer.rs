@@ -8,8 +8,8 @@
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `P id mlen plen z dlen` + manifest + folders + payload | push a bundle: a tar of files staged as `DIR/.offload-part.ID/NAME` (zstd when z=1), then `cksum` of each against the manifest and a move per folder |
-//! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part` at `off` |
+//! | `P id mlen plen z dlen` + manifest + folders + payload | push a bundle: a tar of files staged as `DIR/.offload-part.SESSION-ID/NAME` (zstd when z=1), then `cksum` of each against the manifest and a move per folder |
+//! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part.SESSION` at `off` |
 //! | `F id size sha` + path line | finish a chunked push: check size and checksum, rename |
 //! | `G id n z` + NUL-separated paths | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
 //! | `R id off len` + path line | pull a chunk: `D id len` + bytes |
@@ -17,7 +17,10 @@
 //! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
 //! | `K id n` + NUL-separated paths | checksums: `L id n` + cksum lines |
 //!
-//! Answers are lines `OK id`, `BAD id reason`, or the frames above. Files
+//! The agent's `$1` is the session: a token of the transfer, so that what a
+//! dead transfer left behind (its agents may still be finishing) is never
+//! taken for this one's. Answers are lines `OK id`, `BAD id reason`, or the
+//! frames above. Files
 //! are written under a temporary name and renamed only once their size and
 //! checksum are right, on either side, so nothing incomplete looks complete.
 
@@ -46,6 +49,7 @@ pub const PART_DIR: &str = ".offload-part.";
 pub const AGENT: &str = r#"
 set -u
 export LC_ALL=C
+S=${1:?session}
 T=$(mktemp -d "${TMPDIR:-/tmp}/offload-xfer.XXXXXX") || { echo "BAD 0 cannot make a temporary folder"; exit 70; }
 trap 'wait; rm -rf "$T"' EXIT
 if command -v zstd >/dev/null 2>&1; then Z=1; else Z=0; fi
@@ -55,8 +59,8 @@ while IFS=' ' read -r kind id a b c d; do
   case $kind in
   P)
     # Files arrive in a hidden staging folder beside their destination,
-    # DEST_DIR/.offload-part.ID/NAME, are checked, then moved in one go per
-    # folder. d = bytes of the list of staging<TAB>destination folders.
+    # DEST_DIR/.offload-part.SESSION-ID/NAME, are checked, then moved in one
+    # go per folder. d = bytes of the list of staging<TAB>destination folders.
     head -c "$a" > "$T/m.$id"
     head -c "$d" > "$T/d.$id"
     if [ "$c" = 1 ]; then
@@ -66,14 +70,15 @@ while IFS=' ' read -r kind id a b c d; do
     fi
     ts=$?
     (
-      if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")";
+      drop() { while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$T/d.$id"; }
+      if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")"; drop;
       elif cut -d' ' -f3- "$T/m.$id" | tr '\n' '\0' | xargs -0 cksum -- > "$T/c.$id" 2>&1 && cmp -s "$T/c.$id" "$T/m.$id"; then
         ok=1
         while IFS=$'\t' read -r sd dd; do
           find "$sd" -mindepth 1 -maxdepth 1 -exec mv -f -t "$dd" -- {} + && rmdir -- "$sd" || ok=0
         done < "$T/d.$id"
         if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot move into place"; fi
-      else echo "BAD $id checksum: $(one "$T/c.$id")"; fi
+      else echo "BAD $id checksum: $(one "$T/c.$id")"; drop; fi
       rm -f "$T/m.$id" "$T/c.$id" "$T/e.$id" "$T/d.$id"
     ) &
     ;;
@@ -81,9 +86,9 @@ while IFS=' ' read -r kind id a b c d; do
     IFS= read -r p
     mkdir -p -- "$(dirname -- "$p")" 2> "$T/e.$id"
     if [ "$c" = 1 ]; then
-      head -c "$b" | { zstd -dqc | dd of="$p.offload-part" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+      head -c "$b" | { zstd -dqc | dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     else
-      head -c "$b" | { dd of="$p.offload-part" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+      head -c "$b" | { dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     fi
     if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
     rm -f "$T/e.$id"
@@ -91,10 +96,10 @@ while IFS=' ' read -r kind id a b c d; do
   F)
     IFS= read -r p
     (
-      sz=$(stat -c %s -- "$p.offload-part" 2>/dev/null)
+      sz=$(stat -c %s -- "$p.offload-part.$S" 2>/dev/null)
       if [ "$sz" != "$a" ]; then echo "BAD $id size ${sz:-missing}, expected $a";
-      elif [ "$(cksum < "$p.offload-part")" != "$b $a" ]; then echo "BAD $id checksum differs";
-      elif mv -f -- "$p.offload-part" "$p"; then echo "OK $id";
+      elif [ "$(cksum < "$p.offload-part.$S")" != "$b $a" ]; then echo "BAD $id checksum differs";
+      elif mv -f -- "$p.offload-part.$S" "$p"; then echo "OK $id";
       else echo "BAD $id cannot rename into place"; fi
     ) &
     ;;
@@ -357,8 +362,8 @@ enum OpenError {
 }
 
 impl Channel {
-    fn open(host: &Host) -> Result<Channel, OpenError> {
-        let mut cmd = host.command(AGENT);
+    fn open(host: &Host, session: &str) -> Result<Channel, OpenError> {
+        let mut cmd = host.command_with(AGENT, &[session]);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -623,6 +628,8 @@ struct Shared {
     progress: indicatif::ProgressBar,
     /// Compressible sample ratio (compressed / raw), when measured.
     ratio: Option<f64>,
+    /// This transfer's token for the remote agents' temporary names.
+    session: String,
 }
 
 impl Shared {
@@ -715,7 +722,7 @@ fn rel(path: &str) -> &str {
 
 /// Build a push bundle into `tar_buf` (cleared, its capacity kept); return
 /// manifest text and staging folders list. Each file travels as
-/// `DIR/.offload-part.ID/NAME` and is moved to `DIR/NAME` once the bundle
+/// `DIR/.offload-part.SESSION-ID/NAME` and is moved to `DIR/NAME` once the bundle
 /// checks out.
 fn push_bundle(
     shared: &Shared,
@@ -739,7 +746,11 @@ fn push_bundle(
         let sum = cksum_bytes(data);
         let (dir, base) = p.dst.rsplit_once('/').expect("absolute destination");
         let dir = if dir.is_empty() { "/" } else { dir };
-        let stage = format!("{}/{PART_DIR}{id}", dir.trim_end_matches('/'));
+        let stage = format!(
+            "{}/{PART_DIR}{}-{id}",
+            dir.trim_end_matches('/'),
+            shared.session
+        );
         if !folders.iter().any(|(s, _)| *s == stage) {
             folders.push((stage.clone(), dir.to_string()));
         }
@@ -1342,7 +1353,15 @@ pub fn transfer(
         h.check()?;
     }
     // Sizes, and what is already complete at the destination.
-    let mut first = Channel::open(&hosts[0]).map_err(|e| match e {
+    let session = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let mut first = Channel::open(&hosts[0], &session).map_err(|e| match e {
         OpenError::Refused(m) | OpenError::Gone(m) | OpenError::Other(m) => {
             exit::auth(format!("cannot open a channel to {}: {m}", hosts[0].alias))
         }
@@ -1445,6 +1464,7 @@ pub fn transfer(
         dir,
         progress,
         ratio,
+        session,
     };
     if outstanding > 0 {
         run_channels(&shared, hosts);
@@ -1616,7 +1636,7 @@ fn channel_slot(shared: &Shared, hosts: &[Host], hi: usize, host: &Host, slot: u
                 return;
             }
         }
-        match Channel::open(host) {
+        match Channel::open(host, &shared.session) {
             Ok(ch) => {
                 {
                     let mut g = shared.lock();

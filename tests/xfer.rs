@@ -644,7 +644,7 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
             .arg(ssh_config())
             .args(["-T", "fe1", "--"])
             .arg(format!(
-                "exec bash -c {}",
+                "exec bash -c {} offload test-session",
                 shlex::try_quote(offload::transfer::AGENT).unwrap()
             ))
             .stdin(std::process::Stdio::piped())
@@ -680,6 +680,10 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
     assert!(
         !dest.exists(),
         "a bundle that failed its check has no final name"
+    );
+    assert!(
+        !Path::new(&stage).parent().unwrap().exists(),
+        "its staging folder is removed"
     );
     // A bundle cut short: the stream ends inside the payload.
     let right = format!("{} {}\n", offload::transfer::cksum_bytes(data), stage);
