@@ -24,7 +24,7 @@ use crate::runs::{self, Actor, Extra};
 use crate::scheduler::Slurm;
 use crate::ssh::{Host, SshOptions};
 use crate::state::RunState;
-use crate::target::Target;
+use crate::target::{SchedulerKind, Target};
 use crate::transfer::{self, Direction, Options, Pair};
 
 const TOOL: &str = "exec";
@@ -106,6 +106,69 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
     Ok(())
 }
 
+/// The local run folder's files and the inputs, with where they go.
+fn run_pairs(local_run: &Path, remote_run: &str) -> anyhow::Result<Vec<Pair>> {
+    if !local_run.join("MANIFEST.sha256").is_file() {
+        return Err(exit::usage(format!(
+            "no prepared folder at {}: prepare the run again",
+            local_run.display()
+        )));
+    }
+    let mut rels = Vec::new();
+    walk(local_run, local_run, &mut rels)
+        .with_context(|| format!("cannot read {}", local_run.display()))?;
+    rels.sort();
+    let mut pairs: Vec<Pair> = rels
+        .iter()
+        .map(|r| Pair {
+            src: local_run.join(r).to_string_lossy().into_owned(),
+            dst: format!("{remote_run}/{}", r.to_string_lossy()),
+        })
+        .collect();
+    pairs.extend(transfer::read_pairs(&local_run.join("inputs.list"))?);
+    Ok(pairs)
+}
+
+/// A `local` target: copy what is missing, start the batch script here.
+fn exec_local(db: &mut Db, run: &Run, target: &Target, actor: &Actor) -> anyhow::Result<Submitted> {
+    let local_run = crate::prepare::local_run_dir(run, target)?;
+    let remote_run = target.remote_run_dir(run.remote_id);
+    let pairs = run_pairs(&local_run, &remote_run)?;
+    let bytes: u64 = pairs
+        .iter()
+        .filter_map(|p| std::fs::metadata(&p.src).ok())
+        .map(|m| m.len())
+        .sum();
+    let (sent, present) = crate::scheduler::local::copy(&pairs)?;
+    let job_id = crate::scheduler::local::submit(&remote_run)?;
+    let name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
+    db.tx(|s| {
+        let now = runs::get_run(s, run.remote_id)?;
+        runs::transition_in(
+            s,
+            &now,
+            RunState::Run,
+            actor,
+            &format!("started job {job_id} ({name}) here"),
+            Extra {
+                job_id: Some(Some(job_id.clone())),
+                fault: Some(0),
+                message: Some(None),
+                ..Extra::default()
+            },
+        )
+    })?;
+    Ok(Submitted {
+        remote_id: run.remote_id,
+        job_id,
+        job_name: name,
+        found_existing: false,
+        files_sent: sent,
+        files_present: present,
+        bytes_sent: bytes,
+    })
+}
+
 #[derive(Debug, Serialize)]
 pub struct Submitted {
     pub remote_id: i64,
@@ -131,6 +194,9 @@ pub fn exec_run(
         )));
     }
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
+    if target.config.scheduler == SchedulerKind::Local {
+        return exec_local(db, run, &target, actor);
+    }
     let hosts = target_hosts(&target)?;
     check_or_auth(db, run, &hosts, actor)?;
     let slurm = Slurm { host: &hosts[0] };
@@ -176,26 +242,7 @@ pub fn exec_run(
         )));
     }
     let local_run = crate::prepare::local_run_dir(run, &target)?;
-    if !local_run.join("MANIFEST.sha256").is_file() {
-        return Err(exit::usage(format!(
-            "run {} has no prepared folder at {}: prepare it again (`remotetool set {} new --reason ...` then prepare)",
-            run.remote_id,
-            local_run.display(),
-            run.remote_id
-        )));
-    }
-    let mut rels = Vec::new();
-    walk(&local_run, &local_run, &mut rels)
-        .with_context(|| format!("cannot read {}", local_run.display()))?;
-    rels.sort();
-    let mut pairs: Vec<Pair> = rels
-        .iter()
-        .map(|r| Pair {
-            src: local_run.join(r).to_string_lossy().into_owned(),
-            dst: format!("{remote_run}/{}", r.to_string_lossy()),
-        })
-        .collect();
-    pairs.extend(transfer::read_pairs(&local_run.join("inputs.list"))?);
+    let pairs = run_pairs(&local_run, &remote_run)?;
     let bytes: u64 = pairs
         .iter()
         .filter_map(|p| std::fs::metadata(&p.src).ok())

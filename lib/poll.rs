@@ -21,6 +21,7 @@ use crate::printer::Printer;
 use crate::runs::{self, Actor, Extra};
 use crate::scheduler::{JobState, Slurm};
 use crate::state::RunState;
+use crate::target::SchedulerKind;
 use crate::transfer::{self, Direction, Options, Pair};
 
 const TOOL: &str = "poll";
@@ -111,6 +112,67 @@ pub struct Polled {
     pub outputs: usize,
 }
 
+/// Result files and the summary in a run folder on this machine, listed as
+/// the remote listing is.
+fn local_listing(remote_run: &str) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(std::path::Path::new(remote_run).join("results")) {
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("rank-") && n.ends_with(".tsv"))
+            .collect();
+        names.sort();
+        for n in names {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    if std::path::Path::new(remote_run)
+        .join("job-summary.txt")
+        .is_file()
+    {
+        out.push_str("SUMMARY\n");
+    }
+    out
+}
+
+/// Bring files back: through the masters, or by copying on a local target.
+fn fetch(
+    db: &mut Db,
+    run: &Run,
+    hosts: &[crate::ssh::Host],
+    pairs: &[Pair],
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    if hosts.is_empty() {
+        crate::scheduler::local::copy(pairs)?;
+        return Ok(());
+    }
+    let report = transfer::transfer(
+        hosts,
+        pairs.to_vec(),
+        Direction::Pull,
+        &Options::default(),
+        printer.bytes_progress(Direction::Pull),
+    )?;
+    if !report.complete {
+        check_or_auth(db, run, hosts, actor)?;
+        let first = report
+            .failures
+            .first()
+            .map(|f| format!("{}: {}", f.src, f.reason))
+            .unwrap_or_default();
+        return Err(anyhow::anyhow!(
+            "{} of {} files did not come back ({first})",
+            report.failed,
+            report.files
+        ));
+    }
+    Ok(())
+}
+
 fn touch_poll(db: &mut Db, run: &Run) -> anyhow::Result<()> {
     db.tx(|s| {
         let changes = RunChanges {
@@ -147,9 +209,13 @@ pub fn poll_run(
         .clone()
         .ok_or_else(|| anyhow::anyhow!("run {} has no job id", run.remote_id))?;
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
-    let hosts = target_hosts(&target)?;
+    let local = target.config.scheduler == SchedulerKind::Local;
+    let hosts = if local {
+        Vec::new()
+    } else {
+        target_hosts(&target)?
+    };
     check_or_auth(db, run, &hosts, actor)?;
-    let slurm = Slurm { host: &hosts[0] };
     let polled = |state: &str| Polled {
         remote_id: run.remote_id,
         job_id: job_id.clone(),
@@ -161,7 +227,11 @@ pub fn poll_run(
         rejected_records: 0,
         outputs: 0,
     };
-    let final_state = match slurm.state(&job_id)? {
+    let job_state = match hosts.first() {
+        Some(h) => Slurm { host: h }.state(&job_id)?,
+        None => crate::scheduler::local::state(&job_id),
+    };
+    let final_state = match job_state {
         JobState::Active(s) => {
             touch_poll(db, run)?;
             return Ok(polled(&s));
@@ -171,15 +241,20 @@ pub fn poll_run(
     let remote_run = target.remote_run_dir(run.remote_id);
     let local_run = crate::prepare::local_run_dir(run, &target)?;
     // What the job left: the summary and the per-rank result files.
-    let listing = hosts[0].run(
-        &format!(
-            "cd {} 2>/dev/null && {{ ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }}; true",
-            shlex::try_quote(&remote_run).unwrap_or_default()
-        ),
-        b"",
-        std::time::Duration::from_secs(60),
-    )?;
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let listing = match hosts.first() {
+        Some(h) => {
+            let out = h.run(
+                &format!(
+                    "cd {} 2>/dev/null && {{ ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }}; true",
+                    shlex::try_quote(&remote_run).unwrap_or_default()
+                ),
+                b"",
+                std::time::Duration::from_secs(60),
+            )?;
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+        None => local_listing(&remote_run),
+    };
     let has_summary = listing.lines().any(|l| l == "SUMMARY");
     let site_failure = matches!(
         final_state.as_deref(),
@@ -242,20 +317,8 @@ pub fn poll_run(
             .to_string_lossy()
             .into_owned(),
     });
-    let report = transfer::transfer(
-        &hosts,
-        pairs.clone(),
-        Direction::Pull,
-        &Options::default(),
-        printer.bytes_progress(Direction::Pull),
-    )?;
-    if !report.complete {
-        check_or_auth(db, run, &hosts, actor)?;
-        return Err(anyhow::anyhow!(
-            "could not bring back the results of run {}",
-            run.remote_id
-        ));
-    }
+    fetch(db, run, &hosts, &pairs, printer, actor)
+        .with_context(|| format!("could not bring back the results of run {}", run.remote_id))?;
     let mut records = Vec::new();
     let mut rejected = Vec::new();
     for p in pairs.iter().filter(|p| p.dst.ends_with(".tsv")) {
@@ -299,26 +362,8 @@ pub fn poll_run(
         .collect();
     let n_outputs = outputs.len();
     if !outputs.is_empty() {
-        let report = transfer::transfer(
-            &hosts,
-            outputs,
-            Direction::Pull,
-            &Options::default(),
-            printer.bytes_progress(Direction::Pull),
-        )?;
-        if !report.complete {
-            check_or_auth(db, run, &hosts, actor)?;
-            let first = report
-                .failures
-                .first()
-                .map(|f| format!("{}: {}", f.src, f.reason))
-                .unwrap_or_default();
-            return Err(anyhow::anyhow!(
-                "{} outputs of run {} did not come back ({first})",
-                report.failed,
-                run.remote_id
-            ));
-        }
+        fetch(db, run, &hosts, &outputs, printer, actor)
+            .with_context(|| format!("outputs of run {} did not come back", run.remote_id))?;
     }
     // Apply everything in one transaction.
     let attempts_limit = args.attempts.max(1);

@@ -420,6 +420,7 @@ pub fn plan(
         partition: c.partition.as_deref(),
         account: c.account.as_deref(),
         steps: multiprog.len(),
+        local: c.scheduler == crate::target::SchedulerKind::Local,
     });
     Ok(Plan {
         inputs,

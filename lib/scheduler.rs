@@ -139,3 +139,83 @@ impl Slurm<'_> {
             .ok_or_else(|| anyhow!("cannot read free space from df: {out:?}"))
     }
 }
+
+/// The `local` scheduler: the batch script runs on this machine, detached.
+pub mod local {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use anyhow::Context;
+
+    use super::JobState;
+    use crate::transfer::{cksum_file, Pair};
+
+    /// Start `job.sh` in the run's folder in a session of its own; the job
+    /// id is `local:PID`.
+    pub fn submit(remote_run: &str) -> anyhow::Result<String> {
+        let dir = Path::new(remote_run);
+        for old in ["results", "job-summary.txt"] {
+            let p = dir.join(old);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else if p.exists() {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        let log = std::fs::File::create(dir.join("job-local.out"))
+            .with_context(|| format!("cannot write in {remote_run}"))?;
+        let child = Command::new("setsid")
+            .args(["bash", "job.sh"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start the batch script with setsid bash")?;
+        Ok(format!("local:{}", child.id()))
+    }
+
+    pub fn state(job_id: &str) -> JobState {
+        let pid = job_id.strip_prefix("local:").unwrap_or(job_id);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let alive = String::from_utf8_lossy(&cmdline).contains("job.sh")
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        if alive {
+            JobState::Active("RUNNING".into())
+        } else {
+            JobState::Ended(None)
+        }
+    }
+
+    /// Copy each source to its destination when missing or different,
+    /// under a temporary name renamed into place.
+    pub fn copy(pairs: &[Pair]) -> anyhow::Result<(usize, usize)> {
+        let (mut copied, mut present) = (0, 0);
+        for p in pairs {
+            let src = Path::new(&p.src);
+            let dst = Path::new(&p.dst);
+            let same = match (std::fs::metadata(src), std::fs::metadata(dst)) {
+                (Ok(a), Ok(b)) if a.len() == b.len() => {
+                    cksum_file(src).ok() == cksum_file(dst).ok()
+                }
+                _ => false,
+            };
+            if same {
+                present += 1;
+                continue;
+            }
+            if let Some(d) = dst.parent() {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("cannot create folder {}", d.display()))?;
+            }
+            let part = format!("{}{}", p.dst, crate::transfer::PART);
+            std::fs::copy(src, &part)
+                .with_context(|| format!("cannot copy {} to {part}", p.src))?;
+            std::fs::rename(&part, dst).with_context(|| format!("cannot rename into {}", p.dst))?;
+            copied += 1;
+        }
+        Ok((copied, present))
+    }
+}

@@ -132,6 +132,8 @@ pub struct JobSpec<'a> {
     pub partition: Option<&'a str>,
     pub account: Option<&'a str>,
     pub steps: usize,
+    /// Run the ranks here, side by side, instead of with srun.
+    pub local: bool,
 }
 
 /// The job name: the target's prefix, run id and attempt, so a job can be
@@ -190,10 +192,17 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     );
     s.push_str("status=0\n");
     for step in 0..j.steps {
-        s.push_str(&format!(
-            "srun --multi-prog --ntasks={} --cpus-per-task={} --kill-on-bad-exit=0 --output=logs/rank-%t.log multiprog/step-{step}.conf\n",
-            a.ranks, a.threads
-        ));
+        if j.local {
+            s.push_str(&format!(
+                "seq 0 {} | xargs -P \"$(nproc)\" -I RANK bash -c 'bash \"$OFFLOAD_RUN/tasks/run.sh\" RANK > \"$OFFLOAD_RUN/logs/rank-RANK.log\" 2>&1'\n",
+                a.ranks.saturating_sub(1)
+            ));
+        } else {
+            s.push_str(&format!(
+                "srun --multi-prog --ntasks={} --cpus-per-task={} --kill-on-bad-exit=0 --output=logs/rank-%t.log multiprog/step-{step}.conf\n",
+                a.ranks, a.threads
+            ));
+        }
         s.push_str(&format!(
             "step{step}=$?\n[ \"$step{step}\" -ne 0 ] && status=$step{step}\n"
         ));

@@ -38,7 +38,11 @@ use crate::exit;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedulerKind {
+    /// A Slurm cluster behind front ends reached over ssh.
     Slurm,
+    /// This machine: no ssh, no Slurm; the batch script runs here and its
+    /// ranks run side by side (for trying offload out, and for tests).
+    Local,
 }
 
 #[derive(Debug, Clone, Deserialize)]

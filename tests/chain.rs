@@ -201,3 +201,65 @@ both_backends! {
         assert_eq!(show(db, 1)["state"], "pending");
     }
 }
+
+/// A `local` target: the chain with no ssh and no Slurm, driven with the
+/// original command lines where they exist.
+fn local_site(db: &common::TestDb) -> common::Site {
+    let site = db.site_with("scheduler = \"local\"");
+    // The database by name, as the operators' scripts give it.
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        format!("{text}\n[databases.gpc1]\nurl = \"{}\"\n", db.url),
+    )
+    .unwrap();
+    site
+}
+
+both_backends! {
+    fn the_seed_command_lines_drive_a_local_run_to_full(db) {
+        let site = local_site(db);
+        import_with_failures(db, &site, "lanl.SAS.201402114", &[]);
+        db.bare("remotetool")
+            .args(["-dbname", "gpc1", "-definebyquery", "-label", "lanl.SAS.201402114", "-stage", "chip", "-path_base"])
+            .arg(&site.runs)
+            .assert()
+            .success()
+            .stdout("1\n");
+        db.bare("prepare").args(["--dbname", "gpc1", "--next"]).assert().success();
+        // Called by path, as scripts must (exec is a shell builtin).
+        let exec = assert_cmd::cargo::cargo_bin("exec");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("{} --dbname gpc1 --next --quiet", shlex::try_quote(&exec.to_string_lossy()).unwrap()))
+            .env("HOME", db.home.path())
+            .env_remove("OFFLOAD_DB")
+            .env_remove("OFFLOAD_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("local:"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = db.bare("poll").args(["--dbname", "gpc1", "--remote-id", "1", "--quiet"]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let state = String::from_utf8(out.stdout).unwrap();
+            if state.trim() == "full" {
+                break;
+            }
+            assert_eq!(state.trim(), "RUNNING");
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let run = show(db, 1);
+        assert_eq!(run["components_by_state"]["done"], 12);
+        let mut c = db.open();
+        assert_eq!(c.read(|s| s.count_items(Some("lanl.SAS.201402114"), None, Some("done"))).unwrap(), 12);
+        // The products are in their local places.
+        let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+        for l in outputs.lines() {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(std::fs::read(f[0]).unwrap(), std::fs::read(f[1]).unwrap());
+        }
+    }
+}
