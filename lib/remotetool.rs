@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -61,6 +62,32 @@ pub enum Command {
     Paused,
     /// Show the history of state changes (all runs, or one)
     History(HistoryArgs),
+    /// Remove finished runs' remote folders (full -> cleaned)
+    Clean(CleanArgs),
+    /// Per label and stage: components done, failed, abandoned; runtime and core-hours
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id"])))]
+pub struct CleanArgs {
+    /// Clean the full runs of this label
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Clean this run
+    #[arg(long, value_name = "N")]
+    pub remote_id: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Folder of stage recipes (for threads per command) [default: as prepare's]
+    #[arg(long, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +243,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         }
         Command::Paused => paused(&mut db, g.json, &printer),
         Command::History(a) => history(&mut db, a, g.json, &printer),
+        Command::Clean(a) => clean(&mut db, &cfg, a, g.json, &printer, &actor),
+        Command::Report(a) => report(&mut db, &cfg, a, g.json, &printer),
     }
 }
 
@@ -528,5 +557,179 @@ fn history(
     } else {
         printer.data(history_table(&rows))?;
     }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(Serialize)]
+struct Cleaned {
+    remote_id: i64,
+    folder: String,
+}
+
+/// Remove the remote folder of each full run chosen, then mark it cleaned.
+fn clean(
+    db: &mut Db,
+    cfg: &Config,
+    a: CleanArgs,
+    json: bool,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<ExitStatus> {
+    let filter = RunFilter {
+        states: vec![RunState::Full.as_str().to_string()],
+        label: a.label.clone(),
+        remote_id: a.remote_id,
+        ..RunFilter::default()
+    };
+    let found = db.read(|s| s.runs(&filter))?;
+    if found.is_empty() {
+        return Err(exit::nothing_to_do(match (a.remote_id, &a.label) {
+            (Some(id), _) => format!("run {id} is not full"),
+            (None, Some(l)) => format!("no full runs of label '{l}'"),
+            _ => "no full runs".to_string(),
+        }));
+    }
+    let mut done = Vec::new();
+    for run in found {
+        let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
+        let folder = target.remote_run_dir(run.remote_id);
+        if target.config.scheduler == crate::target::SchedulerKind::Local {
+            if std::path::Path::new(&folder).exists() {
+                std::fs::remove_dir_all(&folder)
+                    .with_context(|| format!("cannot remove {folder}"))?;
+            }
+        } else {
+            let hosts = crate::exec::target_hosts(&target)?;
+            hosts[0].check()?;
+            let out = hosts[0].run(
+                &format!(
+                    "rm -rf -- {}",
+                    shlex::try_quote(&folder).unwrap_or_default()
+                ),
+                b"",
+                std::time::Duration::from_secs(600),
+            )?;
+            if out.status != Some(0) {
+                return Err(anyhow::anyhow!(
+                    "cannot remove {folder} on {}: {}",
+                    hosts[0].alias,
+                    out.stderr.trim()
+                ));
+            }
+        }
+        db.tx(|s| {
+            let now = runs::get_run(s, run.remote_id)?;
+            runs::transition_in(
+                s,
+                &now,
+                RunState::Cleaned,
+                actor,
+                &format!("removed {folder}"),
+                Default::default(),
+            )
+        })?;
+        printer.info(format!("run {}: removed {folder}", run.remote_id));
+        done.push(Cleaned {
+            remote_id: run.remote_id,
+            folder,
+        });
+    }
+    if json {
+        printer.json(&done)?;
+    } else {
+        let ids: Vec<String> = done.iter().map(|c| c.remote_id.to_string()).collect();
+        printer.data(ids.join("\n"))?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[derive(Serialize, Default)]
+struct ReportRow {
+    label: String,
+    stage: String,
+    done: i64,
+    failed: i64,
+    queued: i64,
+    abandoned: i64,
+    runtime_hours: f64,
+    /// Runtime times the recipe's threads per command; null without a recipe.
+    core_hours: Option<f64>,
+}
+
+fn report(
+    db: &mut Db,
+    cfg: &Config,
+    a: ReportArgs,
+    json: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let rows = db.read(|s| s.component_report(a.label.as_deref(), a.stage.as_deref()))?;
+    let abandoned = db.read(|s| s.abandoned_items(a.label.as_deref(), a.stage.as_deref()))?;
+    let recipes = cfg.recipes_dir(a.recipes.as_deref());
+    let mut out: BTreeMap<(String, String), ReportRow> = BTreeMap::new();
+    for (label, stage, state, n, runtime) in rows {
+        let r = out
+            .entry((label.clone(), stage.clone()))
+            .or_insert_with(|| ReportRow {
+                label,
+                stage,
+                ..Default::default()
+            });
+        match state.as_str() {
+            "done" => r.done += n,
+            "failed" => r.failed += n,
+            _ => r.queued += n,
+        }
+        r.runtime_hours += runtime.unwrap_or(0.0) / 3600.0;
+    }
+    for (label, stage, n) in abandoned {
+        out.entry((label.clone(), stage.clone()))
+            .or_insert_with(|| ReportRow {
+                label,
+                stage,
+                ..Default::default()
+            })
+            .abandoned = n;
+    }
+    for r in out.values_mut() {
+        r.core_hours = crate::recipe::Recipe::load_for_stage(&recipes, &r.stage)
+            .ok()
+            .map(|rc| r.runtime_hours * rc.threads as f64);
+    }
+    let rows: Vec<ReportRow> = out.into_values().collect();
+    if json {
+        printer.json(&rows)?;
+        return Ok(ExitStatus::Success);
+    }
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.label.clone(),
+                r.stage.clone(),
+                r.done.to_string(),
+                r.failed.to_string(),
+                r.abandoned.to_string(),
+                r.queued.to_string(),
+                format!("{:.2}", r.runtime_hours),
+                r.core_hours
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    printer.data(table::render(
+        &[
+            "LABEL",
+            "STAGE",
+            "DONE",
+            "FAILED",
+            "ABANDONED",
+            "QUEUED",
+            "RUNTIME_H",
+            "CORE_H",
+        ],
+        &table_rows,
+    ))?;
     Ok(ExitStatus::Success)
 }

@@ -15,10 +15,10 @@ fn ssh_config() -> String {
 }
 
 /// A target on a front end; its job names carry a prefix of the test's
-/// own, since tests share the one Slurm.
+/// own, since tests share the one Slurm, which has one node.
 fn site(db: &common::TestDb, host: &str, cfg: &str) -> common::Site {
     db.site_with(&format!(
-        "hosts = [\"{host}\"]\nssh_config = \"{cfg}\"\njob_prefix = \"{}\"",
+        "hosts = [\"{host}\"]\nssh_config = \"{cfg}\"\njob_prefix = \"{}\"\nmax_nodes = 1",
         prefix(db)
     ))
 }
@@ -261,5 +261,174 @@ both_backends! {
             let f: Vec<&str> = l.split('\t').collect();
             assert_eq!(std::fs::read(f[0]).unwrap(), std::fs::read(f[1]).unwrap());
         }
+        // Report, then clean the remote folder.
+        let mut c = db.remotetool();
+        c.args(["report", "--json"]);
+        let r = json_of(c);
+        assert_eq!(r[0]["done"], 12);
+        assert_eq!(r[0]["failed"], 0);
+        let rh = r[0]["runtime_hours"].as_f64().unwrap();
+        assert!(rh > 0.0);
+        assert!((r[0]["core_hours"].as_f64().unwrap() - 2.0 * rh).abs() < 1e-9, "chip runs 2 threads");
+        let remote = site.remote_run_dir(1);
+        assert!(remote.exists());
+        db.remotetool().args(["clean", "--remote-id", "1"]).assert().success().stdout("1\n");
+        assert!(!remote.exists());
+        assert_eq!(show(db, 1)["state"], "cleaned");
+        db.remotetool().args(["clean", "--label", "lanl.SAS.201402114"]).assert().code(3);
+    }
+
+    fn a_result_record_for_another_component_is_rejected(db) {
+        let site = local_site(db);
+        import_with_failures(db, &site, "RJ", &[]);
+        db.remotetool().args(["define", "--label", "RJ", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let summary = site.remote_run_dir(1).join("job-summary.txt");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !summary.exists() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let rank0 = site.remote_run_dir(1).join("results/rank-0.tsv");
+        let mut text = std::fs::read_to_string(&rank0).unwrap();
+        text.push_str("R\t999999\t0\tok\t1\t2\tinjected\nnot a record; rm -rf /\n");
+        std::fs::write(&rank0, text).unwrap();
+        let out = db.tool("poll").args(["--remote-id", "1", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let p = common::json(&out.stdout);
+        assert_eq!(p["state"], "full");
+        assert_eq!(p["rejected_records"], 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("component 999999 is not in run 1"), "{err}");
+    }
+}
+
+both_backends! {
+    fn a_job_the_site_lost_is_submitted_again(db) {
+        let site = site(db, "fe2", &ssh_config());
+        import_with_failures(db, &site, "SF", &[]);
+        db.remotetool().args(["define", "--label", "SF", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        let first = json_of(c);
+        // The site loses the job before it writes its summary.
+        let _ = std::process::Command::new("scancel").arg(first["job_id"].as_str().unwrap()).status();
+        std::thread::sleep(Duration::from_millis(500));
+        let p = poll_until_done(db, 1);
+        assert_eq!(p["state"], "pending", "{p}");
+        let run = show(db, 1);
+        assert_eq!((run["state"].as_str(), run["attempt"].as_i64()), (Some("pending"), Some(1)));
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        let second = json_of(c);
+        assert_eq!(second["job_name"], format!("{}-r1-a1", prefix(db)));
+        assert_ne!(second["job_id"], first["job_id"]);
+        let p = poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["done"], 12);
+    }
+}
+
+/// A few hundred components through Slurm, some failing; then the next
+/// stage (camera) defined from the first stage's outputs.
+#[test]
+fn three_hundred_chips_then_camera_from_their_outputs() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let site = site(&db, "fe1", &ssh_config());
+    let out = std::process::Command::new("python3")
+        .arg(common::fixtures().join("gen-chip-items.py"))
+        .args([
+            "--exposures",
+            "5",
+            "--chips",
+            "60",
+            "--label",
+            "BIG",
+            "--files",
+        ])
+        .arg(&site.neb)
+        .output()
+        .unwrap();
+    let mut items = String::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if [7, 77, 177].contains(&v["stage_id"].as_i64().unwrap()) {
+            v["params"]["FAIL"] = 4.into();
+        }
+        items.push_str(&v.to_string());
+        items.push('\n');
+    }
+    db.import(&items);
+    db.remotetool()
+        .args([
+            "define",
+            "--label",
+            "BIG",
+            "--stage",
+            "chip",
+            "--job-policy",
+            "ignore",
+        ])
+        .assert()
+        .success();
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    db.tool("exec")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    let p = poll_until_done(&db, 1);
+    assert_eq!(p["state"], "full", "{p}");
+    assert_eq!(
+        (
+            p["done"].as_u64(),
+            p["failed"].as_u64(),
+            p["outputs"].as_u64()
+        ),
+        (Some(297), Some(3), Some(594))
+    );
+    // Camera: one item per exposure, its input the chip stage's XY01 image.
+    let mut camera = String::new();
+    for e in 0..5 {
+        let exp = format!("o5745g{:04}o", e + 1);
+        let v = serde_json::json!({
+            "stage": "camera", "stage_id": e + 1, "label": "BIG",
+            "params": {
+                "EXP_NAME": exp,
+                "INPUT": format!("neb://any/czw/BIG/{exp}/{exp}.XY01.ch.fits"),
+                "WORKDIR": format!("neb://any/czw/BIG/{exp}"),
+            }
+        });
+        camera.push_str(&v.to_string());
+        camera.push('\n');
+    }
+    db.import(&camera);
+    db.remotetool()
+        .args(["define", "--label", "BIG", "--stage", "camera"])
+        .assert()
+        .success()
+        .stdout("2\n");
+    db.tool("prepare")
+        .args(["--remote-id", "2"])
+        .assert()
+        .success();
+    db.tool("exec")
+        .args(["--remote-id", "2"])
+        .assert()
+        .success();
+    let p = poll_until_done(&db, 2);
+    assert_eq!(p["state"], "full", "{p}");
+    assert_eq!(p["done"], 5);
+    for e in 0..5 {
+        let exp = format!("o5745g{:04}o", e + 1);
+        let cmf = site.neb.join(format!("czw/BIG/{exp}/{exp}.cm.cmf"));
+        let text =
+            std::fs::read_to_string(&cmf).unwrap_or_else(|e| panic!("{}: {e}", cmf.display()));
+        assert!(text.contains(&format!("{exp}.XY01.ch.fits")), "{text}");
     }
 }

@@ -120,6 +120,19 @@ pub trait Store {
         attempt: bool,
         now: NaiveDateTime,
     ) -> QueryResult<usize>;
+    /// (label, stage, component state, count, summed runtime s) over all
+    /// components, optionally of one label and stage.
+    fn component_report(
+        &mut self,
+        label: Option<&str>,
+        stage: Option<&str>,
+    ) -> QueryResult<Vec<(String, String, String, i64, Option<f64>)>>;
+    /// (label, stage, count) of abandoned work items.
+    fn abandoned_items(
+        &mut self,
+        label: Option<&str>,
+        stage: Option<&str>,
+    ) -> QueryResult<Vec<(String, String, i64)>>;
     /// (component id, work item id, work item attempts) of a run's active components.
     fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<(i64, i64, i64, i32)>>;
     fn lease(&mut self, remote_id: i64) -> QueryResult<Option<Lease>>;
@@ -432,6 +445,54 @@ macro_rules! impl_store {
                         work_items::updated_at.eq(now),
                     ))
                     .execute(self)
+            }
+
+            fn component_report(
+                &mut self,
+                label: Option<&str>,
+                stage: Option<&str>,
+            ) -> QueryResult<Vec<(String, String, String, i64, Option<f64>)>> {
+                let rows: Vec<(String, String, String, i64, Option<f64>)> =
+                    remote_components::table
+                        .inner_join(work_items::table)
+                        .group_by((
+                            work_items::label,
+                            work_items::stage,
+                            remote_components::state,
+                        ))
+                        .select((
+                            work_items::label,
+                            work_items::stage,
+                            remote_components::state,
+                            count_star(),
+                            diesel::dsl::sum(remote_components::runtime),
+                        ))
+                        .order((
+                            work_items::label,
+                            work_items::stage,
+                            remote_components::state,
+                        ))
+                        .load(self)?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|r| label.is_none_or(|l| r.0 == l) && stage.is_none_or(|st| r.1 == st))
+                    .collect())
+            }
+
+            fn abandoned_items(
+                &mut self,
+                label: Option<&str>,
+                stage: Option<&str>,
+            ) -> QueryResult<Vec<(String, String, i64)>> {
+                let rows: Vec<(String, String, i64)> = work_items::table
+                    .filter(work_items::state.eq("abandoned"))
+                    .group_by((work_items::label, work_items::stage))
+                    .select((work_items::label, work_items::stage, count_star()))
+                    .load(self)?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|r| label.is_none_or(|l| r.0 == l) && stage.is_none_or(|st| r.1 == st))
+                    .collect())
             }
 
             fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<(i64, i64, i64, i32)>> {

@@ -101,3 +101,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     control,
     leases,
 );
+
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    work_items::label,
+    work_items::stage,
+    remote_components::state,
+);
