@@ -31,6 +31,9 @@ pub struct RunChanges {
     pub attempt: Option<i32>,
 }
 
+/// (label, stage, component state, count, summed runtime in seconds).
+pub type ReportGroup = (String, String, String, i64, Option<f64>);
+
 /// What applying a component's result writes.
 #[derive(Debug, Clone, AsChangeset)]
 #[diesel(table_name = remote_components)]
@@ -126,7 +129,7 @@ pub trait Store {
         &mut self,
         label: Option<&str>,
         stage: Option<&str>,
-    ) -> QueryResult<Vec<(String, String, String, i64, Option<f64>)>>;
+    ) -> QueryResult<Vec<ReportGroup>>;
     /// (label, stage, count) of abandoned work items.
     fn abandoned_items(
         &mut self,
