@@ -432,3 +432,45 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
         assert!(text.contains(&format!("{exp}.XY01.ch.fits")), "{text}");
     }
 }
+
+both_backends! {
+    fn exec_holds_back_when_the_queue_is_full(db) {
+        let site = db.site_with(&format!(
+            "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 0\nqueue_factor = 0.0",
+            ssh_config(),
+            prefix(db)
+        ));
+        import_with_failures(db, &site, "TH", &[]);
+        db.remotetool().args(["define", "--label", "TH", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec")
+            .args(["--remote-id", "1"])
+            .assert()
+            .code(4)
+            .stderr(contains("throttled").and(contains("run 1 stays pending")));
+        assert_eq!(show(db, 1)["state"], "pending");
+        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+    }
+
+    fn exec_refuses_what_the_remote_disk_cannot_hold(db) {
+        let site = site(db, "fe1", &ssh_config());
+        // A sparse 15 TB input: its size, not its blocks, is what must fit.
+        let big = site.neb.join("huge/all-sky.fits");
+        std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(15 << 40).unwrap();
+        let item = "{\"stage\":\"camera\",\"stage_id\":1,\"label\":\"DF\",\"params\":{\"INPUT\":\"neb://any/huge/all-sky.fits\",\"WORKDIR\":\"neb://any/out\",\"EXP_NAME\":\"e1\"}}\n";
+        db.import(item);
+        db.remotetool().args(["define", "--label", "DF", "--stage", "camera"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec")
+            .args(["--remote-id", "1"])
+            .assert()
+            .code(1)
+            .stderr(contains("not enough space on fe1 for run 1").and(contains("nothing was sent")));
+        let run = show(db, 1);
+        assert_eq!(run["state"], "pending");
+        assert_eq!(run["fault"], 20);
+        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+    }
+}
