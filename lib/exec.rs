@@ -257,6 +257,16 @@ pub fn exec_run(
             remote_run
         ));
     }
+    if let Some(cmd) = &target.config.quota_command {
+        let left = slurm.quota_bytes(cmd)?;
+        if left < bytes {
+            return Err(anyhow::anyhow!(
+                "over quota on {} for run {}: {bytes} bytes to send at most, the quota leaves {left}; nothing was sent",
+                hosts[0].alias,
+                run.remote_id
+            ));
+        }
+    }
     let bar = printer.bytes_progress(Direction::Push);
     let report = transfer::transfer(&hosts, pairs, Direction::Push, &Options::default(), bar)?;
     if !report.complete {

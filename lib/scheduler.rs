@@ -127,6 +127,17 @@ impl Slurm<'_> {
         Ok((pending, running))
     }
 
+    /// Bytes the account may still write, from the site's quota command.
+    pub fn quota_bytes(&self, command: &str) -> anyhow::Result<u64> {
+        let out = self.run(command)?;
+        out.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                anyhow!("the quota command `{command}` printed no number of bytes: {out:?}")
+            })
+    }
+
     /// Free bytes where `path` lives (its nearest existing parent).
     pub fn free_bytes(&self, path: &str) -> anyhow::Result<u64> {
         let out = self.run(&format!(

@@ -77,6 +77,10 @@ pub struct TargetConfig {
     pub queue_factor: f64,
     #[serde(default = "default_queue_base")]
     pub queue_base: u64,
+    /// A shell command run on the front end that prints how many bytes the
+    /// account may still write (the site's quota), e.g. a wrapper around
+    /// `lfs quota`; exec checks it beside the free space.
+    pub quota_command: Option<String>,
     /// Job names are `PREFIX-rRUN-aATTEMPT`; give each database its own
     /// prefix when several share a remote account.
     #[serde(default = "default_job_prefix")]

@@ -474,3 +474,23 @@ both_backends! {
         assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
     }
 }
+
+both_backends! {
+    fn exec_refuses_what_the_quota_does_not_allow(db) {
+        let site = db.site_with(&format!(
+            "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nquota_command = \"echo 1000\"",
+            ssh_config(),
+            prefix(db)
+        ));
+        import_with_failures(db, &site, "QU", &[]);
+        db.remotetool().args(["define", "--label", "QU", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec")
+            .args(["--remote-id", "1"])
+            .assert()
+            .code(1)
+            .stderr(contains("over quota on fe1 for run 1").and(contains("the quota leaves 1000")));
+        assert_eq!(show(db, 1)["state"], "pending");
+        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+    }
+}
