@@ -494,3 +494,23 @@ both_backends! {
         assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
     }
 }
+
+both_backends! {
+    fn paused_exec_and_poll_touch_nothing(db) {
+        let site = local_site(db);
+        import_with_failures(db, &site, "PA", &[]);
+        db.remotetool().args(["define", "--label", "PA", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.remotetool().args(["pause", "exec", "poll", "--reason", "auth refresh"]).assert().success();
+        db.tool("exec").arg("--next").assert().code(4).stderr(contains("exec is paused"));
+        assert_eq!(show(db, 1)["state"], "pending");
+        assert!(!site.remote_run_dir(1).exists());
+        db.remotetool().args(["resume", "exec"]).assert().success();
+        db.tool("exec").arg("--next").assert().success();
+        db.tool("poll").args(["--remote-id", "1"]).assert().code(4).stderr(contains("poll is paused"));
+        assert_eq!(show(db, 1)["state"], "run");
+        db.remotetool().args(["resume", "poll"]).assert().success();
+        // Not due yet: the interval since the submission has not passed.
+        db.tool("poll").arg("--next").assert().code(3).stderr(contains("no runs due for a poll"));
+    }
+}
