@@ -72,3 +72,28 @@ pub fn main<A: Parser>(
         }
     }
 }
+
+/// What a tool that works on the database starts with.
+pub struct Session {
+    pub printer: crate::printer::Printer,
+    pub config: crate::config::Config,
+    pub actor: crate::runs::Actor,
+    pub db: crate::db::Db,
+}
+
+impl Session {
+    /// Read the configuration and open the database the options name.
+    pub fn open(tool: &'static str, g: &GlobalArgs) -> anyhow::Result<Session> {
+        let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
+        let config = crate::config::Config::load(g.config.as_deref())?;
+        let actor = crate::runs::Actor::current(tool);
+        let url = config.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+        let db = crate::db::Db::open(&url)?;
+        Ok(Session {
+            printer,
+            config,
+            actor,
+            db,
+        })
+    }
+}

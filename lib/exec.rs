@@ -299,17 +299,20 @@ pub fn exec_run(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let printer = Printer::new(TOOL, g.quiet, g.verbose);
-    let cfg = Config::load(g.config.as_deref())?;
-    let actor = Actor::current(TOOL);
-    let mut db = crate::remotetool::open_db(g, &cfg)?;
-    let run = match args.which.remote_id {
-        Some(id) => runs::claim(&mut db, id, &actor)?,
-        None => match runs::claim_next(&mut db, RunState::Pending, &actor)? {
-            Some(r) => r,
-            None => return Err(exit::nothing_to_do("no pending runs to submit")),
-        },
-    };
+    let crate::cli::Session {
+        printer,
+        config: cfg,
+        actor,
+        mut db,
+    } = crate::cli::Session::open(TOOL, g)?;
+    let run = runs::claim_which(
+        &mut db,
+        args.which.remote_id,
+        RunState::Pending,
+        None,
+        &actor,
+        "no pending runs to submit",
+    )?;
     let result = exec_run(&mut db, &cfg, &run, &printer, &actor);
     if let Err(e) = &result {
         let st = exit::status_of(e);

@@ -467,20 +467,22 @@ pub fn poll_run(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let printer = Printer::new(TOOL, g.quiet, g.verbose);
-    let cfg = Config::load(g.config.as_deref())?;
-    let actor = Actor::current(TOOL);
-    let mut db = crate::remotetool::open_db(g, &cfg)?;
-    let run = match args.which.remote_id {
-        Some(id) => runs::claim(&mut db, id, &actor)?,
-        None => {
-            let before = db::now() - chrono::TimeDelta::seconds(args.interval.max(0));
-            match runs::claim_next_polled(&mut db, RunState::Run, Some(before), &actor)? {
-                Some(r) => r,
-                None => return Err(exit::nothing_to_do("no runs due for a poll")),
-            }
-        }
-    };
+    let crate::cli::Session {
+        printer,
+        config: cfg,
+        actor,
+        mut db,
+    } = crate::cli::Session::open(TOOL, g)?;
+    // --next: only runs not polled for the interval (a named run is polled now).
+    let due = db::now() - chrono::TimeDelta::seconds(args.interval.max(0));
+    let run = runs::claim_which(
+        &mut db,
+        args.which.remote_id,
+        RunState::Run,
+        Some(due),
+        &actor,
+        "no runs due for a poll",
+    )?;
     let result = poll_run(&mut db, &cfg, &run, &args, &printer, &actor);
     runs::release(&mut db, run.remote_id, &actor)?;
     let p = result.with_context(|| format!("run {}", run.remote_id))?;

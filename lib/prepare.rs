@@ -726,17 +726,20 @@ pub fn prepare_run(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let printer = Printer::new(TOOL, g.quiet, g.verbose);
-    let cfg = Config::load(g.config.as_deref())?;
-    let actor = Actor::current(TOOL);
-    let mut db = crate::remotetool::open_db(g, &cfg)?;
-    let run = match args.which.remote_id {
-        Some(id) => runs::claim(&mut db, id, &actor)?,
-        None => match runs::claim_next(&mut db, RunState::New, &actor)? {
-            Some(r) => r,
-            None => return Err(exit::nothing_to_do("no new runs to prepare")),
-        },
-    };
+    let crate::cli::Session {
+        printer,
+        config: cfg,
+        actor,
+        mut db,
+    } = crate::cli::Session::open(TOOL, g)?;
+    let run = runs::claim_which(
+        &mut db,
+        args.which.remote_id,
+        RunState::New,
+        None,
+        &actor,
+        "no new runs to prepare",
+    )?;
     let recipes = cfg.recipes_dir(args.recipes.as_deref());
     let result = prepare_run(&mut db, &cfg, &run, &recipes, &printer, &actor);
     if let Err(e) = &result {

@@ -492,6 +492,24 @@ pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> 
     }
 }
 
+/// The run a tool works on: the one named (held by no other process), or
+/// the oldest claimable in `state` (last polled before `polled_before`,
+/// when given); none to claim is "nothing to do" with `none`.
+pub fn claim_which(
+    db: &mut Db,
+    remote_id: Option<i64>,
+    state: RunState,
+    polled_before: Option<chrono::NaiveDateTime>,
+    actor: &Actor,
+    none: &str,
+) -> anyhow::Result<Run> {
+    match remote_id {
+        Some(id) => claim(db, id, actor),
+        None => claim_next_polled(db, state, polled_before, actor)?
+            .ok_or_else(|| exit::nothing_to_do(none.to_string())),
+    }
+}
+
 /// Give a run's lease back.
 pub fn release(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()> {
     db.tx(|s| {
