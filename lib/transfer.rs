@@ -823,6 +823,7 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
     let window: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
     let closed = std::sync::atomic::AtomicBool::new(false);
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let lost_any = std::sync::atomic::AtomicBool::new(false);
     let release = || {
         let (m, cv) = &window;
         *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
@@ -896,7 +897,20 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
             }
         });
         let mut dead = false;
-        for (job, frame) in frx.iter() {
+        loop {
+            // Wait for the next frame, but notice a channel that closed
+            // meanwhile (its frames in flight must go back to the queue).
+            let (job, frame) = match frx.recv_timeout(Duration::from_millis(200)) {
+                Ok(x) => x,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if closed.load(std::sync::atomic::Ordering::SeqCst) {
+                        dead = true;
+                        break;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             {
                 let (m, cv) = &window;
                 let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -935,12 +949,28 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
             shared.requeue(job);
         }
         drop(frx);
-        let _ = builder.join();
-        if !dead {
+        if dead {
+            // Give back what this channel had in flight before waiting for
+            // the builder: it may be waiting for exactly those jobs.
+            drop(stdin);
+            let _ = reader.join();
+            let left: Vec<Job> = inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+                .map(|(_, j)| j)
+                .collect();
+            lost_any.store(!left.is_empty(), std::sync::atomic::Ordering::SeqCst);
+            for j in left {
+                shared.requeue(j);
+            }
+            let _ = builder.join();
+        } else {
+            let _ = builder.join();
             let _ = stdin.write_all(b"E 0\n").and_then(|_| stdin.flush());
+            drop(stdin);
+            let _ = reader.join();
         }
-        drop(stdin);
-        let _ = reader.join();
     });
     // What the channel did not answer goes back to the queue.
     let left: Vec<Job> = inflight
@@ -948,7 +978,7 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
         .unwrap_or_else(|e| e.into_inner())
         .into_values()
         .collect();
-    let lost = !left.is_empty();
+    let lost = !left.is_empty() || lost_any.load(std::sync::atomic::Ordering::SeqCst);
     for j in left {
         shared.requeue(j);
     }
