@@ -198,6 +198,16 @@ pub fn exec_run(
         return exec_local(db, run, &target, actor);
     }
     let hosts = target_hosts(&target)?;
+    printer.debug(format!(
+        "run {}: target '{}', masters {}",
+        run.remote_id,
+        target.name,
+        hosts
+            .iter()
+            .map(|h| h.socket.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     check_or_auth(db, run, &hosts, actor)?;
     let slurm = Slurm { host: &hosts[0] };
     let name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
@@ -233,6 +243,10 @@ pub fn exec_run(
         });
     }
     let (pending, running) = slurm.queue_counts(&target.config.job_prefix)?;
+    printer.debug(format!(
+        "queue of '{}': {pending} waiting, {running} running",
+        target.name
+    ));
     let allowed =
         (target.config.queue_factor * running as f64).floor() as u64 + target.config.queue_base;
     if pending >= allowed {

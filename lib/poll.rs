@@ -231,6 +231,10 @@ pub fn poll_run(
         Some(h) => Slurm { host: h }.state(&job_id)?,
         None => crate::scheduler::local::state(&job_id),
     };
+    printer.debug(format!(
+        "run {}: job {job_id} is {job_state:?}",
+        run.remote_id
+    ));
     let final_state = match job_state {
         JobState::Active(s) => {
             touch_poll(db, run)?;

@@ -677,6 +677,13 @@ pub fn prepare_run(
         time_cost_source: source.clone(),
     };
     let dir = local_run_dir(run, &target)?;
+    printer.debug(format!(
+        "run {}: recipe {}, target '{}', time cost {time_cost} s ({source}), folder {}",
+        run.remote_id,
+        recipe.path.display(),
+        target.name,
+        dir.display()
+    ));
     let bar = printer.progress(comps.len() as u64, "prepare");
     let plan = plan(&job, &comps, &bar)?;
     bar.finish_and_clear();

@@ -468,3 +468,19 @@ both_backends! {
         assert!(comps.iter().all(|l| l.ends_with("\t40")), "{comps:?}");
     }
 }
+
+both_backends! {
+    fn verbose_and_quiet_shape_stderr_only(db) {
+        let site = db.site();
+        db.import_chip(&site, L, 1, 2, 1);
+        db.remotetool().args(["define", "--label", L, "--stage", "chip", "--quiet"]).assert().success().stderr("");
+        db.tool("prepare")
+            .args(["--remote-id", "1", "-v"])
+            .assert()
+            .success()
+            .stdout("1\n")
+            .stderr(contains("time cost 150 s").and(contains("run 1: 2 components")));
+        db.tool("prepare").args(["--remote-id", "1", "--quiet"]).assert().success().stdout("1\n").stderr("");
+        db.tool("prepare").args(["--remote-id", "1", "--verbose", "--quiet"]).assert().code(2);
+    }
+}
