@@ -489,19 +489,13 @@ impl Channel {
 /// its length, as every remote system's `cksum` prints it ("CRC SIZE").
 /// Transfers check each file's size and this checksum at the destination.
 pub struct Cksum {
-    digest: crc::Digest<'static, u32, crc::Table<16>>,
+    digest: crc_fast::Digest,
     len: u64,
 }
 
-static CKSUM: crc::Crc<u32, crc::Table<16>> =
-    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_CKSUM);
-
 impl Default for Cksum {
     fn default() -> Cksum {
-        Cksum {
-            digest: CKSUM.digest(),
-            len: 0,
-        }
+        Cksum { digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Cksum), len: 0 }
     }
 }
 
@@ -518,7 +512,7 @@ impl Cksum {
             self.digest.update(&[(n & 0xff) as u8]);
             n >>= 8;
         }
-        format!("{} {}", self.digest.finalize(), self.len)
+        format!("{} {}", self.digest.finalize() as u32, self.len)
     }
 }
 
