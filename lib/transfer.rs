@@ -495,7 +495,10 @@ pub struct Cksum {
 
 impl Default for Cksum {
     fn default() -> Cksum {
-        Cksum { digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Cksum), len: 0 }
+        Cksum {
+            digest: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Cksum),
+            len: 0,
+        }
     }
 }
 
@@ -1385,11 +1388,7 @@ pub fn transfer(
             .map(|d| d.subsec_nanos())
             .unwrap_or(0)
     );
-    let mut first = Channel::open(&hosts[0], &session).map_err(|e| match e {
-        OpenError::Refused(m) | OpenError::Gone(m) | OpenError::Other(m) => {
-            exit::auth(format!("cannot open a channel to {}: {m}", hosts[0].alias))
-        }
-    })?;
+    let mut first = open_preflight_channel(hosts, &session)?;
     let (sizes, skip) = match dir {
         Direction::Push => push_preflight(&mut first, &pairs)?,
         Direction::Pull => pull_preflight(&mut first, &pairs)?,
@@ -1580,6 +1579,35 @@ fn ends(p: &Pair, dir: Direction) -> (&str, &str) {
     match dir {
         Direction::Push => (&p.dst, &p.src),
         Direction::Pull => (&p.src, &p.dst),
+    }
+}
+
+/// A channel for the preflight listings: any host will do; a host whose
+/// sessions are all taken (MaxSessions) is waited for, not failed.
+fn open_preflight_channel(hosts: &[Host], session: &str) -> anyhow::Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let mut last = String::new();
+        for h in hosts {
+            match Channel::open(h, session) {
+                Ok(ch) => return Ok(ch),
+                Err(OpenError::Refused(m)) => last = format!("{}: {m}", h.alias),
+                Err(OpenError::Gone(m)) | Err(OpenError::Other(m)) => {
+                    return Err(exit::auth(format!(
+                        "cannot open a channel to {}: {m}",
+                        h.alias
+                    )))
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(exit::try_later(format!(
+                "every host refused a session for 2 minutes (MaxSessions reached): {last}"
+            )));
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 

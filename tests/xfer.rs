@@ -701,3 +701,41 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
     assert!(!text.lines().any(|l| l == "OK 7"), "{text}");
     assert!(!dest.exists(), "a truncated bundle has no final name");
 }
+
+#[test]
+fn a_host_with_every_session_taken_is_waited_for() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(30, &[]);
+    // Take fe3's three sessions for a few seconds.
+    let sleepers: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            Command::new("ssh")
+                .arg("-F")
+                .arg(ssh_config())
+                .args(["-o", "ProxyCommand=false", "fe3", "sleep 3"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let before = logins("fe3");
+    let out = xfer(home.path())
+        .args(["push", "--host", "fe3", "--json", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    for mut s in sleepers {
+        let _ = s.wait();
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report(&out)["complete"], true);
+    set.same("src", "remote");
+    assert_eq!(logins("fe3"), before);
+}
