@@ -73,6 +73,12 @@ pub fn main<A: Parser>(
     }
 }
 
+/// Open the database the global options name.
+pub fn open_db(g: &GlobalArgs, cfg: &crate::config::Config) -> anyhow::Result<crate::db::Db> {
+    let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+    crate::db::Db::open(&url)
+}
+
 /// What a tool that works on the database starts with.
 pub struct Session {
     pub printer: crate::printer::Printer,
@@ -87,8 +93,7 @@ impl Session {
         let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
         let config = crate::config::Config::load(g.config.as_deref())?;
         let actor = crate::runs::Actor::current(tool);
-        let url = config.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
-        let db = crate::db::Db::open(&url)?;
+        let db = open_db(g, &config)?;
         Ok(Session {
             printer,
             config,

@@ -176,14 +176,8 @@ fn fetch(
 fn touch_poll(db: &mut Db, run: &Run) -> anyhow::Result<()> {
     db.tx(|s| {
         let changes = RunChanges {
-            state: run.state.clone(),
-            updated_at: db::now(),
-            auth_return_state: None,
             last_poll: Some(Some(db::now())),
-            fault: None,
-            message: None,
-            job_id: None,
-            attempt: None,
+            ..RunChanges::to(&run.state)
         };
         s.set_run_state(run.remote_id, &run.state, &changes)?;
         Ok(())

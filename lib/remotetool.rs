@@ -192,18 +192,14 @@ pub struct HistoryArgs {
     pub limit: i64,
 }
 
-/// Open the database the global options name.
-pub fn open_db(g: &GlobalArgs, cfg: &Config) -> anyhow::Result<Db> {
-    let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
-    Db::open(&url)
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let printer = Printer::new(TOOL, g.quiet, g.verbose);
-    let cfg = Config::load(g.config.as_deref())?;
-    let actor = Actor::current(TOOL);
-    let mut db = open_db(g, &cfg)?;
+    let crate::cli::Session {
+        printer,
+        config: cfg,
+        actor,
+        mut db,
+    } = crate::cli::Session::open(TOOL, g)?;
     match args.command {
         Command::Import(a) => import(&mut db, &a, g.json, &printer, &actor),
         Command::Define(a) => define(&mut db, &cfg, a, g.json, &printer, &actor),

@@ -245,14 +245,12 @@ pub fn transition_in(
     state::check(from, to).map_err(|e| exit::usage(format!("run {}: {e}", run.remote_id)))?;
     let now = db::now();
     let mut changes = RunChanges {
-        state: to.as_str().to_string(),
         updated_at: now,
-        auth_return_state: None,
-        last_poll: None,
         fault: extra.fault,
         message: extra.message,
         job_id: extra.job_id,
         attempt: extra.attempt,
+        ..RunChanges::to(to.as_str())
     };
     if to == RunState::Auth {
         changes.auth_return_state = Some(Some(from.as_str().to_string()));
@@ -529,14 +527,9 @@ pub fn record_fault(
     db.tx(|s| {
         let run = get_run(s, remote_id)?;
         let changes = RunChanges {
-            state: run.state.clone(),
-            updated_at: db::now(),
-            auth_return_state: None,
-            last_poll: None,
             fault: Some(fault),
             message: Some(Some(message.to_string())),
-            job_id: None,
-            attempt: None,
+            ..RunChanges::to(&run.state)
         };
         s.set_run_state(remote_id, &run.state, &changes)?;
         s.insert_history(&actor.history(

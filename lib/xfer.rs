@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         || std::env::var_os(crate::config::DB_ENV).is_some_and(|v| !v.is_empty())
         || cfg.default_db.is_some();
     if named_db {
-        let mut db = crate::remotetool::open_db(g, &cfg)?;
+        let mut db = crate::cli::open_db(g, &cfg)?;
         db.tx(|s| crate::runs::ensure_not_paused(s, TOOL))?;
     }
     let target = args.target.as_deref().map(|t| cfg.target(t)).transpose()?;

@@ -31,6 +31,22 @@ pub struct RunChanges {
     pub attempt: Option<i32>,
 }
 
+impl RunChanges {
+    /// Set `state` (and the update time); every other column as it is.
+    pub fn to(state: &str) -> RunChanges {
+        RunChanges {
+            state: state.to_string(),
+            updated_at: super::now(),
+            auth_return_state: None,
+            last_poll: None,
+            fault: None,
+            message: None,
+            job_id: None,
+            attempt: None,
+        }
+    }
+}
+
 /// (label, stage, component state, count, summed runtime in seconds).
 pub type ReportGroup = (String, String, String, i64, Option<f64>);
 
