@@ -54,6 +54,8 @@ pub struct Run {
     pub auth_return_state: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// When the run entered its current state.
+    pub state_since: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -69,6 +71,7 @@ pub struct NewRun<'a> {
     pub fault: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub state_since: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]

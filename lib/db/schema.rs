@@ -33,6 +33,7 @@ diesel::table! {
         auth_return_state -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        state_since -> Timestamp,
     }
 }
 
