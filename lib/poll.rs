@@ -20,6 +20,7 @@ use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::runs::{self, Actor, Extra};
 use crate::scheduler::{JobState, Slurm};
+use crate::scripts::unescape_tail;
 use crate::state::RunState;
 use crate::target::SchedulerKind;
 use crate::transfer::{self, Direction, Options, Pair};
@@ -33,6 +34,8 @@ pub const FAULT_SITE: i32 = 31;
 /// Resubmissions after site failures (node failure, time limit, preemption,
 /// a vanished job) before the run needs a person.
 pub const SITE_RETRIES: i32 = 2;
+/// Times a work item is tried in all before it is abandoned.
+pub const DEFAULT_ATTEMPTS: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,7 +54,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub interval: i64,
     /// A failed component is tried this many times in all, then abandoned
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULT_ATTEMPTS)]
     pub attempts: i32,
 }
 
@@ -63,16 +66,19 @@ pub struct Record {
     pub phase: String,
     pub runtime: f64,
     pub stats: String,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
 }
 
-/// Parse result lines; malformed ones are returned apart, never run.
+/// Parse result lines (7 fields, or 9 with the log tails); malformed ones
+/// are returned apart, never run.
 pub fn parse_results(text: &str) -> (Vec<Record>, Vec<String>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
         let parsed = (|| {
-            if f.len() != 7 || f[0] != "R" {
+            if !(f.len() == 7 || f.len() == 9) || f[0] != "R" {
                 return None;
             }
             let t0: f64 = f[4].parse().ok()?;
@@ -87,6 +93,8 @@ pub fn parse_results(text: &str) -> (Vec<Record>, Vec<String>) {
                 phase: phase.to_string(),
                 runtime: (t1 - t0).max(0.0),
                 stats: f[6].to_string(),
+                stdout_tail: f.get(7).map(|t| unescape_tail(t)).unwrap_or_default(),
+                stderr_tail: f.get(8).map(|t| unescape_tail(t)).unwrap_or_default(),
             })
         })();
         match parsed {
@@ -320,9 +328,9 @@ pub fn poll_run(
     let mut records = Vec::new();
     let mut rejected = Vec::new();
     for p in pairs.iter().filter(|p| p.dst.ends_with(".tsv")) {
-        let text =
-            std::fs::read_to_string(&p.dst).with_context(|| format!("cannot read {}", p.dst))?;
-        let (ok, bad) = parse_results(&text);
+        // Log tails may end inside a character: read as bytes.
+        let bytes = std::fs::read(&p.dst).with_context(|| format!("cannot read {}", p.dst))?;
+        let (ok, bad) = parse_results(&String::from_utf8_lossy(&bytes));
         records.extend(ok);
         rejected.extend(bad);
     }
@@ -345,17 +353,22 @@ pub fn poll_run(
             run.remote_id
         ));
     }
-    // Outputs of the components that worked.
+    // Outputs of the components that worked; kept logs of every component
+    // that ran.
     let outputs: Vec<Pair> = std::fs::read_to_string(local_run.join("outputs.list"))
         .with_context(|| format!("cannot read {}/outputs.list", local_run.display()))?
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             let cid: i64 = f.get(2)?.parse().ok()?;
-            result_of.get(&cid).filter(|r| r.exit == 0).map(|_| Pair {
-                src: f[0].to_string(),
-                dst: f[1].to_string(),
-            })
+            let is_log = f.get(3) == Some(&"log");
+            result_of
+                .get(&cid)
+                .filter(|r| r.exit == 0 || is_log)
+                .map(|_| Pair {
+                    src: f[0].to_string(),
+                    dst: f[1].to_string(),
+                })
         })
         .collect();
     let n_outputs = outputs.len();
@@ -374,8 +387,14 @@ pub fn poll_run(
             let rec = result_of.get(&cid);
             let ok = rec.is_some_and(|r| r.exit == 0);
             let result = rec.map(|r| {
-                serde_json::json!({"phase": r.phase, "stats": r.stats, "runtime": r.runtime})
-                    .to_string()
+                serde_json::json!({
+                    "phase": r.phase,
+                    "stats": r.stats,
+                    "runtime": r.runtime,
+                    "stdout_tail": r.stdout_tail,
+                    "stderr_tail": r.stderr_tail,
+                })
+                .to_string()
             });
             s.update_component(
                 cid,
@@ -513,7 +532,7 @@ mod tests {
     #[test]
     fn result_lines_are_data() {
         let (ok, bad) = parse_results(
-            "R\t7\t0\tok\t10.5\t12.0\tinputs=5\nR\t8\t3\tcommand\t1\t2\t\n$(rm -rf /)\nR\t9\tx\tok\t1\t2\t\nR\t9\t0\tsql'\t1\t2\t\n",
+            "R\t7\t0\tok\t10.5\t12.0\tinputs=5\nR\t8\t3\tcommand\t1\t2\t\tdone\\n\tno such file\\tx\\\\y\n$(rm -rf /)\nR\t9\tx\tok\t1\t2\t\nR\t9\t0\tsql'\t1\t2\t\nR\t9\t0\tok\t1\t2\t\tonly one tail\n",
         );
         assert_eq!(ok.len(), 2);
         assert_eq!(
@@ -523,10 +542,14 @@ mod tests {
                 exit: 0,
                 phase: "ok".into(),
                 runtime: 1.5,
-                stats: "inputs=5".into()
+                stats: "inputs=5".into(),
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
             }
         );
         assert_eq!((ok[1].exit, ok[1].phase.as_str()), (3, "command"));
-        assert_eq!(bad.len(), 3);
+        assert_eq!(ok[1].stdout_tail, "done\n");
+        assert_eq!(ok[1].stderr_tail, "no such file\tx\\y");
+        assert_eq!(bad.len(), 4);
     }
 }

@@ -128,8 +128,8 @@ pub struct Job<'a> {
 /// Everything to be written, computed in memory.
 pub struct Plan {
     pub inputs: Vec<InputFile>,
-    /// (remote path, local path, component id)
-    pub outputs: Vec<(String, String, i64)>,
+    /// (remote path, local path, component id, is the component's log)
+    pub outputs: Vec<(String, String, i64, bool)>,
     pub mkdirs: Vec<String>,
     pub lines: Vec<String>,
     pub costs: Vec<f64>,
@@ -144,7 +144,8 @@ struct Rendered {
     line: String,
     cost: f64,
     inputs: Vec<(String, String)>,
-    outputs: Vec<(String, String)>,
+    /// (remote, local, is the component's log)
+    outputs: Vec<(String, String, bool)>,
 }
 
 struct ComponentValues<'a> {
@@ -256,7 +257,14 @@ fn render_component(
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
         let (local, remote) = translate_path(job, c, &format!("output {name}"), &path)?;
         v.outputs.push(remote.clone());
-        outputs.push((remote, local));
+        outputs.push((remote, local, false));
+    }
+    let mut log = String::new();
+    if let Some(t) = &r.log {
+        let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
+        let (local, remote) = translate_path(job, c, "log", &path)?;
+        log = remote.clone();
+        outputs.push((remote, local, true));
     }
     let phase = |t: Option<&crate::recipe::Template>, what: &str| -> anyhow::Result<String> {
         let Some(t) = t else { return Ok(String::new()) };
@@ -285,7 +293,7 @@ fn render_component(
         None => job.time_cost,
     };
     Ok(Rendered {
-        line: scripts::component_line(c.component_id, &pre, &command, &post),
+        line: scripts::component_line(c.component_id, &pre, &command, &post, &log),
         cost,
         inputs,
         outputs,
@@ -339,7 +347,7 @@ pub fn plan(
                 }
             }
         }
-        for (remote, local) in r.outputs {
+        for (remote, local, is_log) in r.outputs {
             if let Some(first) = output_map.insert(remote.clone(), i) {
                 return Err(exit::usage(format!(
                     "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
@@ -353,7 +361,7 @@ pub fn plan(
                     mkdirs.insert(dir.to_string());
                 }
             }
-            outputs.push((remote, local, comps[i].component_id));
+            outputs.push((remote, local, comps[i].component_id, is_log));
         }
         lines.push(r.line);
         costs.push(r.cost);
@@ -421,6 +429,7 @@ pub fn plan(
         account: c.account.as_deref(),
         steps: multiprog.len(),
         local: c.scheduler == crate::target::SchedulerKind::Local,
+        tail_bytes: c.log_tail_bytes,
     });
     Ok(Plan {
         inputs,
@@ -516,8 +525,9 @@ pub fn write(
     }
     w.file("inputs.list", text.as_bytes())?;
     let mut text = String::new();
-    for (remote, local, cid) in &plan.outputs {
-        text.push_str(&format!("{remote}\t{local}\t{cid}\n"));
+    for (remote, local, cid, is_log) in &plan.outputs {
+        let kind = if *is_log { "\tlog" } else { "" };
+        text.push_str(&format!("{remote}\t{local}\t{cid}{kind}\n"));
     }
     w.file("outputs.list", text.as_bytes())?;
     let mut text = String::new();

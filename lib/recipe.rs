@@ -8,6 +8,7 @@
 //! pre = ""               # shell, before the command (output folders are made for you)
 //! command = "@BIN@/ppImage -file @in:IMAGE@ -flat @in:FLAT@ -out @out:IMAGE@"
 //! post = "cat @out:STATS@"  # its stdout becomes the component's stats
+//! log = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.log"  # optional: keep the whole stdout+stderr
 //!
 //! [inputs]               # name = local path template
 //! IMAGE = "@INPUT@"
@@ -55,6 +56,10 @@ struct RecipeFile {
     pre: Option<Spanned<String>>,
     command: Spanned<String>,
     post: Option<Spanned<String>>,
+    /// Local path template of the component's whole log (stdout and
+    /// stderr), brought back whether the component worked or not. Without
+    /// it only the tails in the result record are kept.
+    log: Option<Spanned<String>>,
 }
 
 fn one() -> u32 {
@@ -101,6 +106,7 @@ pub struct Recipe {
     pub pre: Option<Template>,
     pub command: Template,
     pub post: Option<Template>,
+    pub log: Option<Template>,
 }
 
 pub const BUILTINS: &[&str] = &[
@@ -282,6 +288,7 @@ impl Recipe {
         let pre = f.pre.as_ref().map(|t| c.compile(t, true)).transpose()?;
         let command = c.compile(&f.command, true)?;
         let post = f.post.as_ref().map(|t| c.compile(t, true)).transpose()?;
+        let log = f.log.as_ref().map(|t| c.compile(t, false)).transpose()?;
         Ok(Recipe {
             path: path.to_path_buf(),
             stage: f.stage,
@@ -297,6 +304,7 @@ impl Recipe {
             pre,
             command,
             post,
+            log,
         })
     }
 }

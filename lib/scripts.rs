@@ -12,7 +12,7 @@
 //! tasks/rank-R.sh        rank R's components, one `offload_component` line each
 //! mkdirs.list            every distinct output folder, created once by job.sh
 //! inputs.list            local path <TAB> remote path <TAB> size
-//! outputs.list           remote path <TAB> local path <TAB> component id
+//! outputs.list           remote path <TAB> local path <TAB> component id [<TAB> log]
 //! components.tsv         component id <TAB> work item id <TAB> stage_id <TAB> rank <TAB> expected seconds
 //! run.json               what was prepared: counts, allocation, sources
 //! MANIFEST.sha256        sha256sum -c format, every file above
@@ -20,59 +20,164 @@
 //!
 //! At run time, `results/rank-R.tsv` receives one line per component:
 //! `R <TAB> component id <TAB> exit status <TAB> phase (ok|pre|command|post)
-//! <TAB> start epoch <TAB> end epoch <TAB> stats` (the post phase's stdout on
-//! one line, at most 4,000 bytes), and `job-summary.txt` is written last.
+//! <TAB> start epoch <TAB> end epoch <TAB> stats <TAB> stdout tail <TAB>
+//! stderr tail` (stats: the post phase's stdout on one line, at most 4,000
+//! bytes; tails: the last `OFFLOAD_TAIL` bytes with `\`, tab, newline and
+//! CR escaped), and `job-summary.txt` is written last.
 
 use crate::alloc::Allocation;
 
+/// Bytes of each component's stdout and stderr kept in its result record
+/// (the tail), unless the target says otherwise.
+pub const DEFAULT_TAIL_BYTES: usize = 2000;
+
 /// The rank runner. `$1` is the rank. Components run one after another;
-/// a failing component is recorded and the next one runs.
+/// a failing component is recorded and the next one runs. Each
+/// component's stdout and stderr go to files in a node-local folder; their
+/// tails (`OFFLOAD_TAIL` bytes each) go into the result line, the whole of
+/// them to the rank log, and to the component's log file when the recipe
+/// keeps one.
 pub const RUNNER: &str = r#"#!/bin/bash
 # offload rank runner: runs this rank's components one after another
 # (pre; command; post) and appends one result line per component.
 export LC_ALL=C
 rank=$1
 : "${OFFLOAD_RUN:?OFFLOAD_RUN is not set}"
+tail_bytes=${OFFLOAD_TAIL:-2000}
 results="$OFFLOAD_RUN/results/rank-$rank.tsv"
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-rank-$rank.XXXXXX") || exit 92
+trap 'rm -rf "$scratch"' EXIT
 now() {
     if [ -n "${EPOCHREALTIME:-}" ]; then printf '%s' "$EPOCHREALTIME"; else date +%s.%N; fi
 }
+# The last tail_bytes of a file on one line: \ -> \\, tab -> \t, newline -> \n, CR -> \r.
+one_line_tail() {
+    local s
+    [ "$tail_bytes" -gt 0 ] && [ -s "$1" ] || return 0
+    s=$(tail -c "$tail_bytes" "$1" | tr -d '\000')
+    s=${s//\\/\\\\}
+    s=${s//$'\t'/\\t}
+    s=${s//$'\n'/\\n}
+    s=${s//$'\r'/\\r}
+    printf '%s' "$s"
+}
 offload_component() {
-    local id=$1 pre=$2 cmd=$3 post=$4 status=0 phase=ok stats= t0 t1
+    local id=$1 pre=$2 cmd=$3 post=$4 keep=${5:-} status=0 phase=ok stats= t0 t1
+    local out="$scratch/$id.out" err="$scratch/$id.err"
+    : > "$out"; : > "$err"
     t0=$(now)
-    echo "== offload component $id"
     if [ -n "$pre" ]; then
-        bash -c "$pre"; status=$?
+        bash -c "$pre" >> "$out" 2>> "$err"; status=$?
         [ "$status" -ne 0 ] && phase=pre
     fi
     if [ "$status" -eq 0 ]; then
-        bash -c "$cmd"; status=$?
+        bash -c "$cmd" >> "$out" 2>> "$err"; status=$?
         [ "$status" -ne 0 ] && phase=command
     fi
     if [ "$status" -eq 0 ] && [ -n "$post" ]; then
-        stats=$(bash -c "$post"); status=$?
+        stats=$(bash -c "$post" 2>> "$err"); status=$?
         [ "$status" -ne 0 ] && phase=post
     fi
     t1=$(now)
     stats=${stats//[$'\t\r\n']/ }
-    printf 'R\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$status" "$phase" "$t0" "$t1" "${stats:0:4000}" >> "$results"
+    echo "== offload component $id: exit $status ($phase)"
+    cat "$out"; cat "$err" >&2
+    if [ -n "$keep" ]; then
+        { echo "== offload component $id: exit $status ($phase)"; echo "== stdout"; cat "$out"; echo "== stderr"; cat "$err"; } > "$keep.offload-tmp" && mv -f "$keep.offload-tmp" "$keep"
+    fi
+    printf 'R\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$status" "$phase" "$t0" "$t1" "${stats:0:4000}" \
+        "$(one_line_tail "$out")" "$(one_line_tail "$err")" >> "$results"
+    rm -f "$out" "$err"
 }
 . "$OFFLOAD_RUN/tasks/rank-$rank.sh"
 "#;
 
-/// One component's line in its rank file.
-pub fn component_line(id: i64, pre: &str, command: &str, post: &str) -> String {
+/// One component's line in its rank file; `log` is the remote path of the
+/// component's kept log, or empty.
+pub fn component_line(id: i64, pre: &str, command: &str, post: &str, log: &str) -> String {
     let q = |s: &str| {
         shlex::try_quote(s)
             .map(|c| c.into_owned())
             .unwrap_or_default()
     };
-    format!(
-        "offload_component {id} {} {} {}\n",
-        q(pre),
-        q(command),
-        q(post)
-    )
+    if log.is_empty() {
+        format!(
+            "offload_component {id} {} {} {}\n",
+            q(pre),
+            q(command),
+            q(post)
+        )
+    } else {
+        format!(
+            "offload_component {id} {} {} {} {}\n",
+            q(pre),
+            q(command),
+            q(post),
+            q(log)
+        )
+    }
+}
+
+/// The phases of one component, read back from its rank file line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ComponentCommands {
+    pub pre: String,
+    pub command: String,
+    pub post: String,
+    /// Remote path of the kept log, when the recipe keeps one.
+    pub log: Option<String>,
+}
+
+/// Find component `id`'s line in a rank file and split it back into its
+/// phases.
+pub fn find_component(rank_file: &str, id: i64) -> Option<ComponentCommands> {
+    // A quoted phase may hold newlines: a component's text runs to the next
+    // line that starts a component.
+    let prefix = format!("offload_component {id} ");
+    let start = if rank_file.starts_with(&prefix) {
+        0
+    } else {
+        rank_file.find(&format!("\n{prefix}"))? + 1
+    };
+    let rest = &rank_file[start..];
+    let end = rest
+        .find("\noffload_component ")
+        .map(|e| e + 1)
+        .unwrap_or(rest.len());
+    let words = shlex::split(&rest[..end])?;
+    if words.len() < 5 {
+        return None;
+    }
+    Some(ComponentCommands {
+        pre: words[2].clone(),
+        command: words[3].clone(),
+        post: words[4].clone(),
+        log: words.get(5).cloned().filter(|l| !l.is_empty()),
+    })
+}
+
+/// Undo the runner's one-line escaping of a log tail.
+pub fn unescape_tail(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some(o) => {
+                out.push('\\');
+                out.push(o);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// The multi-prog config(s) for `ranks` ranks: one line covering every rank,
@@ -134,6 +239,8 @@ pub struct JobSpec<'a> {
     pub steps: usize,
     /// Run the ranks here, side by side, instead of with srun.
     pub local: bool,
+    /// Bytes of each component's stdout and stderr kept in its result.
+    pub tail_bytes: usize,
 }
 
 /// The job name: the target's prefix, run id and attempt, so a job can be
@@ -181,8 +288,9 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     ));
     s.push_str("set -u\nexport LC_ALL=C\n");
     s.push_str(&format!(
-        "OFFLOAD_RUN={}\nexport OFFLOAD_RUN\n",
-        q(j.remote_run)
+        "OFFLOAD_RUN={}\nexport OFFLOAD_RUN\nOFFLOAD_TAIL={}\nexport OFFLOAD_TAIL\n",
+        q(j.remote_run),
+        j.tail_bytes
     ));
     s.push_str("cd \"$OFFLOAD_RUN\" || exit 90\n");
     s.push_str("mkdir -p results logs\nstarted=$(date +%s)\n");
@@ -225,6 +333,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tails_unescape() {
+        assert_eq!(unescape_tail(r"a\tb\nc\\d\r"), "a\tb\nc\\d\r");
+        assert_eq!(unescape_tail(r"odd\x end\"), "odd\\x end\\");
+    }
+
+    #[test]
     fn multiprog_stays_one_line_and_is_checked() {
         let c = multiprog("/r/run-1", 1944, 60_000).unwrap();
         assert_eq!(
@@ -247,10 +361,29 @@ mod tests {
 
     #[test]
     fn component_lines_quote_every_phase() {
-        let l = component_line(7, "", "prog 'a b' $(x)", "cat s");
+        let l = component_line(7, "", "prog 'a b' $(x)", "cat s", "");
         assert_eq!(
             shlex::split(l.trim()).unwrap(),
             vec!["offload_component", "7", "", "prog 'a b' $(x)", "cat s"]
         );
+        let file = format!(
+            "{l}{}",
+            component_line(8, "mkdir -p d", "run\nrun 2", "", "/r/8.log")
+        );
+        let c = find_component(&file, 8).unwrap();
+        assert_eq!(
+            (
+                c.pre.as_str(),
+                c.command.as_str(),
+                c.post.as_str(),
+                c.log.as_deref()
+            ),
+            ("mkdir -p d", "run\nrun 2", "", Some("/r/8.log"))
+        );
+        assert_eq!(find_component(&file, 7).unwrap().log, None);
+        assert!(find_component(&file, 9).is_none());
+        let third = format!("{file}{}", component_line(9, "", "x", "", ""));
+        assert_eq!(find_component(&third, 8).unwrap().command, "run\nrun 2");
+        assert_eq!(find_component(&third, 9).unwrap().command, "x");
     }
 }

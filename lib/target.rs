@@ -85,6 +85,14 @@ pub struct TargetConfig {
     /// prefix when several share a remote account.
     #[serde(default = "default_job_prefix")]
     pub job_prefix: String,
+    /// Bytes of each component's stdout and of its stderr kept (the tail)
+    /// in its result record; 0 keeps none.
+    #[serde(default = "default_tail_bytes")]
+    pub log_tail_bytes: usize,
+    /// How long the site lets an SSH connection live; a master's expected
+    /// expiry is its start plus this.
+    #[serde(default = "default_master_lifetime")]
+    pub master_lifetime_hours: f64,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     #[serde(default)]
@@ -117,6 +125,12 @@ fn default_queue_factor() -> f64 {
 }
 fn default_queue_base() -> u64 {
     100
+}
+fn default_tail_bytes() -> usize {
+    crate::scripts::DEFAULT_TAIL_BYTES
+}
+fn default_master_lifetime() -> f64 {
+    12.0
 }
 fn default_command_bytes() -> usize {
     16 * 1024
@@ -179,6 +193,17 @@ impl Target {
         }
         if !(c.fill_factor > 0.0 && c.fill_factor <= 1.0) {
             return Err(bad("fill_factor must be in (0, 1]".into()));
+        }
+        if !(c.master_lifetime_hours.is_finite() && c.master_lifetime_hours > 0.0) {
+            return Err(bad(
+                "master_lifetime_hours must be a positive number of hours".into(),
+            ));
+        }
+        if c.log_tail_bytes > 16_000 {
+            return Err(bad(format!(
+                "log_tail_bytes {} is over 16000: keep whole logs with the recipe's `log` instead",
+                c.log_tail_bytes
+            )));
         }
         if !c.remote_root.starts_with('/')
             || c.remote_root

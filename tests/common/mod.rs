@@ -374,7 +374,11 @@ pub fn results(remote_run: &Path) -> Vec<(i64, i32, String, String)> {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 7, "result line has 7 fields: {line:?}");
+            assert_eq!(
+                f.len(),
+                9,
+                "result line has 9 fields (with the log tails): {line:?}"
+            );
             assert_eq!(f[0], "R");
             let t0: f64 = f[4].parse().unwrap();
             let t1: f64 = f[5].parse().unwrap();
