@@ -5,9 +5,11 @@
 //! each concern in its own: `db` (schema, models, queries, migrations),
 //! `state` (the run state machine), `runs` (run lifecycle), `workitems`
 //! (the local pipeline's items), `config`, `exit` (exit statuses), `cli`,
-//! `printer`, `legacy` (the original single-dash command lines).
+//! `printer`, `legacy` (the original single-dash command lines), `auth` (the
+//! operators' masters).
 
 pub mod alloc;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -49,6 +49,17 @@ impl Printer {
         eprintln!("{}: warning: {}", self.tool, msg.as_ref());
     }
 
+    /// Columns of the terminal stdout is, None when it is not a terminal
+    /// (then tables are never cut).
+    pub fn width(&self) -> Option<usize> {
+        if !std::io::stdout().is_terminal() {
+            return None;
+        }
+        console::Term::stdout()
+            .size_checked()
+            .map(|(_, cols)| cols as usize)
+    }
+
     /// Data for scripts: stdout.
     pub fn data(&self, text: impl AsRef<str>) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();

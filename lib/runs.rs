@@ -172,6 +172,7 @@ fn define_in(s: &mut dyn Store, req: &DefineRequest, actor: &Actor) -> anyhow::R
         fault: 0,
         created_at: now,
         updated_at: now,
+        state_since: now,
     })?;
     let n = s.claim_ready_items(remote_id, label, stage, req.limit, now)?;
     if n == 0 {
@@ -250,6 +251,7 @@ pub fn transition_in(
         message: extra.message,
         job_id: extra.job_id,
         attempt: extra.attempt,
+        state_since: Some(now),
         ..RunChanges::to(to.as_str())
     };
     if to == RunState::Auth {

@@ -106,6 +106,25 @@ impl Slurm<'_> {
         Ok(JobState::Ended(state))
     }
 
+    /// Cancel a job (`scancel`). A job that has already ended is not an
+    /// error: there is nothing left to cancel.
+    pub fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
+        let out = self
+            .host
+            .run(&format!("scancel {}", q(job_id)), b"", LIMIT)?;
+        let err = out.stderr.trim();
+        let gone =
+            err.contains("already completing or completed") || err.contains("Invalid job id");
+        if out.status == Some(0) || gone {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "scancel {job_id} failed on {}: {}",
+            self.host.alias,
+            err.replace('\n', "; ")
+        ))
+    }
+
     /// (pending, running) jobs of offload (names `PREFIX-r...`) in the queue.
     pub fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)> {
         let mine = format!("{prefix}-r");
@@ -198,6 +217,26 @@ pub mod local {
         } else {
             JobState::Ended(None)
         }
+    }
+
+    /// Stop a local job: its whole session (it was started with setsid).
+    pub fn cancel(job_id: &str) -> anyhow::Result<()> {
+        let pid = job_id.strip_prefix("local:").unwrap_or(job_id);
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid.is_empty() {
+            return Err(anyhow::anyhow!("'{job_id}' is not a local job id"));
+        }
+        if matches!(state(job_id), JobState::Ended(_)) {
+            return Ok(());
+        }
+        let st = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status()
+            .context("cannot run kill")?;
+        if !st.success() && matches!(state(job_id), JobState::Active(_)) {
+            return Err(anyhow::anyhow!("could not stop local job {job_id}"));
+        }
+        Ok(())
     }
 
     /// Copy each source to its destination when missing or different,

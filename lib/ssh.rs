@@ -199,6 +199,29 @@ impl Host {
         c
     }
 
+    /// Ask the master for its pid (`ssh -O check`). Err: ssh's words.
+    pub fn master_pid(&self) -> Result<u32, String> {
+        if !self.socket.exists() {
+            return Err(format!(
+                "control socket {} does not exist",
+                self.socket.display()
+            ));
+        }
+        let mut c = self.mux();
+        c.args(["-O", "check", PLACEHOLDER]);
+        let out = run_with_timeout(c, b"", Duration::from_secs(15))
+            .map_err(|e| format!("the master does not answer ({e})"))?;
+        let text = out.stderr.trim().replace('\n', "; ");
+        if out.status != Some(0) {
+            return Err(text);
+        }
+        text.split("pid=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("ssh -O check printed no pid: {text}"))
+    }
+
     /// Is the master alive? Err carries ssh's words and the remedy.
     pub fn check(&self) -> anyhow::Result<()> {
         if !self.socket.exists() {

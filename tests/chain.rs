@@ -125,6 +125,13 @@ both_backends! {
         assert!(msg.contains("failed chip/3,8"), "{msg}");
         assert_eq!(run["components_by_state"]["done"], 10);
         assert_eq!(run["components_by_state"]["failed"], 2);
+        // Why: each failed component's stderr tail came back in its record.
+        let failed = run["failed_components"].as_array().unwrap();
+        let ids: Vec<i64> = failed.iter().map(|f| f["stage_id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, vec![3, 8]);
+        for f in failed {
+            assert_eq!(f["last_line"], "ppfake: failing as asked (--fail 3) after reading 5 inputs", "{f}");
+        }
         // Outputs back in their local places, byte-identical.
         let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
         let mut back = 0;
@@ -512,5 +519,98 @@ both_backends! {
         db.remotetool().args(["resume", "poll"]).assert().success();
         // Not due yet: the interval since the submission has not passed.
         db.tool("poll").arg("--next").assert().code(3).stderr(contains("no runs due for a poll"));
+    }
+}
+
+/// The site's recipes plus one that takes a whole node and sleeps.
+fn with_sleepy_recipe(site: &common::Site) {
+    let dir = site.root.join("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        common::fixtures().join("recipes/chip.toml"),
+        dir.join("chip.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sleepy.toml"),
+        "stage = \"sleepy\"\nthreads = 24\ntime_cost = 60\ncommand = \"sleep 300\"\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let fixtures = common::fixtures().join("recipes").display().to_string();
+    std::fs::write(
+        &site.config,
+        text.replace(&fixtures, &dir.display().to_string()),
+    )
+    .unwrap();
+}
+
+fn squeue_state(job: &str) -> String {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-j", job, "-o", "%T"])
+        .output()
+        .expect("squeue runs (scripts/testbed up)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for_job(job: &str, want: &[&str], secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = squeue_state(job);
+        if want.contains(&st.as_str()) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} is {st:?}, not one of {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+both_backends! {
+    fn abort_cancels_a_queued_and_a_running_slurm_job(db) {
+        let site = site(db, "fe2", &ssh_config());
+        with_sleepy_recipe(&site);
+        db.import("{\"stage\":\"sleepy\",\"stage_id\":1,\"label\":\"AQ\",\"params\":{}}\n{\"stage\":\"sleepy\",\"stage_id\":2,\"label\":\"AQ\",\"params\":{}}\n");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let out = db.remotetool().args(["define", "--label", "AQ", "--stage", "sleepy", "--limit", "1"]).output().unwrap();
+            assert!(out.status.success());
+            ids.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+        }
+        let mut jobs = Vec::new();
+        for id in &ids {
+            db.tool("prepare").args(["--remote-id", id]).assert().success();
+            let mut c = db.tool("exec");
+            c.args(["--remote-id", id, "--json"]);
+            let job = json_of(c)["job_id"].as_str().unwrap().to_string();
+            if jobs.is_empty() {
+                // The first takes the one node, so the second must queue.
+                wait_for_job(&job, &["RUNNING"], 120);
+            }
+            jobs.push(job);
+        }
+        assert_eq!(squeue_state(&jobs[1]), "PENDING");
+        // The queued one first, then the running one.
+        for (id, job) in ids.iter().zip(&jobs).rev() {
+            let mut c = db.remotetool();
+            c.args(["abort", id, "--reason", "operator test", "--json"]);
+            let a = json_of(c);
+            assert_eq!((a[0]["from"].as_str(), a[0]["to"].as_str()), (Some("run"), Some("error")), "{a}");
+            assert_eq!(a[0]["job_cancelled"], true);
+            assert_eq!(a[0]["job_id"].as_str(), Some(job.as_str()));
+            wait_for_job(job, &["", "CANCELLED"], 60);
+            let run = show(db, id.parse().unwrap());
+            assert_eq!(run["fault"], 40);
+            assert!(run["message"].as_str().unwrap().contains(&format!("job {job} cancelled")), "{run}");
+        }
+        // Retry frees both work items for the next define.
+        let mut c = db.remotetool();
+        c.args(["retry", "--label", "AQ", "--json"]);
+        let r = json_of(c);
+        assert_eq!(r.as_array().unwrap().len(), 2);
+        let mut c = db.open();
+        assert_eq!(c.read(|s| s.count_free_items("AQ", "sleepy")).unwrap(), 2);
     }
 }

@@ -29,6 +29,7 @@ pub struct RunChanges {
     pub message: Option<Option<String>>,
     pub job_id: Option<Option<String>>,
     pub attempt: Option<i32>,
+    pub state_since: Option<NaiveDateTime>,
 }
 
 impl RunChanges {
@@ -43,6 +44,7 @@ impl RunChanges {
             message: None,
             job_id: None,
             attempt: None,
+            state_since: None,
         }
     }
 }
@@ -171,7 +173,40 @@ pub trait Store {
 
     fn set_control(&mut self, row: &Control) -> QueryResult<()>;
     fn controls(&mut self) -> QueryResult<Vec<Control>>;
+
+    /// (label, stage, run state, runs, earliest state_since).
+    fn run_groups(&mut self) -> QueryResult<Vec<RunGroup>>;
+    /// (label, stage, work item state, count).
+    fn item_groups(&mut self) -> QueryResult<Vec<(String, String, String, i64)>>;
+    /// (label, stage, count) of work items in an active run.
+    fn active_item_groups(&mut self) -> QueryResult<Vec<(String, String, i64)>>;
+    fn all_leases(&mut self) -> QueryResult<Vec<Lease>>;
+    /// One component and its work item.
+    fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>>;
+    /// Every component a work item has had, oldest first.
+    fn item_components(&mut self, work_item_id: i64) -> QueryResult<Vec<Component>>;
+    /// A run's components (active or not) with their work items, failed
+    /// first, at most `limit`.
+    fn run_component_rows(
+        &mut self,
+        remote_id: i64,
+        state: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<(Component, WorkItem)>>;
+    /// Is any component of the run still active?
+    fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool>;
+    /// A work item's state, if it is `from`, becomes `to` (attempts kept).
+    fn reset_item(
+        &mut self,
+        id: i64,
+        from: &str,
+        to: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
 }
+
+/// (label, stage, run state, runs, earliest time a run entered the state).
+pub type RunGroup = (String, String, String, i64, Option<NaiveDateTime>);
 
 /// The active component of the work item in the outer query, if any.
 macro_rules! in_active_run {
@@ -598,6 +633,108 @@ macro_rules! impl_store {
                     .order(control::tool)
                     .select(Control::as_select())
                     .load(self)
+            }
+
+            fn run_groups(&mut self) -> QueryResult<Vec<RunGroup>> {
+                remote_runs::table
+                    .group_by((remote_runs::label, remote_runs::stage, remote_runs::state))
+                    .select((
+                        remote_runs::label,
+                        remote_runs::stage,
+                        remote_runs::state,
+                        count_star(),
+                        diesel::dsl::min(remote_runs::state_since),
+                    ))
+                    .order((remote_runs::label, remote_runs::stage, remote_runs::state))
+                    .load(self)
+            }
+
+            fn item_groups(&mut self) -> QueryResult<Vec<(String, String, String, i64)>> {
+                work_items::table
+                    .group_by((work_items::label, work_items::stage, work_items::state))
+                    .select((
+                        work_items::label,
+                        work_items::stage,
+                        work_items::state,
+                        count_star(),
+                    ))
+                    .order((work_items::label, work_items::stage, work_items::state))
+                    .load(self)
+            }
+
+            fn active_item_groups(&mut self) -> QueryResult<Vec<(String, String, i64)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::active.eq(true))
+                    .group_by((work_items::label, work_items::stage))
+                    .select((work_items::label, work_items::stage, count_star()))
+                    .order((work_items::label, work_items::stage))
+                    .load(self)
+            }
+
+            fn all_leases(&mut self) -> QueryResult<Vec<Lease>> {
+                leases::table
+                    .order(leases::remote_id)
+                    .select(Lease::as_select())
+                    .load(self)
+            }
+
+            fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::id.eq(id))
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .first(self)
+                    .optional()
+            }
+
+            fn item_components(&mut self, work_item_id: i64) -> QueryResult<Vec<Component>> {
+                remote_components::table
+                    .filter(remote_components::work_item_id.eq(work_item_id))
+                    .order(remote_components::id.asc())
+                    .select(Component::as_select())
+                    .load(self)
+            }
+
+            fn run_component_rows(
+                &mut self,
+                remote_id: i64,
+                state: Option<&str>,
+                limit: i64,
+            ) -> QueryResult<Vec<(Component, WorkItem)>> {
+                let mut q = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .into_boxed();
+                if let Some(st) = state {
+                    q = q.filter(remote_components::state.eq(st));
+                }
+                q.order(remote_components::id.asc())
+                    .limit(limit)
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .load(self)
+            }
+
+            fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool> {
+                diesel::select(exists(
+                    remote_components::table
+                        .filter(remote_components::remote_id.eq(remote_id))
+                        .filter(remote_components::active.eq(true)),
+                ))
+                .get_result(self)
+            }
+
+            fn reset_item(
+                &mut self,
+                id: i64,
+                from: &str,
+                to: &str,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                diesel::update(work_items::table.find(id))
+                    .filter(work_items::state.eq(from))
+                    .set((work_items::state.eq(to), work_items::updated_at.eq(now)))
+                    .execute(self)
             }
         }
     };

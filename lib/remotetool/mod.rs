@@ -1,6 +1,15 @@
 //! `remotetool`: the database tool. Imports work items, defines runs from
 //! them, lists and shows runs, sets states by hand, reverts `auth`, pauses
-//! and resumes tools, shows the history.
+//! and resumes tools, shows the history; `status` (one screen), `show` of
+//! a run or a component, `abort` and `retry` live in their own files.
+
+mod abort;
+mod show;
+mod status;
+
+pub use abort::{AbortArgs, RetryArgs, FAULT_ABORTED};
+pub use show::ShowArgs;
+pub use status::StatusArgs;
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
@@ -12,7 +21,7 @@ use serde::Serialize;
 
 use crate::cli::GlobalArgs;
 use crate::config::Config;
-use crate::db::models::{Control, History, Run, RunFilter};
+use crate::db::models::{Control, Run, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
@@ -48,8 +57,17 @@ pub enum Command {
     Define(DefineArgs),
     /// List runs (-listrun)
     List(ListArgs),
-    /// Show one run: its fields, components by state, and history
+    /// Is everything moving? Runs and work items per label and stage, runs
+    /// that need a person, masters, paused tools
+    Status(StatusArgs),
+    /// Show one run (fields, components, failed ones, history) or one
+    /// component (result, log tails, the commands it ran, attempts)
     Show(ShowArgs),
+    /// Stop runs: withdraw one not yet submitted, cancel the job of one
+    /// submitted (it goes to `error`)
+    Abort(AbortArgs),
+    /// Put failed work back to ready so the next define bundles it
+    Retry(RetryArgs),
     /// Set a run's state by hand (legal transitions only), with a reason
     Set(SetArgs),
     /// Return runs in `auth` to the state they were in (-revertauth)
@@ -132,16 +150,6 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ShowArgs {
-    /// The run's remote_id
-    #[arg(value_name = "REMOTE_ID")]
-    pub remote_id: i64,
-    /// How many history rows to show (newest)
-    #[arg(long, default_value_t = 50)]
-    pub history: i64,
-}
-
-#[derive(Debug, clap::Args)]
 pub struct SetArgs {
     /// The run's remote_id
     #[arg(value_name = "REMOTE_ID")]
@@ -204,7 +212,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::Import(a) => import(&mut db, &a, g.json, &printer, &actor),
         Command::Define(a) => define(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::List(a) => list(&mut db, a, g.json, &printer),
-        Command::Show(a) => show(&mut db, a, g.json, &printer),
+        Command::Status(a) => status::status(&mut db, &cfg, a, g.json, &printer),
+        Command::Show(a) => show::show(&mut db, &cfg, a, g.json, &printer),
+        Command::Abort(a) => abort::abort(&mut db, &cfg, a, g.json, &printer, &actor),
+        Command::Retry(a) => abort::retry(&mut db, a, g.json, &printer, &actor),
         Command::Set(a) => {
             let (from, to) = runs::set_state(&mut db, a.remote_id, a.state, &a.reason, &actor)?;
             printer.info(format!("run {}: {from} -> {to}", a.remote_id));
@@ -403,98 +414,6 @@ fn list(db: &mut Db, a: ListArgs, json: bool, printer: &Printer) -> anyhow::Resu
     Ok(ExitStatus::Success)
 }
 
-#[derive(Serialize)]
-struct ShowView {
-    #[serde(flatten)]
-    view: RunView,
-    history: Vec<History>,
-}
-
-fn history_table(rows: &[History]) -> String {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|h| {
-            vec![
-                table::time(&h.at),
-                h.remote_id
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                h.tool.clone(),
-                format!("{}:{}", h.host, h.pid),
-                match (&h.from_state, &h.to_state) {
-                    (None, None) => String::new(),
-                    (f, t) => format!(
-                        "{} -> {}",
-                        f.as_deref().unwrap_or("-"),
-                        t.as_deref().unwrap_or("-")
-                    ),
-                },
-                h.message.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    table::render(
-        &["AT", "RUN", "TOOL", "HOST:PID", "CHANGE", "MESSAGE"],
-        &rows,
-    )
-}
-
-fn show(db: &mut Db, a: ShowArgs, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
-    let run = db.read(|s| s.run(a.remote_id))?.ok_or_else(|| {
-        exit::usage(format!(
-            "no run with remote_id {}; `remotetool list` shows the runs",
-            a.remote_id
-        ))
-    })?;
-    let history = db.read(|s| s.history(Some(a.remote_id), a.history))?;
-    let view = views(db, vec![run])?
-        .pop()
-        .expect("one run in, one view out");
-    if json {
-        printer.json(&ShowView { view, history })?;
-        return Ok(ExitStatus::Success);
-    }
-    let r = &view.run;
-    let none = || "-".to_string();
-    let by_state: Vec<String> = view
-        .components_by_state
-        .iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect();
-    let mut out = String::new();
-    let fields = [
-        ("remote_id", r.remote_id.to_string()),
-        ("state", r.state.clone()),
-        ("stage", r.stage.clone()),
-        ("label", r.label.clone()),
-        ("path_base", r.path_base.clone()),
-        ("target", r.target.clone().unwrap_or_else(none)),
-        ("job_id", r.job_id.clone().unwrap_or_else(none)),
-        ("job_policy", r.job_policy.clone()),
-        ("attempt", r.attempt.to_string()),
-        ("fault", r.fault.to_string()),
-        ("message", r.message.clone().unwrap_or_else(none)),
-        (
-            "auth_return_state",
-            r.auth_return_state.clone().unwrap_or_else(none),
-        ),
-        ("last_poll", table::opt_time(&r.last_poll)),
-        ("created", table::time(&r.created_at)),
-        ("updated", table::time(&r.updated_at)),
-        (
-            "components",
-            format!("{} ({})", view.components, by_state.join(", ")),
-        ),
-    ];
-    for (k, v) in fields {
-        out.push_str(&format!("{k:<18} {v}\n"));
-    }
-    out.push_str("\nhistory:\n");
-    out.push_str(&history_table(&history));
-    printer.data(out)?;
-    Ok(ExitStatus::Success)
-}
-
 fn paused(db: &mut Db, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
     let controls = db.read(|s| s.controls())?;
     let all: Vec<Control> = runs::PAUSABLE
@@ -551,7 +470,7 @@ fn history(
     if json {
         printer.json(&rows)?;
     } else {
-        printer.data(history_table(&rows))?;
+        printer.data(show::history_table(&rows))?;
     }
     Ok(ExitStatus::Success)
 }

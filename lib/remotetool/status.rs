@@ -1,0 +1,458 @@
+//! `remotetool status`: one screen that answers "is everything moving?".
+//! Runs per label, stage and state; work items waiting, in runs, done,
+//! failed and abandoned; the oldest run in each open state; runs that need a
+//! person; the masters and their expected expiry; paused tools; who holds
+//! which run.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+
+use crate::auth::{self, human_duration, Master};
+use crate::config::Config;
+use crate::db::models::{Control, RunFilter};
+use crate::db::Db;
+use crate::exit::{self, ExitStatus};
+use crate::printer::Printer;
+use crate::state::{RunState, ALL};
+use crate::table;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A run in `run` not polled for this long looks stuck
+    #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
+    pub stuck_after: i64,
+    /// Do not ask the masters (no ssh at all)
+    #[arg(long)]
+    pub no_masters: bool,
+    /// Compute ages as of this time (UTC, "YYYY-MM-DD HH:MM:SS") instead of now
+    #[arg(long, value_name = "TIME", hide = true)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Group {
+    pub label: String,
+    pub stage: String,
+    /// Runs by state (every state, zeros included).
+    pub runs: BTreeMap<String, i64>,
+    /// Work items ready and in no run.
+    pub waiting: i64,
+    /// Work items in an open run.
+    pub in_runs: i64,
+    pub done: i64,
+    /// Failed component attempts (a work item may have failed more than once).
+    pub failed: i64,
+    /// Work items given up after their last attempt failed.
+    pub abandoned: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Oldest {
+    pub state: String,
+    pub runs: i64,
+    pub remote_id: i64,
+    pub since: NaiveDateTime,
+    pub seconds: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Attention {
+    pub remote_id: i64,
+    pub state: String,
+    pub label: String,
+    pub stage: String,
+    pub since: NaiveDateTime,
+    pub seconds: i64,
+    pub why: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Holder {
+    pub remote_id: i64,
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    pub since: NaiveDateTime,
+    pub heartbeat_seconds: i64,
+    pub stale: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub at: NaiveDateTime,
+    /// No run needs a person and every master is alive.
+    pub moving: bool,
+    pub groups: Vec<Group>,
+    pub oldest: Vec<Oldest>,
+    pub attention: Vec<Attention>,
+    /// Null with --no-masters.
+    pub masters: Option<Vec<Master>>,
+    pub paused: Vec<Control>,
+    pub holders: Vec<Holder>,
+}
+
+fn get<'a>(
+    groups: &'a mut BTreeMap<(String, String), Group>,
+    label: &str,
+    stage: &str,
+) -> &'a mut Group {
+    groups
+        .entry((label.to_string(), stage.to_string()))
+        .or_insert_with(|| Group {
+            label: label.to_string(),
+            stage: stage.to_string(),
+            runs: ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect(),
+            ..Group::default()
+        })
+}
+
+fn parse_at(at: &str) -> anyhow::Result<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S").map_err(|e| {
+        exit::usage(format!(
+            "--at {at:?} is not a time like \"2026-11-25 12:00:00\" ({e})"
+        ))
+    })
+}
+
+/// Gather the status (reads only).
+pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Status> {
+    let at = match &a.at {
+        Some(t) => parse_at(t)?,
+        None => crate::db::now(),
+    };
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let run_groups = db.read(|s| s.run_groups())?;
+    let item_groups = db.read(|s| s.item_groups())?;
+    let active = db.read(|s| s.active_item_groups())?;
+    let components = db.read(|s| s.component_report(None, None))?;
+    for (label, stage, state, n, _) in &run_groups {
+        *get(&mut groups, label, stage)
+            .runs
+            .entry(state.clone())
+            .or_default() += n;
+    }
+    for (label, stage, state, n) in &item_groups {
+        let g = get(&mut groups, label, stage);
+        match state.as_str() {
+            "ready" => g.waiting += n,
+            "done" => g.done += n,
+            "abandoned" => g.abandoned += n,
+            _ => {}
+        }
+    }
+    for (label, stage, n) in &active {
+        let g = get(&mut groups, label, stage);
+        g.in_runs += n;
+        g.waiting -= n;
+    }
+    for (label, stage, state, n, _) in &components {
+        if state == "failed" {
+            get(&mut groups, label, stage).failed += n;
+        }
+    }
+    let open: Vec<String> = ALL
+        .iter()
+        .filter(|s| !s.is_closed())
+        .map(|s| s.as_str().to_string())
+        .collect();
+    let runs = db.read(|s| {
+        s.runs(&RunFilter {
+            states: open,
+            ..RunFilter::default()
+        })
+    })?;
+    let secs = |t: NaiveDateTime| (at - t).num_seconds();
+    let mut oldest: Vec<Oldest> = Vec::new();
+    for st in ALL.iter().filter(|s| !s.is_closed()) {
+        let of: Vec<_> = runs.iter().filter(|r| r.state == st.as_str()).collect();
+        if let Some(r) = of.iter().min_by_key(|r| (r.state_since, r.remote_id)) {
+            oldest.push(Oldest {
+                state: st.as_str().to_string(),
+                runs: of.len() as i64,
+                remote_id: r.remote_id,
+                since: r.state_since,
+                seconds: secs(r.state_since),
+            });
+        }
+    }
+    let mut attention = Vec::new();
+    for r in &runs {
+        let why = match r.state.parse::<RunState>() {
+            Ok(RunState::Run) => {
+                let last = r.last_poll.unwrap_or(r.state_since);
+                (secs(last) > a.stuck_after).then(|| {
+                    format!(
+                        "not polled for {} (job {})",
+                        human_duration(secs(last)),
+                        r.job_id.as_deref().unwrap_or("-")
+                    )
+                })
+            }
+            Ok(RunState::Auth) => Some(format!(
+                "waiting for the auth refresh (was {})",
+                r.auth_return_state.as_deref().unwrap_or("pending")
+            )),
+            Ok(RunState::Error) => Some(format!(
+                "fault {}: {}",
+                r.fault,
+                r.message.as_deref().unwrap_or("(no message)")
+            )),
+            Ok(RunState::New) if r.fault != 0 => Some(format!(
+                "prepare failed, fault {}: {}",
+                r.fault,
+                r.message.as_deref().unwrap_or("(no message)")
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            attention.push(Attention {
+                remote_id: r.remote_id,
+                state: r.state.clone(),
+                label: r.label.clone(),
+                stage: r.stage.clone(),
+                since: r.state_since,
+                seconds: secs(r.state_since),
+                why,
+            });
+        }
+    }
+    let masters = if a.no_masters {
+        None
+    } else {
+        Some(auth::all_masters(cfg, at))
+    };
+    let paused: Vec<Control> = db
+        .read(|s| s.controls())?
+        .into_iter()
+        .filter(|c| c.paused)
+        .collect();
+    let stale = crate::runs::LEASE_STALE.as_secs() as i64;
+    let holders = db
+        .read(|s| s.all_leases())?
+        .into_iter()
+        .map(|l| Holder {
+            remote_id: l.remote_id,
+            tool: l.tool,
+            host: l.host,
+            pid: l.pid,
+            since: l.acquired_at,
+            heartbeat_seconds: secs(l.heartbeat_at),
+            stale: secs(l.heartbeat_at) > stale,
+        })
+        .collect();
+    let masters_ok = masters.as_ref().is_none_or(|m| m.iter().all(|m| m.alive));
+    Ok(Status {
+        at,
+        moving: attention.is_empty() && masters_ok,
+        groups: groups.into_values().collect(),
+        oldest,
+        attention,
+        masters,
+        paused,
+        holders,
+    })
+}
+
+/// The status as people read it, tables cut to `width`.
+pub fn render(st: &Status, width: Option<usize>) -> String {
+    let mut out = String::new();
+    let open: i64 = st.oldest.iter().map(|o| o.runs).sum();
+    let alive = st.masters.as_ref().map(|m| {
+        let up = m.iter().filter(|m| m.alive).count();
+        let soonest = m.iter().filter_map(|m| m.seconds_left).min();
+        match soonest {
+            Some(s) => format!(
+                "; masters {up}/{} alive, first expiry in {}",
+                m.len(),
+                human_duration(s)
+            ),
+            None => format!("; masters {up}/{} alive", m.len()),
+        }
+    });
+    out.push_str(&format!(
+        "offload status at {} UTC: {}{open} open runs, {} need attention{}; {}\n",
+        table::time(&st.at),
+        if st.moving {
+            "moving; "
+        } else {
+            "NOT MOVING; "
+        },
+        st.attention.len(),
+        alive.unwrap_or_default(),
+        if st.paused.is_empty() {
+            "no tool paused".to_string()
+        } else {
+            let names: Vec<&str> = st.paused.iter().map(|c| c.tool.as_str()).collect();
+            format!("paused: {}", names.join(", "))
+        }
+    ));
+
+    out.push_str("\nruns by label and stage:\n");
+    if st.groups.is_empty() {
+        out.push_str("  (no work items and no runs)\n");
+    } else {
+        let mut headers = vec!["LABEL", "STAGE"];
+        let upper: Vec<String> = ALL.iter().map(|s| s.as_str().to_uppercase()).collect();
+        headers.extend(upper.iter().map(String::as_str));
+        headers.extend(["WAITING", "IN_RUNS", "DONE", "FAILED", "ABANDONED"]);
+        let rows: Vec<Vec<String>> = st
+            .groups
+            .iter()
+            .map(|g| {
+                let mut r = vec![g.label.clone(), g.stage.clone()];
+                r.extend(
+                    ALL.iter()
+                        .map(|s| g.runs.get(s.as_str()).copied().unwrap_or(0).to_string()),
+                );
+                r.extend(
+                    [g.waiting, g.in_runs, g.done, g.failed, g.abandoned]
+                        .iter()
+                        .map(|n| n.to_string()),
+                );
+                r
+            })
+            .collect();
+        out.push_str(&table::render_fit(&headers, &rows, width));
+    }
+
+    if !st.oldest.is_empty() {
+        out.push_str("\noldest run in each open state:\n");
+        let rows: Vec<Vec<String>> = st
+            .oldest
+            .iter()
+            .map(|o| {
+                vec![
+                    o.state.clone(),
+                    o.runs.to_string(),
+                    o.remote_id.to_string(),
+                    table::time(&o.since),
+                    human_duration(o.seconds),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render_fit(
+            &["STATE", "RUNS", "OLDEST", "SINCE", "FOR"],
+            &rows,
+            width,
+        ));
+    }
+
+    out.push_str("\nneeds attention:\n");
+    if st.attention.is_empty() {
+        out.push_str("  (nothing)\n");
+    } else {
+        let rows: Vec<Vec<String>> = st
+            .attention
+            .iter()
+            .map(|a| {
+                vec![
+                    a.remote_id.to_string(),
+                    a.state.clone(),
+                    a.label.clone(),
+                    a.stage.clone(),
+                    human_duration(a.seconds),
+                    a.why.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render_fit(
+            &["RUN", "STATE", "LABEL", "STAGE", "FOR", "WHY"],
+            &rows,
+            width,
+        ));
+    }
+
+    if let Some(masters) = &st.masters {
+        out.push_str("\nmasters:\n");
+        if masters.is_empty() {
+            out.push_str("  (no SSH targets configured)\n");
+        } else {
+            let rows: Vec<Vec<String>> = masters
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.target.clone(),
+                        m.host.clone(),
+                        if m.alive { "alive" } else { "DOWN" }.to_string(),
+                        table::opt_time(&m.started),
+                        m.seconds_left
+                            .map(human_duration)
+                            .unwrap_or_else(|| "-".into()),
+                        m.problem.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render_fit(
+                &["TARGET", "HOST", "MASTER", "STARTED", "LEFT", "PROBLEM"],
+                &rows,
+                width,
+            ));
+        }
+    }
+
+    if !st.paused.is_empty() {
+        out.push_str("\npaused tools:\n");
+        let rows: Vec<Vec<String>> = st
+            .paused
+            .iter()
+            .map(|c| {
+                vec![
+                    c.tool.clone(),
+                    table::time(&c.changed_at),
+                    c.changed_by.clone(),
+                    c.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render_fit(
+            &["TOOL", "SINCE", "BY", "REASON"],
+            &rows,
+            width,
+        ));
+    }
+
+    if !st.holders.is_empty() {
+        out.push_str("\nruns being worked on:\n");
+        let rows: Vec<Vec<String>> = st
+            .holders
+            .iter()
+            .map(|h| {
+                vec![
+                    h.remote_id.to_string(),
+                    h.tool.clone(),
+                    format!("{}:{}", h.host, h.pid),
+                    table::time(&h.since),
+                    format!(
+                        "{} ago{}",
+                        human_duration(h.heartbeat_seconds),
+                        if h.stale { " (stale)" } else { "" }
+                    ),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render_fit(
+            &["RUN", "TOOL", "HOST:PID", "SINCE", "HEARTBEAT"],
+            &rows,
+            width,
+        ));
+    }
+    out
+}
+
+pub fn status(
+    db: &mut Db,
+    cfg: &Config,
+    a: StatusArgs,
+    json: bool,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let st = gather(db, cfg, &a)?;
+    if json {
+        printer.json(&st)?;
+    } else {
+        printer.data(render(&st, printer.width()))?;
+    }
+    Ok(ExitStatus::Success)
+}
