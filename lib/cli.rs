@@ -79,12 +79,26 @@ pub fn open_db(g: &GlobalArgs, cfg: &crate::config::Config) -> anyhow::Result<cr
     crate::db::Db::open(&url)
 }
 
+/// Open it, and register this process as at work (see [`crate::workers`]).
+pub fn open_db_as_worker(
+    g: &GlobalArgs,
+    cfg: &crate::config::Config,
+    actor: &crate::runs::Actor,
+) -> anyhow::Result<(crate::db::Db, crate::workers::Registration)> {
+    let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+    let db = crate::db::Db::open(&url)?;
+    let reg = crate::workers::register(&url, actor)?;
+    Ok((db, reg))
+}
+
 /// What a tool that works on the database starts with.
 pub struct Session {
     pub printer: crate::printer::Printer,
     pub config: crate::config::Config,
     pub actor: crate::runs::Actor,
     pub db: crate::db::Db,
+    /// Set for tools that do remote or long work ([`Session::open_worker`]).
+    pub registration: Option<crate::workers::Registration>,
 }
 
 impl Session {
@@ -99,6 +113,23 @@ impl Session {
             config,
             actor,
             db,
+            registration: None,
+        })
+    }
+
+    /// Like [`Session::open`], the process registered as at work until the
+    /// session is dropped.
+    pub fn open_worker(tool: &'static str, g: &GlobalArgs) -> anyhow::Result<Session> {
+        let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
+        let config = crate::config::Config::load(g.config.as_deref())?;
+        let actor = crate::runs::Actor::current(tool);
+        let (db, reg) = open_db_as_worker(g, &config, &actor)?;
+        Ok(Session {
+            printer,
+            config,
+            actor,
+            db,
+            registration: Some(reg),
         })
     }
 }

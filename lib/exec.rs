@@ -56,13 +56,19 @@ pub fn target_hosts(target: &Target) -> anyhow::Result<Vec<Host>> {
             target.name, target.name
         )));
     }
-    let ssh = SshOptions {
+    let ssh = ssh_options(target);
+    target.config.hosts.iter().map(|h| ssh.host(h)).collect()
+}
+
+/// How a target's hosts are reached: `$OFFLOAD_SSH_CONFIG`, else the
+/// target's `ssh_config`, else ssh's own configuration.
+pub fn ssh_options(target: &Target) -> SshOptions {
+    SshOptions {
         config: std::env::var_os("OFFLOAD_SSH_CONFIG")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| target.config.ssh_config.clone()),
-    };
-    target.config.hosts.iter().map(|h| ssh.host(h)).collect()
+    }
 }
 
 /// Every master alive, or the run goes to `auth` (remembering where it
@@ -281,8 +287,19 @@ pub fn exec_run(
             ));
         }
     }
+    crate::auth::forecast(
+        db,
+        target.config.master_lifetime_hours,
+        &hosts,
+        "push",
+        bytes,
+        &format!("run {} not sent", run.remote_id),
+    )?;
     let bar = printer.bytes_progress(Direction::Push);
     let report = transfer::transfer(&hosts, pairs, Direction::Push, &Options::default(), bar)?;
+    if report.complete {
+        crate::auth::record_rate(db, &hosts, "push", report.bytes, report.seconds)?;
+    }
     if !report.complete {
         if !report.hosts_lost.is_empty() {
             check_or_auth(db, run, &hosts, actor)?;
@@ -318,12 +335,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         config: cfg,
         actor,
         mut db,
-    } = crate::cli::Session::open(TOOL, g)?;
+        registration: _registration,
+    } = crate::cli::Session::open_worker(TOOL, g)?;
     let run = runs::claim_which(
         &mut db,
         args.which.remote_id,
         RunState::Pending,
         None,
+        &cfg.claim_policy(&actor.host)?,
         &actor,
         "no pending runs to submit",
     )?;

@@ -29,5 +29,6 @@ pub mod state;
 pub mod table;
 pub mod target;
 pub mod transfer;
+pub mod workers;
 pub mod workitems;
 pub mod xfer;

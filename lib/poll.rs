@@ -165,6 +165,9 @@ fn fetch(
         &Options::default(),
         printer.bytes_progress(Direction::Pull),
     )?;
+    if report.complete {
+        crate::auth::record_rate(db, hosts, "pull", report.bytes, report.seconds)?;
+    }
     if !report.complete {
         check_or_auth(db, run, hosts, actor)?;
         let first = report
@@ -489,7 +492,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         config: cfg,
         actor,
         mut db,
-    } = crate::cli::Session::open(TOOL, g)?;
+        registration: _registration,
+    } = crate::cli::Session::open_worker(TOOL, g)?;
     // --next: only runs not polled for the interval (a named run is polled now).
     let due = db::now() - chrono::TimeDelta::seconds(args.interval.max(0));
     let run = runs::claim_which(
@@ -497,6 +501,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         args.which.remote_id,
         RunState::Run,
         Some(due),
+        &cfg.claim_policy(&actor.host)?,
         &actor,
         "no runs due for a poll",
     )?;

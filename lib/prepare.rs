@@ -748,12 +748,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         config: cfg,
         actor,
         mut db,
-    } = crate::cli::Session::open(TOOL, g)?;
+        registration: _registration,
+    } = crate::cli::Session::open_worker(TOOL, g)?;
     let run = runs::claim_which(
         &mut db,
         args.which.remote_id,
         RunState::New,
         None,
+        &cfg.claim_policy(&actor.host)?,
         &actor,
         "no new runs to prepare",
     )?;

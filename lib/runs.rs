@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::ClaimPolicy;
 use crate::db::models::{Control, Lease, NewHistory, NewRun, Run, RunFilter};
 use crate::db::queries::RunChanges;
 use crate::db::{self, Db, Store};
@@ -14,6 +15,15 @@ use crate::state::{self, RunState};
 
 /// The tools whose work can be paused.
 pub const PAUSABLE: &[&str] = &["define", "prepare", "exec", "poll", "xfer"];
+
+/// The name this host goes by in leases, history and `[hosts]` of the
+/// configuration: `$OFFLOAD_HOSTNAME`, else the system's host name.
+pub fn this_host() -> String {
+    std::env::var("OFFLOAD_HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
 
 /// Who is acting: written into every history row.
 #[derive(Debug, Clone)]
@@ -30,7 +40,7 @@ impl Actor {
         let args: Vec<String> = std::env::args().collect();
         Actor {
             tool: tool.to_string(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            host: this_host(),
             pid: std::process::id() as i32,
             command: shlex::try_join(args.iter().map(String::as_str))
                 .unwrap_or_else(|_| args.join(" ")),
@@ -399,8 +409,9 @@ pub fn set_paused(
     })
 }
 
-/// A lease whose heartbeat is older than this is taken over.
-pub const LEASE_STALE: Duration = Duration::from_secs(600);
+/// A lease (or a registered process) whose heartbeat is older than this is
+/// taken over: several heartbeats ([`crate::workers::HEARTBEAT`]) missed.
+pub const LEASE_STALE: Duration = Duration::from_secs(120);
 
 fn stale_before() -> chrono::NaiveDateTime {
     db::now() - chrono::TimeDelta::from_std(LEASE_STALE).expect("small duration")
@@ -418,14 +429,31 @@ fn new_lease(actor: &Actor, remote_id: i64) -> Lease {
     }
 }
 
-fn pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Is `pid` a live process on this host (a zombie is not)?
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
-/// Claim the oldest run in `state` that no live process holds: exactly one
-/// claimer wins each run, on either backend. None: nothing to claim.
-pub fn claim_next(db: &mut Db, state: RunState, actor: &Actor) -> anyhow::Result<Option<Run>> {
-    claim_next_polled(db, state, None, actor)
+/// Claim the run in `state` that no live process holds and this host
+/// should take first (its claim policy: runnable pattern, then priority,
+/// then the oldest): exactly one claimer wins each run, on either backend.
+/// None: nothing to claim.
+pub fn claim_next(
+    db: &mut Db,
+    state: RunState,
+    policy: &ClaimPolicy,
+    actor: &Actor,
+) -> anyhow::Result<Option<Run>> {
+    claim_next_polled(db, state, None, policy, actor)
 }
 
 /// Like [`claim_next`], only runs last polled before `polled_before` (or
@@ -434,21 +462,39 @@ pub fn claim_next_polled(
     db: &mut Db,
     state: RunState,
     polled_before: Option<chrono::NaiveDateTime>,
+    policy: &ClaimPolicy,
     actor: &Actor,
 ) -> anyhow::Result<Option<Run>> {
+    // Without a policy the oldest few will do; with one, look wider.
+    let window = if policy.is_trivial() { 16 } else { 2000 };
     for attempt in 0..20u64 {
         let r = db.tx(|s| {
             ensure_not_paused(s, &actor.tool)?;
             let stale = stale_before();
-            let Some(run) = s
-                .claimable_runs(state.as_str(), stale, polled_before, 1)?
-                .pop()
-            else {
-                return Ok(None);
-            };
-            s.delete_lease(run.remote_id, None, Some(stale))?;
-            s.insert_lease(&new_lease(actor, run.remote_id))?;
-            Ok(Some(run))
+            let mut candidates: Vec<(i32, Run)> = s
+                .claimable_runs(state.as_str(), stale, polled_before, window)?
+                .into_iter()
+                .filter_map(|r| policy.rank(&r.stage, &r.label).map(|p| (p, r)))
+                .collect();
+            // Stable: equal priorities stay oldest first.
+            candidates.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+            for (_, run) in candidates {
+                // Another claimer has it locked: take the next one.
+                if !s.lock_run(run.remote_id)? {
+                    continue;
+                }
+                s.delete_lease(run.remote_id, None, Some(stale))?;
+                if s.lease(run.remote_id)?.is_some() {
+                    continue;
+                }
+                match s.run(run.remote_id)? {
+                    Some(now) if now.state == state.as_str() => {}
+                    _ => continue,
+                }
+                s.insert_lease(&new_lease(actor, run.remote_id))?;
+                return Ok(Some(run));
+            }
+            Ok(None)
         });
         match r {
             Err(e) if db::is_unique_violation(&e) => {
@@ -495,17 +541,19 @@ pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> 
 /// The run a tool works on: the one named (held by no other process), or
 /// the oldest claimable in `state` (last polled before `polled_before`,
 /// when given); none to claim is "nothing to do" with `none`.
+#[allow(clippy::too_many_arguments)]
 pub fn claim_which(
     db: &mut Db,
     remote_id: Option<i64>,
     state: RunState,
     polled_before: Option<chrono::NaiveDateTime>,
+    policy: &ClaimPolicy,
     actor: &Actor,
     none: &str,
 ) -> anyhow::Result<Run> {
     match remote_id {
         Some(id) => claim(db, id, actor),
-        None => claim_next_polled(db, state, polled_before, actor)?
+        None => claim_next_polled(db, state, polled_before, policy, actor)?
             .ok_or_else(|| exit::nothing_to_do(none.to_string())),
     }
 }

@@ -100,8 +100,9 @@ impl SshOptions {
         c
     }
 
-    /// Resolve a host's control socket from the ssh configuration.
-    pub fn host(&self, alias: &str) -> anyhow::Result<Host> {
+    /// The ssh configuration's settings for a host (`ssh -G`), keys in
+    /// lower case.
+    pub fn settings(&self, alias: &str) -> anyhow::Result<String> {
         if alias.is_empty() || alias.starts_with('-') || alias.chars().any(char::is_whitespace) {
             return Err(exit::usage(format!("'{alias}' is not a host name")));
         }
@@ -115,7 +116,17 @@ impl SshOptions {
                 out.stderr.trim()
             )));
         }
-        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// An `ssh` command with this configuration file (when one is given).
+    pub fn ssh_command(&self) -> Command {
+        self.base()
+    }
+
+    /// Resolve a host's control socket from the ssh configuration.
+    pub fn host(&self, alias: &str) -> anyhow::Result<Host> {
+        let text = self.settings(alias)?;
         let get = |key: &str| -> Option<String> {
             text.lines().find_map(|l| {
                 let (k, v) = l.split_once(' ')?;
@@ -220,6 +231,30 @@ impl Host {
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| format!("ssh -O check printed no pid: {text}"))
+    }
+
+    /// Ask the master to exit (`ssh -O exit`). Err: ssh's words.
+    pub fn exit_master(&self) -> Result<(), String> {
+        let mut c = self.mux();
+        c.args(["-O", "exit", PLACEHOLDER]);
+        let out = run_with_timeout(c, b"", Duration::from_secs(15)).map_err(|e| e.to_string())?;
+        if out.status == Some(0) {
+            Ok(())
+        } else {
+            Err(out.stderr.trim().replace('\n', "; "))
+        }
+    }
+
+    /// Run `true` through the master: Err carries ssh's words (e.g. the
+    /// server refusing another session).
+    pub fn try_session(&self) -> Result<(), String> {
+        let out = run_with_timeout(self.command("true"), b"", Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        if out.status == Some(0) {
+            Ok(())
+        } else {
+            Err(out.stderr.trim().replace('\n', "; "))
+        }
     }
 
     /// Is the master alive? Err carries ssh's words and the remedy.

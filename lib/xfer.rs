@@ -72,9 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         || g.dbname.is_some()
         || std::env::var_os(crate::config::DB_ENV).is_some_and(|v| !v.is_empty())
         || cfg.default_db.is_some();
+    // With a database, xfer is also known as at work (`remotetool wait`).
+    let mut _registration = None;
+    let mut db = None;
     if named_db {
-        let mut db = crate::cli::open_db(g, &cfg)?;
-        db.tx(|s| crate::runs::ensure_not_paused(s, TOOL))?;
+        let actor = crate::runs::Actor::current(TOOL);
+        let (mut d, reg) = crate::cli::open_db_as_worker(g, &cfg, &actor)?;
+        d.tx(|s| crate::runs::ensure_not_paused(s, TOOL))?;
+        _registration = Some(reg);
+        db = Some(d);
     }
     let target = args.target.as_deref().map(|t| cfg.target(t)).transpose()?;
     let mut hosts = args.hosts.clone();
@@ -123,8 +129,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         compress: args.compress,
         ..Options::default()
     };
+    let direction = match args.direction {
+        Direction::Push => "push",
+        Direction::Pull => "pull",
+    };
+    if let Some(db) = db.as_mut() {
+        // Pushes: the local sizes are known; forecast against the masters.
+        if args.direction == Direction::Push {
+            let bytes: u64 = pairs
+                .iter()
+                .filter_map(|p| std::fs::metadata(&p.src).ok())
+                .map(|m| m.len())
+                .sum();
+            let lifetime = target
+                .as_ref()
+                .map(|t| t.config.master_lifetime_hours)
+                .unwrap_or(12.0);
+            crate::auth::forecast(db, lifetime, &hosts, direction, bytes, "nothing sent")?;
+        }
+    }
     let bar = printer.bytes_progress(args.direction);
     let report = transfer::transfer(&hosts, pairs, args.direction, &opts, bar)?;
+    if let Some(db) = db.as_mut() {
+        if report.complete {
+            crate::auth::record_rate(db, &hosts, direction, report.bytes, report.seconds)?;
+        }
+    }
     for f in report.failures.iter().take(10) {
         printer.warn(format!("{} -> {}: {}", f.src, f.dst, f.reason));
     }

@@ -121,7 +121,7 @@ pub struct NewHistory {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Serialize)]
-#[diesel(table_name = control)]
+#[diesel(table_name = control, treat_none_as_null = true)]
 pub struct Control {
     pub tool: String,
     pub paused: bool,
@@ -168,4 +168,39 @@ pub struct ComponentItem {
     pub stage_id: i64,
     pub label: String,
     pub params: String,
+}
+
+/// A tool process at work.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = processes)]
+pub struct Process {
+    pub id: i64,
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: NaiveDateTime,
+    pub heartbeat_at: NaiveDateTime,
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = processes)]
+pub struct NewProcess {
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: NaiveDateTime,
+    pub heartbeat_at: NaiveDateTime,
+    pub command: Option<String>,
+}
+
+/// One measured transfer.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = transfer_rates)]
+pub struct NewRate {
+    pub host: String,
+    pub direction: String,
+    pub bytes: i64,
+    pub seconds: f64,
+    pub at: NaiveDateTime,
 }

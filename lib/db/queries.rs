@@ -195,6 +195,25 @@ pub trait Store {
     ) -> QueryResult<Vec<(Component, WorkItem)>>;
     /// Is any component of the run still active?
     fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool>;
+    fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64>;
+    fn delete_process(&mut self, id: i64) -> QueryResult<usize>;
+    fn processes(&mut self) -> QueryResult<Vec<Process>>;
+    /// The heartbeat of host/pid's process rows and leases.
+    fn heartbeat(&mut self, host: &str, pid: i32, now: NaiveDateTime) -> QueryResult<usize>;
+    /// Remove every lease host/pid holds.
+    fn delete_leases_of(&mut self, host: &str, pid: i32) -> QueryResult<usize>;
+    fn insert_rate(&mut self, row: &NewRate) -> QueryResult<()>;
+    /// (bytes, seconds) of the newest `limit` transfers to or from these hosts.
+    fn rates(
+        &mut self,
+        hosts: &[String],
+        direction: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<(i64, f64)>>;
+    /// Lock a run's row for this transaction without waiting: false when
+    /// another transaction holds it (PostgreSQL `FOR UPDATE SKIP LOCKED`).
+    /// On SQLite the transaction already holds the write lock: true.
+    fn lock_run(&mut self, remote_id: i64) -> QueryResult<bool>;
     /// A work item's state, if it is `from`, becomes `to` (attempts kept).
     fn reset_item(
         &mut self,
@@ -216,6 +235,31 @@ macro_rules! in_active_run {
             .filter(remote_components::active.eq(true))
             .select(remote_components::id)
     };
+}
+
+/// Row locks differ: PostgreSQL has `FOR UPDATE SKIP LOCKED`; an SQLite
+/// write transaction holds the whole database.
+trait RowLock {
+    fn lock_run_row(&mut self, remote_id: i64) -> QueryResult<bool>;
+}
+
+impl RowLock for PgConnection {
+    fn lock_run_row(&mut self, remote_id: i64) -> QueryResult<bool> {
+        remote_runs::table
+            .find(remote_id)
+            .select(remote_runs::remote_id)
+            .for_update()
+            .skip_locked()
+            .first::<i64>(self)
+            .optional()
+            .map(|r| r.is_some())
+    }
+}
+
+impl RowLock for SqliteConnection {
+    fn lock_run_row(&mut self, _remote_id: i64) -> QueryResult<bool> {
+        Ok(true)
+    }
 }
 
 macro_rules! impl_store {
@@ -632,6 +676,76 @@ macro_rules! impl_store {
                 control::table
                     .order(control::tool)
                     .select(Control::as_select())
+                    .load(self)
+            }
+
+            fn lock_run(&mut self, remote_id: i64) -> QueryResult<bool> {
+                RowLock::lock_run_row(self, remote_id)
+            }
+
+            fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64> {
+                diesel::insert_into(processes::table)
+                    .values(row)
+                    .returning(processes::id)
+                    .get_result(self)
+            }
+
+            fn delete_process(&mut self, id: i64) -> QueryResult<usize> {
+                diesel::delete(processes::table.find(id)).execute(self)
+            }
+
+            fn processes(&mut self) -> QueryResult<Vec<Process>> {
+                processes::table
+                    .order(processes::id)
+                    .select(Process::as_select())
+                    .load(self)
+            }
+
+            fn heartbeat(
+                &mut self,
+                host: &str,
+                pid: i32,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                let a = diesel::update(processes::table)
+                    .filter(processes::host.eq(host))
+                    .filter(processes::pid.eq(pid))
+                    .set(processes::heartbeat_at.eq(now))
+                    .execute(self)?;
+                let b = diesel::update(leases::table)
+                    .filter(leases::host.eq(host))
+                    .filter(leases::pid.eq(pid))
+                    .set(leases::heartbeat_at.eq(now))
+                    .execute(self)?;
+                Ok(a + b)
+            }
+
+            fn delete_leases_of(&mut self, host: &str, pid: i32) -> QueryResult<usize> {
+                diesel::delete(leases::table)
+                    .filter(leases::host.eq(host))
+                    .filter(leases::pid.eq(pid))
+                    .execute(self)
+            }
+
+            fn insert_rate(&mut self, row: &NewRate) -> QueryResult<()> {
+                diesel::insert_into(transfer_rates::table)
+                    .values(row)
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn rates(
+                &mut self,
+                hosts: &[String],
+                direction: &str,
+                limit: i64,
+            ) -> QueryResult<Vec<(i64, f64)>> {
+                transfer_rates::table
+                    .filter(transfer_rates::host.eq_any(hosts))
+                    .filter(transfer_rates::direction.eq(direction))
+                    .order(transfer_rates::id.desc())
+                    .limit(limit)
+                    .select((transfer_rates::bytes, transfer_rates::seconds))
                     .load(self)
             }
 

@@ -90,6 +90,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    processes (id) {
+        id -> BigInt,
+        tool -> Text,
+        host -> Text,
+        pid -> Integer,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+        command -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    transfer_rates (id) {
+        id -> BigInt,
+        host -> Text,
+        direction -> Text,
+        bytes -> BigInt,
+        seconds -> Double,
+        at -> Timestamp,
+    }
+}
+
 diesel::joinable!(remote_components -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> work_items (work_item_id));
 diesel::joinable!(leases -> remote_runs (remote_id));
@@ -101,6 +124,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     history,
     control,
     leases,
+    processes,
+    transfer_rates,
 );
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(

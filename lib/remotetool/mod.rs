@@ -4,10 +4,12 @@
 //! a run or a component, `abort` and `retry` live in their own files.
 
 mod abort;
+mod auth;
 mod show;
 mod status;
 
 pub use abort::{AbortArgs, RetryArgs, FAULT_ABORTED};
+pub use auth::{AuthArgs, RefreshArgs, WaitArgs};
 pub use show::ShowArgs;
 pub use status::StatusArgs;
 
@@ -68,6 +70,15 @@ pub enum Command {
     Abort(AbortArgs),
     /// Put failed work back to ready so the next define bundles it
     Retry(RetryArgs),
+    /// The masters to the front ends: status (with --diagnose), start, stop
+    Auth(AuthArgs),
+    /// Wait until no exec, poll or xfer is at work on any host (dead ones
+    /// are reclaimed)
+    Wait(WaitArgs),
+    /// The 12-hour auth refresh in one command: check, pause, wait, stop,
+    /// start (type the password), resume, revertauth; run it again to
+    /// finish an interrupted one
+    RefreshAuth(RefreshArgs),
     /// Set a run's state by hand (legal transitions only), with a reason
     Set(SetArgs),
     /// Return runs in `auth` to the state they were in (-revertauth)
@@ -207,6 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         config: cfg,
         actor,
         mut db,
+        ..
     } = crate::cli::Session::open(TOOL, g)?;
     match args.command {
         Command::Import(a) => import(&mut db, &a, g.json, &printer, &actor),
@@ -216,6 +228,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::Show(a) => show::show(&mut db, &cfg, a, g.json, &printer),
         Command::Abort(a) => abort::abort(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Retry(a) => abort::retry(&mut db, a, g.json, &printer, &actor),
+        Command::Auth(a) => auth::auth_command(&cfg, a, g.json, &printer),
+        Command::Wait(a) => auth::wait(&mut db, a, g.json, &printer, &actor),
+        Command::RefreshAuth(a) => auth::refresh(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Set(a) => {
             let (from, to) = runs::set_state(&mut db, a.remote_id, a.state, &a.reason, &actor)?;
             printer.info(format!("run {}: {from} -> {to}", a.remote_id));

@@ -90,6 +90,8 @@ pub struct Status {
     /// Null with --no-masters.
     pub masters: Option<Vec<Master>>,
     pub paused: Vec<Control>,
+    /// When an unfinished `remotetool refresh-auth` began.
+    pub refresh_since: Option<NaiveDateTime>,
     pub holders: Vec<Holder>,
 }
 
@@ -223,10 +225,14 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     } else {
         Some(auth::all_masters(cfg, at))
     };
-    let paused: Vec<Control> = db
-        .read(|s| s.controls())?
+    let controls = db.read(|s| s.controls())?;
+    let refresh_since = controls
+        .iter()
+        .find(|c| c.tool == "refresh-auth" && c.paused)
+        .map(|c| c.changed_at);
+    let paused: Vec<Control> = controls
         .into_iter()
-        .filter(|c| c.paused)
+        .filter(|c| c.paused && crate::runs::PAUSABLE.contains(&c.tool.as_str()))
         .collect();
     let stale = crate::runs::LEASE_STALE.as_secs() as i64;
     let holders = db
@@ -251,6 +257,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         attention,
         masters,
         paused,
+        refresh_since,
         holders,
     })
 }
@@ -271,6 +278,12 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             None => format!("; masters {up}/{} alive", m.len()),
         }
     });
+    if let Some(t) = st.refresh_since {
+        out.push_str(&format!(
+            "auth refresh in progress since {} UTC: `remotetool refresh-auth` finishes it\n",
+            table::time(&t)
+        ));
+    }
     out.push_str(&format!(
         "offload status at {} UTC: {}{open} open runs, {} need attention{}; {}\n",
         table::time(&st.at),
