@@ -39,8 +39,10 @@ pub struct Master {
 
 fn mtime(path: &std::path::Path) -> Option<NaiveDateTime> {
     let t = std::fs::metadata(path).ok()?.modified().ok()?;
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-    chrono::DateTime::from_timestamp(secs as i64, 0).map(|d| d.naive_utc())
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    // To the microsecond, as the database keeps times.
+    chrono::DateTime::from_timestamp(d.as_secs() as i64, d.subsec_micros() * 1000)
+        .map(|d| d.naive_utc())
 }
 
 /// Probe one host's master.
@@ -463,7 +465,7 @@ pub fn diagnose(fe: &FrontEnd, now: NaiveDateTime) -> Vec<Hop> {
 /// Transfers smaller than this say little about the rate; not recorded.
 const RATE_MIN_BYTES: u64 = 1 << 20;
 /// Added to every forecast: the submission, the checks, a margin.
-const FORECAST_SLACK_S: f64 = 300.0;
+const FORECAST_SLACK_S: f64 = 60.0;
 
 /// The key a set of hosts' rates are kept under: their aliases, sorted.
 pub fn hosts_key(hosts: &[Host]) -> String {

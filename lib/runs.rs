@@ -465,36 +465,58 @@ pub fn claim_next_polled(
     policy: &ClaimPolicy,
     actor: &Actor,
 ) -> anyhow::Result<Option<Run>> {
-    // Without a policy the oldest few will do; with one, look wider.
-    let window = if policy.is_trivial() { 16 } else { 2000 };
+    if policy.is_trivial() {
+        // PostgreSQL: one statement takes the oldest. Nothing taken falls
+        // through to the general path, which says why (paused, or none).
+        let now = db::now();
+        if let Some(Some(id)) = db::claim_oldest_in_one_statement(
+            db,
+            state.as_str(),
+            stale_before(),
+            polled_before,
+            &actor.tool,
+            &actor.host,
+            actor.pid,
+            now,
+        )? {
+            return Ok(Some(db.read(|s| s.run(id))?.ok_or_else(|| {
+                anyhow::anyhow!("run {id} vanished while being claimed")
+            })?));
+        }
+    }
     for attempt in 0..20u64 {
         let r = db.tx(|s| {
             ensure_not_paused(s, &actor.tool)?;
             let stale = stale_before();
-            let mut candidates: Vec<(i32, Run)> = s
-                .claimable_runs(state.as_str(), stale, polled_before, window)?
-                .into_iter()
-                .filter_map(|r| policy.rank(&r.stage, &r.label).map(|p| (p, r)))
-                .collect();
-            // Stable: equal priorities stay oldest first.
-            candidates.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
-            for (_, run) in candidates {
-                // Another claimer has it locked: take the next one.
-                if !s.lock_run(run.remote_id)? {
-                    continue;
+            let chosen = if policy.is_trivial() {
+                // The oldest, locked in the same statement.
+                s.claim_oldest_locked(state.as_str(), stale, polled_before)?
+            } else {
+                let mut candidates: Vec<(i32, Run)> = s
+                    .claimable_runs(state.as_str(), stale, polled_before, 2000)?
+                    .into_iter()
+                    .filter_map(|r| policy.rank(&r.stage, &r.label).map(|p| (p, r)))
+                    .collect();
+                // Stable: equal priorities stay oldest first.
+                candidates.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+                let mut chosen = None;
+                for (_, run) in candidates {
+                    // Another claimer holds it, or it moved on: the next one.
+                    if s.lock_run(run.remote_id, state.as_str())? {
+                        chosen = Some(run);
+                        break;
+                    }
                 }
-                s.delete_lease(run.remote_id, None, Some(stale))?;
-                if s.lease(run.remote_id)?.is_some() {
-                    continue;
-                }
-                match s.run(run.remote_id)? {
-                    Some(now) if now.state == state.as_str() => {}
-                    _ => continue,
-                }
-                s.insert_lease(&new_lease(actor, run.remote_id))?;
-                return Ok(Some(run));
-            }
-            Ok(None)
+                chosen
+            };
+            let Some(run) = chosen else {
+                return Ok(None);
+            };
+            // A stale lease goes; a live one (taken since our query) makes
+            // the insert fail and the claim start again.
+            s.delete_lease(run.remote_id, None, Some(stale))?;
+            s.insert_lease(&new_lease(actor, run.remote_id))?;
+            Ok(Some(run))
         });
         match r {
             Err(e) if db::is_unique_violation(&e) => {
@@ -560,10 +582,8 @@ pub fn claim_which(
 
 /// Give a run's lease back.
 pub fn release(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()> {
-    db.tx(|s| {
-        s.delete_lease(remote_id, Some((&actor.host, actor.pid)), None)?;
-        Ok(())
-    })
+    db.single(|s| s.delete_lease(remote_id, Some((&actor.host, actor.pid)), None))?;
+    Ok(())
 }
 
 /// Note a failure on a run without changing its state.

@@ -69,7 +69,13 @@ fn auth_site(db: &common::TestDb, hosts: &[&str]) -> (common::Site, Masters) {
         "hosts = [{}]\nssh_config = \"{}\"\njob_prefix = \"op{}\"\nmax_nodes = 1",
         list.join(", "),
         ssh.display(),
-        std::process::id()
+        // Tests share one Slurm: each its own job names.
+        db.home
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "")
     ));
     (
         site,
@@ -653,4 +659,331 @@ fn eight_processes_on_postgresql_handle_each_run_once() {
 fn four_processes_on_sqlite_handle_each_run_once() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     many_processes(&db, 4, 200);
+}
+
+/// Kill a master hard (its socket stays behind, stale).
+fn kill_master(socket: &Path) {
+    let pid = master_pid(socket).expect("a live master to kill");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Wait until `path` exists (a transfer has begun writing there).
+fn wait_for_path(path: &Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_state(db: &common::TestDb, id: i64) -> serde_json::Value {
+    let mut c = db.remotetool();
+    c.args(["show", &id.to_string(), "--json"]);
+    json_of(c)
+}
+
+fn poll_to_end(db: &common::TestDb, id: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", &id.to_string(), "--json"]);
+        let p = json_of(c);
+        if ["full", "error", "pending"].contains(&p["state"].as_str().unwrap()) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "run {id} still {}", p["state"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every output listed for the run is back and equal to the remote file.
+fn outputs_identical(site: &common::Site, id: i64) -> usize {
+    let list = std::fs::read_to_string(site.run_dir(id).join("outputs.list")).unwrap();
+    let mut n = 0;
+    for l in list.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(
+            std::fs::read(f[0]).unwrap(),
+            std::fs::read(f[1]).unwrap(),
+            "{}",
+            f[1]
+        );
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let (site, _masters) = auth_site(&db, &["ofe1"]);
+    let sock = db.home.path().join("cm/ofe1");
+    db.remotetool().args(["auth", "start"]).assert().success();
+    // Inputs big enough that the push takes a while.
+    let out = std::process::Command::new("python3")
+        .arg(common::fixtures().join("gen-chip-items.py"))
+        .args([
+            "--exposures",
+            "2",
+            "--chips",
+            "6",
+            "--label",
+            "KX",
+            "--file-size",
+            "12000000",
+            "--files",
+        ])
+        .arg(&site.neb)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    db.import(&String::from_utf8(out.stdout).unwrap());
+    db.remotetool()
+        .args(["define", "--label", "KX", "--stage", "chip"])
+        .assert()
+        .success();
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    let exec = db
+        .std_tool("exec")
+        .args(["--remote-id", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_path(&site.remote.join("neb"), 60);
+    kill_master(&sock);
+    let out = exec.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let run = run_state(&db, 1);
+    assert_eq!(run["state"], "auth", "{run}");
+    assert_eq!(run["auth_return_state"], "pending");
+    assert_eq!(
+        run["job_id"],
+        serde_json::Value::Null,
+        "nothing was submitted"
+    );
+    // What landed under its final name is whole.
+    std::thread::sleep(Duration::from_millis(500));
+    let inputs = std::fs::read_to_string(site.run_dir(1).join("inputs.list")).unwrap();
+    let mut landed = 0;
+    let total = inputs.lines().count();
+    for l in inputs.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if Path::new(f[1]).exists() {
+            assert_eq!(
+                std::fs::read(f[0]).unwrap(),
+                std::fs::read(f[1]).unwrap(),
+                "{} looks complete but is not",
+                f[1]
+            );
+            landed += 1;
+        }
+    }
+    assert!(landed < total, "the kill came before the end of the push");
+    // The refresh: stale socket gone, master up, the run back to pending.
+    db.remotetool()
+        .args(["refresh-auth"])
+        .assert()
+        .success()
+        .stdout("1\n");
+    assert_eq!(run_state(&db, 1)["state"], "pending");
+    db.tool("exec")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    let p = poll_to_end(&db, 1);
+    assert_eq!(p["state"], "full", "{p}");
+    assert_eq!(outputs_identical(&site, 1), 24);
+}
+
+#[test]
+fn a_master_killed_during_poll_pull_applies_nothing_until_the_refresh() {
+    let db = common::TestDb::new(common::Kind::Postgres);
+    let (site, _masters) = auth_site(&db, &["ofe1"]);
+    let sock = db.home.path().join("cm/ofe1");
+    db.remotetool().args(["auth", "start"]).assert().success();
+    // Components whose outputs are big: the pull takes a while.
+    let dir = site.root.join("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("big.toml"),
+        "stage = \"big\"\nthreads = 1\ntime_cost = 10\ncommand = \"head -c 80000000 /dev/urandom > @out:DATA@\"\n[outputs]\nDATA = \"@WORKDIR@/big-@STAGE_ID@.dat\"\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let fixtures = common::fixtures().join("recipes").display().to_string();
+    std::fs::write(
+        &site.config,
+        text.replace(&fixtures, &dir.display().to_string()),
+    )
+    .unwrap();
+    let items: String = (1..=4)
+        .map(|i| format!("{{\"stage\":\"big\",\"stage_id\":{i},\"label\":\"KP\",\"params\":{{\"WORKDIR\":\"neb://any/out\"}}}}\n"))
+        .collect();
+    db.import(&items);
+    db.remotetool()
+        .args(["define", "--label", "KP", "--stage", "big"])
+        .assert()
+        .success();
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    let mut c = db.tool("exec");
+    c.args(["--remote-id", "1", "--json"]);
+    let job = json_of(c)["job_id"].as_str().unwrap().to_string();
+    // Let the job end, then poll and kill the master while outputs come back.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !site.remote_run_dir(1).join("job-summary.txt").exists() {
+        assert!(Instant::now() < deadline, "job {job} did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let poll = db
+        .std_tool("poll")
+        .args(["--remote-id", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_path(&site.neb.join("out"), 60);
+    kill_master(&sock);
+    let out = poll.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let run = run_state(&db, 1);
+    assert_eq!(run["state"], "auth", "{run}");
+    assert_eq!(run["auth_return_state"], "run");
+    // Nothing applied: every component still queued, no work item done.
+    assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
+    let mut conn = db.open();
+    assert_eq!(
+        conn.read(|s| s.count_items(Some("KP"), None, Some("done")))
+            .unwrap(),
+        0
+    );
+    // No output looks complete unless it is.
+    let list = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+    let mut back = 0;
+    for l in list.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if Path::new(f[1]).exists() {
+            assert_eq!(
+                std::fs::read(f[0]).unwrap(),
+                std::fs::read(f[1]).unwrap(),
+                "{} looks complete but is not",
+                f[1]
+            );
+            back += 1;
+        }
+    }
+    assert!(back < 4, "the kill came before the end of the pull");
+    db.remotetool()
+        .args(["refresh-auth", "--label", "KP"])
+        .assert()
+        .success()
+        .stdout("1\n");
+    assert_eq!(run_state(&db, 1)["state"], "run");
+    let p = poll_to_end(&db, 1);
+    assert_eq!(p["state"], "full", "{p}");
+    assert_eq!(outputs_identical(&site, 1), 4);
+}
+
+#[test]
+fn exec_refuses_a_push_that_would_outlive_the_master() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let (site, _masters) = auth_site(&db, &["ofe1"]);
+    // The site cuts connections after six minutes.
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        text.replace(
+            "max_nodes = 1",
+            "max_nodes = 1\nmaster_lifetime_hours = 0.1",
+        ),
+    )
+    .unwrap();
+    db.remotetool().args(["auth", "start"]).assert().success();
+    let out = std::process::Command::new("python3")
+        .arg(common::fixtures().join("gen-chip-items.py"))
+        .args([
+            "--exposures",
+            "1",
+            "--chips",
+            "6",
+            "--label",
+            "FC",
+            "--file-size",
+            "100000",
+            "--files",
+        ])
+        .arg(&site.neb)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    db.import(&String::from_utf8(out.stdout).unwrap());
+    db.remotetool()
+        .args(["define", "--label", "FC", "--stage", "chip"])
+        .assert()
+        .success();
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    // Measured before: 1 kB/s over ofe1.
+    {
+        let mut c = db.open();
+        c.tx(|s| {
+            s.insert_rate(&offload::db::models::NewRate {
+                host: "ofe1".into(),
+                direction: "push".into(),
+                bytes: 2_000_000,
+                seconds: 2000.0,
+                at: offload::db::now(),
+            })?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    db.tool("exec")
+        .args(["--remote-id", "1"])
+        .assert()
+        .code(5)
+        .stderr(contains("run 1 not sent"))
+        .stderr(contains(
+            "at the measured 0.0 MB/s, but the master to ofe1 is expected to expire in",
+        ))
+        .stderr(contains("the auth refresh is due"));
+    let run = run_state(&db, 1);
+    assert_eq!(run["state"], "pending");
+    assert!(!site.remote.join("neb").exists(), "nothing sent");
+    // A faster measurement lets it go, and the push is measured in turn.
+    {
+        let mut c = db.open();
+        for _ in 0..3 {
+            c.tx(|s| {
+                s.insert_rate(&offload::db::models::NewRate {
+                    host: "ofe1".into(),
+                    direction: "push".into(),
+                    bytes: 100_000_000,
+                    seconds: 1.0,
+                    at: offload::db::now(),
+                })?;
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+    db.tool("exec")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    assert_eq!(run_state(&db, 1)["state"], "run");
 }

@@ -104,6 +104,15 @@ impl Db {
         }
     }
 
+    /// One statement on its own (committed by itself), no transaction
+    /// around it: for single writes that need none.
+    pub fn single<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Store) -> QueryResult<T>,
+    ) -> anyhow::Result<T> {
+        self.read(f)
+    }
+
     /// Read without a transaction of our own.
     pub fn read<T>(
         &mut self,
@@ -190,6 +199,58 @@ where
     c.run_pending_migrations(migrations)
         .map_err(|e| anyhow!("cannot apply migrations: {e}"))?;
     Ok(())
+}
+
+/// PostgreSQL's claim in one statement: the oldest run in `state` with no
+/// live lease (polled before `polled_before`, or never), while `tool` is
+/// not paused, is leased to host/pid, skipping rows other claimers have
+/// locked. Some(id) claimed; Some(None) nothing claimed; None on SQLite
+/// (whose claims take the database's write lock instead).
+#[allow(clippy::too_many_arguments)]
+pub fn claim_oldest_in_one_statement(
+    db: &mut Db,
+    state: &str,
+    stale_before: chrono::NaiveDateTime,
+    polled_before: Option<chrono::NaiveDateTime>,
+    tool: &str,
+    host: &str,
+    pid: i32,
+    now: chrono::NaiveDateTime,
+) -> anyhow::Result<Option<Option<i64>>> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+    let Db::Postgres(c) = db else {
+        return Ok(None);
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Claimed {
+        #[diesel(sql_type = BigInt)]
+        remote_id: i64,
+    }
+    let rows: Vec<Claimed> = diesel::sql_query(
+        "WITH c AS (
+           SELECT r.remote_id FROM remote_runs r
+           WHERE r.state = $1
+             AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.remote_id = r.remote_id AND l.heartbeat_at > $2)
+             AND ($3::timestamp IS NULL OR r.last_poll IS NULL OR r.last_poll <= $3)
+             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.tool = $4 AND k.paused)
+           ORDER BY r.remote_id LIMIT 1
+           FOR UPDATE OF r SKIP LOCKED)
+         INSERT INTO leases (remote_id, tool, host, pid, acquired_at, heartbeat_at)
+         SELECT remote_id, $4, $5, $6, $7, $7 FROM c
+         ON CONFLICT (remote_id) DO UPDATE SET tool = EXCLUDED.tool, host = EXCLUDED.host,
+           pid = EXCLUDED.pid, acquired_at = EXCLUDED.acquired_at, heartbeat_at = EXCLUDED.heartbeat_at
+           WHERE leases.heartbeat_at <= $2
+         RETURNING remote_id",
+    )
+    .bind::<Text, _>(state)
+    .bind::<Timestamp, _>(stale_before)
+    .bind::<Nullable<Timestamp>, _>(polled_before)
+    .bind::<Text, _>(tool)
+    .bind::<Text, _>(host)
+    .bind::<Integer, _>(pid)
+    .bind::<Timestamp, _>(now)
+    .load(c)?;
+    Ok(Some(rows.first().map(|r| r.remote_id)))
 }
 
 /// A lock wait that ran out, or a conflict with a concurrent writer: the

@@ -213,7 +213,18 @@ pub trait Store {
     /// Lock a run's row for this transaction without waiting: false when
     /// another transaction holds it (PostgreSQL `FOR UPDATE SKIP LOCKED`).
     /// On SQLite the transaction already holds the write lock: true.
-    fn lock_run(&mut self, remote_id: i64) -> QueryResult<bool>;
+    /// False too when the run has left `state`.
+    fn lock_run(&mut self, remote_id: i64, state: &str) -> QueryResult<bool>;
+    /// The oldest claimable run (as [`Store::claimable_runs`]), its row
+    /// locked for this transaction; rows other claimers hold are skipped
+    /// (PostgreSQL `FOR UPDATE SKIP LOCKED`; on SQLite the transaction
+    /// holds the whole database).
+    fn claim_oldest_locked(
+        &mut self,
+        state: &str,
+        stale_before: NaiveDateTime,
+        polled_before: Option<NaiveDateTime>,
+    ) -> QueryResult<Option<Run>>;
     /// A work item's state, if it is `from`, becomes `to` (attempts kept).
     fn reset_item(
         &mut self,
@@ -240,13 +251,45 @@ macro_rules! in_active_run {
 /// Row locks differ: PostgreSQL has `FOR UPDATE SKIP LOCKED`; an SQLite
 /// write transaction holds the whole database.
 trait RowLock {
-    fn lock_run_row(&mut self, remote_id: i64) -> QueryResult<bool>;
+    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool>;
+    fn oldest_locked(
+        &mut self,
+        state: &str,
+        stale_before: NaiveDateTime,
+        polled_before: Option<NaiveDateTime>,
+    ) -> QueryResult<Option<Run>>;
+}
+
+/// Runs in `state` with no live lease, polled before the time (or never).
+macro_rules! claimable {
+    ($state:expr, $stale:expr, $polled:expr) => {{
+        let live = leases::table
+            .filter(leases::remote_id.eq(remote_runs::remote_id))
+            .filter(leases::heartbeat_at.gt($stale))
+            .select(leases::remote_id);
+        let far_future = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
+            .expect("valid date")
+            .and_hms_opt(0, 0, 0)
+            .expect("valid time");
+        remote_runs::table
+            .filter(remote_runs::state.eq($state))
+            .filter(not(exists(live)))
+            .filter(
+                remote_runs::last_poll
+                    .is_null()
+                    .or(remote_runs::last_poll.le($polled.unwrap_or(far_future))),
+            )
+            .order(remote_runs::remote_id.asc())
+            .select(Run::as_select())
+    }};
 }
 
 impl RowLock for PgConnection {
-    fn lock_run_row(&mut self, remote_id: i64) -> QueryResult<bool> {
+    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
+        // The state is checked again on the row as it is once locked.
         remote_runs::table
             .find(remote_id)
+            .filter(remote_runs::state.eq(state))
             .select(remote_runs::remote_id)
             .for_update()
             .skip_locked()
@@ -254,11 +297,42 @@ impl RowLock for PgConnection {
             .optional()
             .map(|r| r.is_some())
     }
+
+    fn oldest_locked(
+        &mut self,
+        state: &str,
+        stale_before: NaiveDateTime,
+        polled_before: Option<NaiveDateTime>,
+    ) -> QueryResult<Option<Run>> {
+        claimable!(state, stale_before, polled_before)
+            .limit(1)
+            .for_update()
+            .skip_locked()
+            .first(self)
+            .optional()
+    }
 }
 
 impl RowLock for SqliteConnection {
-    fn lock_run_row(&mut self, _remote_id: i64) -> QueryResult<bool> {
-        Ok(true)
+    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
+        diesel::select(exists(
+            remote_runs::table
+                .find(remote_id)
+                .filter(remote_runs::state.eq(state)),
+        ))
+        .get_result(self)
+    }
+
+    fn oldest_locked(
+        &mut self,
+        state: &str,
+        stale_before: NaiveDateTime,
+        polled_before: Option<NaiveDateTime>,
+    ) -> QueryResult<Option<Run>> {
+        claimable!(state, stale_before, polled_before)
+            .limit(1)
+            .first(self)
+            .optional()
     }
 }
 
@@ -679,8 +753,17 @@ macro_rules! impl_store {
                     .load(self)
             }
 
-            fn lock_run(&mut self, remote_id: i64) -> QueryResult<bool> {
-                RowLock::lock_run_row(self, remote_id)
+            fn lock_run(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
+                RowLock::lock_run_row(self, remote_id, state)
+            }
+
+            fn claim_oldest_locked(
+                &mut self,
+                state: &str,
+                stale_before: NaiveDateTime,
+                polled_before: Option<NaiveDateTime>,
+            ) -> QueryResult<Option<Run>> {
+                RowLock::oldest_locked(self, state, stale_before, polled_before)
             }
 
             fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64> {

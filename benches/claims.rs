@@ -1,0 +1,171 @@
+//! Benchmark: `--next` claims per second (goal >= 1,000/s on PostgreSQL),
+//! with 1, 4 and 8 claimers at once, each on its own connection. Each
+//! claim is what a tool does around its work: claim the oldest `new` run,
+//! move it to `pending` (with its history row), release the lease.
+//!
+//! Side by side with the smallest claim a hand-written script could make:
+//! one SQL statement that moves the oldest `new` run to `pending`
+//! (PostgreSQL: `UPDATE ... WHERE remote_id = (SELECT ... FOR UPDATE SKIP
+//! LOCKED)`; SQLite: `UPDATE ... WHERE remote_id = (SELECT ... LIMIT 1)`),
+//! which skips everything offload does per claim: the pause check, the
+//! lease with its holder and heartbeat, the host's claim policy, the retry.
+//!
+//!     scripts/testbed up && cargo bench --bench claims
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use offload::config::ClaimPolicy;
+use offload::db::models::NewRun;
+use offload::runs::{self, Actor};
+use offload::state::RunState;
+
+const RUNS: usize = 4000;
+
+fn fill(db: &common::TestDb) {
+    let mut c = db.open();
+    let now = offload::db::now();
+    c.tx(|s| {
+        for _ in 0..RUNS {
+            s.insert_run(&NewRun {
+                state: "new",
+                stage: "chip",
+                label: "bench",
+                path_base: "/tmp/bench",
+                target: None,
+                job_policy: "fatal",
+                attempt: 0,
+                fault: 0,
+                created_at: now,
+                updated_at: now,
+                state_since: now,
+            })?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Claims per second of offload's `claim_next` with `threads` claimers.
+fn offload_claims(kind: common::Kind, threads: usize) -> f64 {
+    let db = common::TestDb::new(kind);
+    fill(&db);
+    let policy = ClaimPolicy::default();
+    let t = Instant::now();
+    let total: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = db.open();
+                    let actor = Actor::current("prepare");
+                    let mut n = 0;
+                    while let Some(run) =
+                        runs::claim_next(&mut c, RunState::New, &policy, &actor).unwrap()
+                    {
+                        c.tx(|s| {
+                            runs::transition_in(
+                                s,
+                                &run,
+                                RunState::Pending,
+                                &actor,
+                                "claimed",
+                                Default::default(),
+                            )
+                        })
+                        .unwrap();
+                        runs::release(&mut c, run.remote_id, &actor).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(total, RUNS, "every run claimed exactly once");
+    let mut c = db.open();
+    assert!(c.read(|s| s.all_leases()).unwrap().is_empty());
+    let history = c.read(|s| s.history(None, 1_000_000)).unwrap();
+    assert_eq!(history.len(), RUNS, "one transition per run");
+    total as f64 / secs
+}
+
+/// Claims per second of the one-statement claim.
+fn sql_claims(kind: common::Kind, threads: usize) -> f64 {
+    let db = common::TestDb::new(kind);
+    fill(&db);
+    let stmt = match kind {
+        common::Kind::Postgres => "UPDATE remote_runs SET state = 'pending' WHERE remote_id = \
+             (SELECT remote_id FROM remote_runs WHERE state = 'new' ORDER BY remote_id LIMIT 1 FOR UPDATE SKIP LOCKED)",
+        common::Kind::Sqlite => "UPDATE remote_runs SET state = 'pending' WHERE remote_id = \
+             (SELECT remote_id FROM remote_runs WHERE state = 'new' ORDER BY remote_id LIMIT 1)",
+    };
+    let t = Instant::now();
+    let total: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let url = db.url.clone();
+                s.spawn(move || {
+                    let mut n = 0;
+                    match kind {
+                        common::Kind::Postgres => {
+                            let mut c = diesel::pg::PgConnection::establish(&url).unwrap();
+                            while diesel::sql_query(stmt).execute(&mut c).unwrap() == 1 {
+                                n += 1;
+                            }
+                        }
+                        common::Kind::Sqlite => {
+                            let mut c = diesel::sqlite::SqliteConnection::establish(&url).unwrap();
+                            c.batch_execute("PRAGMA busy_timeout = 30000;").unwrap();
+                            loop {
+                                match diesel::sql_query(stmt).execute(&mut c) {
+                                    Ok(1) => n += 1,
+                                    Ok(_) => break,
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(total, RUNS);
+    total as f64 / secs
+}
+
+use diesel::RunQueryDsl;
+
+fn main() {
+    println!("claims of {RUNS} new runs, each claimer on its own connection (higher is better)");
+    println!(
+        "{:<11} {:>8} {:>14} {:>14} {:>7}",
+        "backend", "claimers", "offload/s", "one-stmt/s", "ratio"
+    );
+    for (kind, name, threads) in [
+        (
+            common::Kind::Postgres,
+            "postgresql",
+            [1usize, 4, 8].as_slice(),
+        ),
+        (common::Kind::Sqlite, "sqlite", [1usize, 4].as_slice()),
+    ] {
+        for &t in threads {
+            let ours = offload_claims(kind, t);
+            let peer = sql_claims(kind, t);
+            println!(
+                "{name:<11} {t:>8} {ours:>14.0} {peer:>14.0} {:>7.2}",
+                ours / peer
+            );
+        }
+    }
+    println!("goal: >= 1,000 claims/s on PostgreSQL");
+}
