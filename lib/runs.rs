@@ -469,7 +469,7 @@ pub fn claim_next_polled(
         // PostgreSQL: one statement takes the oldest. Nothing taken falls
         // through to the general path, which says why (paused, or none).
         let now = db::now();
-        if let Some(Some(id)) = db::claim_oldest_in_one_statement(
+        if let Some(Some(run)) = db::claim_oldest_in_one_statement(
             db,
             state.as_str(),
             stale_before(),
@@ -479,9 +479,7 @@ pub fn claim_next_polled(
             actor.pid,
             now,
         )? {
-            return Ok(Some(db.read(|s| s.run(id))?.ok_or_else(|| {
-                anyhow::anyhow!("run {id} vanished while being claimed")
-            })?));
+            return Ok(Some(run));
         }
     }
     for attempt in 0..20u64 {

@@ -204,7 +204,7 @@ where
 /// PostgreSQL's claim in one statement: the oldest run in `state` with no
 /// live lease (polled before `polled_before`, or never), while `tool` is
 /// not paused, is leased to host/pid, skipping rows other claimers have
-/// locked. Some(id) claimed; Some(None) nothing claimed; None on SQLite
+/// locked. Some(run) claimed; Some(None) nothing claimed; None on SQLite
 /// (whose claims take the database's write lock instead).
 #[allow(clippy::too_many_arguments)]
 pub fn claim_oldest_in_one_statement(
@@ -216,17 +216,12 @@ pub fn claim_oldest_in_one_statement(
     host: &str,
     pid: i32,
     now: chrono::NaiveDateTime,
-) -> anyhow::Result<Option<Option<i64>>> {
-    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+) -> anyhow::Result<Option<Option<models::Run>>> {
+    use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
     let Db::Postgres(c) = db else {
         return Ok(None);
     };
-    #[derive(diesel::QueryableByName)]
-    struct Claimed {
-        #[diesel(sql_type = BigInt)]
-        remote_id: i64,
-    }
-    let rows: Vec<Claimed> = diesel::sql_query(
+    let rows: Vec<models::Run> = diesel::sql_query(
         "WITH c AS (
            SELECT r.remote_id FROM remote_runs r
            WHERE r.state = $1
@@ -235,12 +230,14 @@ pub fn claim_oldest_in_one_statement(
              AND NOT EXISTS (SELECT 1 FROM control k WHERE k.tool = $4 AND k.paused)
            ORDER BY r.remote_id LIMIT 1
            FOR UPDATE OF r SKIP LOCKED)
+         , leased AS (
          INSERT INTO leases (remote_id, tool, host, pid, acquired_at, heartbeat_at)
          SELECT remote_id, $4, $5, $6, $7, $7 FROM c
          ON CONFLICT (remote_id) DO UPDATE SET tool = EXCLUDED.tool, host = EXCLUDED.host,
            pid = EXCLUDED.pid, acquired_at = EXCLUDED.acquired_at, heartbeat_at = EXCLUDED.heartbeat_at
            WHERE leases.heartbeat_at <= $2
-         RETURNING remote_id",
+         RETURNING remote_id)
+         SELECT r.* FROM remote_runs r JOIN leased USING (remote_id)",
     )
     .bind::<Text, _>(state)
     .bind::<Timestamp, _>(stale_before)
@@ -250,7 +247,7 @@ pub fn claim_oldest_in_one_statement(
     .bind::<Integer, _>(pid)
     .bind::<Timestamp, _>(now)
     .load(c)?;
-    Ok(Some(rows.first().map(|r| r.remote_id)))
+    Ok(Some(rows.into_iter().next()))
 }
 
 /// A lock wait that ran out, or a conflict with a concurrent writer: the

@@ -36,7 +36,7 @@ pub struct NewWorkItem {
     pub updated_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = remote_runs)]
 pub struct Run {
     pub remote_id: i64,
