@@ -45,6 +45,8 @@ pub fn main<A: Parser>(
     run: impl FnOnce(A) -> anyhow::Result<ExitStatus>,
 ) -> ExitCode {
     let argv = crate::legacy::translate(std::env::args().collect());
+    // "Nothing to do" is no news to a scheduler that asked for quiet.
+    let quiet = argv.iter().skip(1).any(|a| a == "-q" || a == "--quiet");
     let args = match A::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) => {
@@ -62,6 +64,7 @@ pub fn main<A: Parser>(
         Err(e) => {
             let status = exit::status_of(&e);
             match status {
+                ExitStatus::NothingToDo if quiet => {}
                 ExitStatus::NothingToDo => eprintln!("{tool}: {}", exit::one_line(&e)),
                 ExitStatus::TryLater | ExitStatus::Auth => {
                     eprintln!("{tool}: try later: {}", exit::one_line(&e))

@@ -987,3 +987,79 @@ fn exec_refuses_a_push_that_would_outlive_the_master() {
         .success();
     assert_eq!(run_state(&db, 1)["state"], "run");
 }
+
+#[test]
+fn xfer_with_a_database_refuses_a_push_that_would_outlive_the_master_and_measures_its_own() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let (site, _masters) = auth_site(&db, &["ofe1"]);
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        text.replace(
+            "max_nodes = 1",
+            "max_nodes = 1\nmaster_lifetime_hours = 0.1",
+        ),
+    )
+    .unwrap();
+    db.remotetool().args(["auth", "start"]).assert().success();
+    let src = db.home.path().join("src.dat");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let dst = site.remote.join("x/dst.dat");
+    let from = db.write("from.list", &format!("{}\n", src.display()));
+    let to = db.write("to.list", &format!("{}\n", dst.display()));
+    let rate = |bytes: i64, seconds: f64| {
+        let mut c = db.open();
+        c.tx(|s| {
+            s.insert_rate(&offload::db::models::NewRate {
+                host: "ofe1".into(),
+                direction: "push".into(),
+                bytes,
+                seconds,
+                at: offload::db::now(),
+            })?;
+            Ok(())
+        })
+        .unwrap();
+    };
+    rate(1_000_000, 1000.0);
+    let xfer = || {
+        let mut c = db.tool("xfer");
+        c.args(["push", "--target", "testsite", "--from"])
+            .arg(&from)
+            .arg("--to")
+            .arg(&to);
+        c
+    };
+    xfer()
+        .assert()
+        .code(5)
+        .stderr(contains("nothing sent: 3.0 MB take about"))
+        .stderr(contains("the auth refresh is due"));
+    assert!(!dst.exists());
+    // Faster measurements let it go; its own transfer is measured too.
+    for _ in 0..2 {
+        rate(100_000_000, 1.0);
+    }
+    xfer().assert().success();
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    let mut c = db.open();
+    let key = vec!["ofe1".to_string()];
+    assert_eq!(
+        c.read(|s| s.rates(&key, "push", 100)).unwrap().len(),
+        4,
+        "the push was recorded"
+    );
+}
+
+#[test]
+fn quiet_keeps_nothing_to_do_off_stderr_for_schedulers() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let _site = quick_site(&db, &["quick"], "");
+    db.tool("prepare").args(["--next"]).assert().code(3).stderr(contains("no new runs to prepare"));
+    db.tool("prepare").args(["--next", "--quiet"]).assert().code(3).stderr("");
+    db.tool("prepare").args(["--next", "-q"]).assert().code(3).stderr("");
+    db.tool("poll").args(["-q", "--next"]).assert().code(3).stderr("");
+    // Errors still speak.
+    db.tool("prepare").args(["--remote-id", "7", "-q"]).assert().code(2).stderr(contains("no run with remote_id 7"));
+}
