@@ -34,92 +34,25 @@ fn prefix(db: &common::TestDb) -> String {
     format!("t{name}")
 }
 
-/// Import chip items, some made to fail with exit status 3.
-fn import_with_failures(db: &common::TestDb, site: &common::Site, label: &str, failing: &[i64]) {
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "2",
-            "--chips",
-            "6",
-            "--label",
-            label,
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if failing.contains(&v["stage_id"].as_i64().unwrap()) {
-            v["params"]["FAIL"] = 3.into();
-        }
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
-}
-
-fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
-}
-
-fn show(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let mut c = db.remotetool();
-    c.args(["show", &id.to_string(), "--json"]);
-    json_of(c)
-}
-
-/// Poll until the run leaves `run`.
-fn poll_until_done(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let mut c = db.tool("poll");
-        c.args(["--remote-id", &id.to_string(), "--json"]);
-        let p = json_of(c);
-        if p["state"] != "RUNNING"
-            && p["state"] != "PENDING"
-            && p["state"] != "CONFIGURING"
-            && p["state"] != "COMPLETING"
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job still {} after 180 s",
-            p["state"]
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 both_backends! {
     fn a_run_goes_to_slurm_and_comes_back(db) {
         let site = site(db, "fe1", &ssh_config());
-        import_with_failures(db, &site, "CH", &[3, 8]);
+        db.import_chip_failing(&site, "CH", (2, 6), 64, &[3, 8]);
         db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         let mut c = db.tool("exec");
         c.args(["--remote-id", "1", "--json"]);
-        let e = json_of(c);
+        let e = common::json_of(c);
         assert_eq!(e["found_existing"], false);
         assert!(e["files_sent"].as_u64().unwrap() > 60, "{e}");
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["state"], "run");
         assert_eq!(run["job_id"], e["job_id"]);
-        let p = poll_until_done(db, 1);
+        let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "error", "{p}");
         assert_eq!((p["done"].as_u64(), p["failed"].as_u64(), p["retry"].as_u64()), (Some(10), Some(2), Some(2)));
         assert_eq!(p["outputs"], 20);
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["fault"], 30);
         let msg = run["message"].as_str().unwrap();
         assert!(msg.contains("failed chip/3,8"), "{msg}");
@@ -150,24 +83,24 @@ both_backends! {
         assert_eq!(c.read(|s| s.count_items(Some("CH"), None, Some("done"))).unwrap(), 10);
         assert_eq!(c.read(|s| s.count_free_items("CH", "chip")).unwrap(), 2);
         db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success().stdout("2\n");
-        assert_eq!(show(db, 2)["components"], 2);
+        assert_eq!(db.show(2)["components"], 2);
     }
 
     fn job_policy_ignore_ends_full(db) {
         let site = site(db, "fe2", &ssh_config());
-        import_with_failures(db, &site, "IG", &[5]);
+        db.import_chip_failing(&site, "IG", (2, 6), 64, &[5]);
         db.remotetool().args(["define", "--label", "IG", "--stage", "chip", "--job-policy", "ignore"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("exec").args(["--remote-id", "1"]).assert().success();
-        let p = poll_until_done(db, 1);
+        let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["failed"], 1);
-        assert_eq!(show(db, 1)["fault"], 0);
+        assert_eq!(db.show(1)["fault"], 0);
     }
 
     fn a_job_already_submitted_is_found_not_submitted_again(db) {
         let site = site(db, "fe1", &ssh_config());
-        import_with_failures(db, &site, "EO", &[]);
+        db.import_chip_failing(&site, "EO", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "EO", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         // An exec that died after sbatch: the job is queued (held), the database says pending.
@@ -181,11 +114,11 @@ both_backends! {
         assert!(!held.is_empty());
         let mut c = db.tool("exec");
         c.args(["--remote-id", "1", "--json"]);
-        let e = json_of(c);
+        let e = common::json_of(c);
         let _ = std::process::Command::new("scancel").arg(&held).status();
         assert_eq!(e["found_existing"], true);
         assert_eq!(e["job_id"], held.as_str());
-        assert_eq!(show(db, 1)["job_id"], held.as_str());
+        assert_eq!(db.show(1)["job_id"], held.as_str());
     }
 
     fn a_dead_master_puts_the_run_in_auth(db) {
@@ -193,7 +126,7 @@ both_backends! {
         let cfg = dir.path().join("ssh_config");
         std::fs::write(&cfg, "Host fe-dead\n  HostName 127.0.0.1\n  Port 2202\n  ControlPath /nonexistent/offload/%n\n").unwrap();
         let site = site(db, "fe-dead", &cfg.display().to_string());
-        import_with_failures(db, &site, "AU", &[]);
+        db.import_chip_failing(&site, "AU", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "AU", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("exec")
@@ -201,11 +134,11 @@ both_backends! {
             .assert()
             .code(5)
             .stderr(contains("run 1 is now 'auth'").and(contains("no master connection to fe-dead")));
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["state"], "auth");
         assert_eq!(run["auth_return_state"], "pending");
         db.remotetool().args(["revertauth", "--label", "AU"]).assert().success();
-        assert_eq!(show(db, 1)["state"], "pending");
+        assert_eq!(db.show(1)["state"], "pending");
     }
 }
 
@@ -226,7 +159,7 @@ fn local_site(db: &common::TestDb) -> common::Site {
 both_backends! {
     fn the_seed_command_lines_drive_a_local_run_to_full(db) {
         let site = local_site(db);
-        import_with_failures(db, &site, "lanl.SAS.201402114", &[]);
+        db.import_chip_failing(&site, "lanl.SAS.201402114", (2, 6), 64, &[]);
         db.bare("remotetool")
             .args(["-dbname", "gpc1", "-definebyquery", "-label", "lanl.SAS.201402114", "-stage", "chip", "-path_base"])
             .arg(&site.runs)
@@ -258,7 +191,7 @@ both_backends! {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(300));
         }
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["components_by_state"]["done"], 12);
         let mut c = db.open();
         assert_eq!(c.read(|s| s.count_items(Some("lanl.SAS.201402114"), None, Some("done"))).unwrap(), 12);
@@ -271,7 +204,7 @@ both_backends! {
         // Report, then clean the remote folder.
         let mut c = db.remotetool();
         c.args(["report", "--json"]);
-        let r = json_of(c);
+        let r = common::json_of(c);
         assert_eq!(r[0]["done"], 12);
         assert_eq!(r[0]["failed"], 0);
         let rh = r[0]["runtime_hours"].as_f64().unwrap();
@@ -281,13 +214,13 @@ both_backends! {
         assert!(remote.exists());
         db.remotetool().args(["clean", "--remote-id", "1"]).assert().success().stdout("1\n");
         assert!(!remote.exists());
-        assert_eq!(show(db, 1)["state"], "cleaned");
+        assert_eq!(db.show(1)["state"], "cleaned");
         db.remotetool().args(["clean", "--label", "lanl.SAS.201402114"]).assert().code(3);
     }
 
     fn a_result_record_for_another_component_is_rejected(db) {
         let site = local_site(db);
-        import_with_failures(db, &site, "RJ", &[]);
+        db.import_chip_failing(&site, "RJ", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "RJ", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("exec").args(["--remote-id", "1"]).assert().success();
@@ -315,25 +248,25 @@ both_backends! {
 both_backends! {
     fn a_job_the_site_lost_is_submitted_again(db) {
         let site = site(db, "fe2", &ssh_config());
-        import_with_failures(db, &site, "SF", &[]);
+        db.import_chip_failing(&site, "SF", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "SF", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         let mut c = db.tool("exec");
         c.args(["--remote-id", "1", "--json"]);
-        let first = json_of(c);
+        let first = common::json_of(c);
         // The site loses the job before it writes its summary.
         let _ = std::process::Command::new("scancel").arg(first["job_id"].as_str().unwrap()).status();
         std::thread::sleep(Duration::from_millis(500));
-        let p = poll_until_done(db, 1);
+        let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "pending", "{p}");
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!((run["state"].as_str(), run["attempt"].as_i64()), (Some("pending"), Some(1)));
         let mut c = db.tool("exec");
         c.args(["--remote-id", "1", "--json"]);
-        let second = json_of(c);
+        let second = common::json_of(c);
         assert_eq!(second["job_name"], format!("{}-r1-a1", prefix(db)));
         assert_ne!(second["job_id"], first["job_id"]);
-        let p = poll_until_done(db, 1);
+        let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 12);
     }
@@ -389,7 +322,7 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
         .args(["--remote-id", "1"])
         .assert()
         .success();
-    let p = poll_until_done(&db, 1);
+    let p = common::poll_until_done(&db, 1);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(
         (
@@ -428,7 +361,7 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
         .args(["--remote-id", "2"])
         .assert()
         .success();
-    let p = poll_until_done(&db, 2);
+    let p = common::poll_until_done(&db, 2);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(p["done"], 5);
     for e in 0..5 {
@@ -447,7 +380,7 @@ both_backends! {
             ssh_config(),
             prefix(db)
         ));
-        import_with_failures(db, &site, "TH", &[]);
+        db.import_chip_failing(&site, "TH", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "TH", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("exec")
@@ -455,7 +388,7 @@ both_backends! {
             .assert()
             .code(4)
             .stderr(contains("throttled").and(contains("run 1 stays pending")));
-        assert_eq!(show(db, 1)["state"], "pending");
+        assert_eq!(db.show(1)["state"], "pending");
         assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
     }
 
@@ -475,7 +408,7 @@ both_backends! {
             .assert()
             .code(1)
             .stderr(contains("not enough space on fe1 for run 1").and(contains("nothing was sent")));
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["state"], "pending");
         assert_eq!(run["fault"], 20);
         assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
@@ -489,7 +422,7 @@ both_backends! {
             ssh_config(),
             prefix(db)
         ));
-        import_with_failures(db, &site, "QU", &[]);
+        db.import_chip_failing(&site, "QU", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "QU", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("exec")
@@ -497,7 +430,7 @@ both_backends! {
             .assert()
             .code(1)
             .stderr(contains("over quota on fe1 for run 1").and(contains("the quota leaves 1000")));
-        assert_eq!(show(db, 1)["state"], "pending");
+        assert_eq!(db.show(1)["state"], "pending");
         assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
     }
 }
@@ -505,44 +438,21 @@ both_backends! {
 both_backends! {
     fn paused_exec_and_poll_touch_nothing(db) {
         let site = local_site(db);
-        import_with_failures(db, &site, "PA", &[]);
+        db.import_chip_failing(&site, "PA", (2, 6), 64, &[]);
         db.remotetool().args(["define", "--label", "PA", "--stage", "chip"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.remotetool().args(["pause", "exec", "poll", "--reason", "auth refresh"]).assert().success();
         db.tool("exec").arg("--next").assert().code(4).stderr(contains("exec is paused"));
-        assert_eq!(show(db, 1)["state"], "pending");
+        assert_eq!(db.show(1)["state"], "pending");
         assert!(!site.remote_run_dir(1).exists());
         db.remotetool().args(["resume", "exec"]).assert().success();
         db.tool("exec").arg("--next").assert().success();
         db.tool("poll").args(["--remote-id", "1"]).assert().code(4).stderr(contains("poll is paused"));
-        assert_eq!(show(db, 1)["state"], "run");
+        assert_eq!(db.show(1)["state"], "run");
         db.remotetool().args(["resume", "poll"]).assert().success();
         // Not due yet: the interval since the submission has not passed.
         db.tool("poll").arg("--next").assert().code(3).stderr(contains("no runs due for a poll"));
     }
-}
-
-/// The site's recipes plus one that takes a whole node and sleeps.
-fn with_sleepy_recipe(site: &common::Site) {
-    let dir = site.root.join("recipes");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        common::fixtures().join("recipes/chip.toml"),
-        dir.join("chip.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("sleepy.toml"),
-        "stage = \"sleepy\"\nthreads = 24\ntime_cost = 60\ncommand = \"sleep 300\"\n",
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    let fixtures = common::fixtures().join("recipes").display().to_string();
-    std::fs::write(
-        &site.config,
-        text.replace(&fixtures, &dir.display().to_string()),
-    )
-    .unwrap();
 }
 
 fn squeue_state(job: &str) -> String {
@@ -571,7 +481,7 @@ fn wait_for_job(job: &str, want: &[&str], secs: u64) -> String {
 both_backends! {
     fn abort_cancels_a_queued_and_a_running_slurm_job(db) {
         let site = site(db, "fe2", &ssh_config());
-        with_sleepy_recipe(&site);
+        site.use_recipes(&[("sleepy.toml", "stage = \"sleepy\"\nthreads = 24\ntime_cost = 60\ncommand = \"sleep 300\"\n")]);
         db.import("{\"stage\":\"sleepy\",\"stage_id\":1,\"label\":\"AQ\",\"params\":{}}\n{\"stage\":\"sleepy\",\"stage_id\":2,\"label\":\"AQ\",\"params\":{}}\n");
         let mut ids = Vec::new();
         for _ in 0..2 {
@@ -584,7 +494,7 @@ both_backends! {
             db.tool("prepare").args(["--remote-id", id]).assert().success();
             let mut c = db.tool("exec");
             c.args(["--remote-id", id, "--json"]);
-            let job = json_of(c)["job_id"].as_str().unwrap().to_string();
+            let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
             if jobs.is_empty() {
                 // The first takes the one node, so the second must queue.
                 wait_for_job(&job, &["RUNNING"], 120);
@@ -596,19 +506,19 @@ both_backends! {
         for (id, job) in ids.iter().zip(&jobs).rev() {
             let mut c = db.remotetool();
             c.args(["abort", id, "--reason", "operator test", "--json"]);
-            let a = json_of(c);
+            let a = common::json_of(c);
             assert_eq!((a[0]["from"].as_str(), a[0]["to"].as_str()), (Some("run"), Some("error")), "{a}");
             assert_eq!(a[0]["job_cancelled"], true);
             assert_eq!(a[0]["job_id"].as_str(), Some(job.as_str()));
             wait_for_job(job, &["", "CANCELLED"], 60);
-            let run = show(db, id.parse().unwrap());
+            let run = db.show(id.parse().unwrap());
             assert_eq!(run["fault"], 40);
             assert!(run["message"].as_str().unwrap().contains(&format!("job {job} cancelled")), "{run}");
         }
         // Retry frees both work items for the next define.
         let mut c = db.remotetool();
         c.args(["retry", "--label", "AQ", "--json"]);
-        let r = json_of(c);
+        let r = common::json_of(c);
         assert_eq!(r.as_array().unwrap().len(), 2);
         let mut c = db.open();
         assert_eq!(c.read(|s| s.count_free_items("AQ", "sleepy")).unwrap(), 2);

@@ -13,16 +13,6 @@ use predicates::str::contains;
 const KEY: &str = "/var/lib/offload-testbed/ssh/id_ed25519";
 const KNOWN: &str = "/var/lib/offload-testbed/ssh/known_hosts";
 
-fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
-}
-
 /// An ssh configuration of the test's own: `ofe1` (fe1's sshd), `ofe3`
 /// (fe3's, MaxSessions 3), `closedfe` (a closed port) and `viabad`
 /// (behind a bastion that does not answer); sockets under HOME/cm.
@@ -157,7 +147,7 @@ fn auth_status_start_stop_and_what_is_broken() {
         .stdout("ofe1\nofe3\n");
     let mut c = db.remotetool();
     c.args(["auth", "status", "ofe1", "ofe3", "--json"]);
-    let s = json_of(c);
+    let s = common::json_of(c);
     for m in s.as_array().unwrap() {
         assert_eq!(m["alive"], true, "{m}");
         let left = m["seconds_left"].as_i64().unwrap();
@@ -186,7 +176,7 @@ fn auth_status_start_stop_and_what_is_broken() {
     std::thread::sleep(Duration::from_millis(1500));
     let mut c = db.remotetool();
     c.args(["auth", "status", "--diagnose", "ofe3", "--json"]);
-    let s = json_of(c);
+    let s = common::json_of(c);
     let session = s[0]["hops"]
         .as_array()
         .unwrap()
@@ -402,7 +392,7 @@ fn refresh_auth_runs_the_eight_steps_and_finishes_an_interrupted_one() {
     assert_ne!(new, old);
     let mut c = db.remotetool();
     c.args(["paused", "--json"]);
-    let p = json_of(c);
+    let p = common::json_of(c);
     let paused: Vec<&str> = p
         .as_array()
         .unwrap()
@@ -413,7 +403,7 @@ fn refresh_auth_runs_the_eight_steps_and_finishes_an_interrupted_one() {
     assert_eq!(paused, vec!["exec"], "the operator's own pause stays");
     let mut c = db.remotetool();
     c.args(["list", "--json"]);
-    let l = json_of(c);
+    let l = common::json_of(c);
     assert!(
         l.as_array()
             .unwrap()
@@ -463,21 +453,17 @@ fn quick_recipe(stage: &str) -> String {
 /// A local site whose recipes folder holds quick recipes for `stages`.
 fn quick_site(db: &common::TestDb, stages: &[&str], extra_config: &str) -> common::Site {
     let site = db.site_with("scheduler = \"local\"");
-    let dir = site.root.join("recipes");
-    std::fs::create_dir_all(&dir).unwrap();
-    for st in stages {
-        std::fs::write(dir.join(format!("{st}.toml")), quick_recipe(st)).unwrap();
-    }
+    let recipes: Vec<(String, String)> = stages
+        .iter()
+        .map(|st| (format!("{st}.toml"), quick_recipe(st)))
+        .collect();
+    let refs: Vec<(&str, &str)> = recipes
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    site.use_recipes(&refs);
     let text = std::fs::read_to_string(&site.config).unwrap();
-    let fixtures = common::fixtures().join("recipes").display().to_string();
-    std::fs::write(
-        &site.config,
-        format!(
-            "{}\n{extra_config}\n",
-            text.replace(&fixtures, &dir.display().to_string())
-        ),
-    )
-    .unwrap();
+    std::fs::write(&site.config, format!("{text}\n{extra_config}\n")).unwrap();
     site
 }
 
@@ -514,7 +500,7 @@ both_backends! {
         let stage_label = |id: &str| {
             let mut c = db.remotetool();
             c.args(["show", id, "--json"]);
-            let r = json_of(c);
+            let r = common::json_of(c);
             format!("{}/{}", r["stage"].as_str().unwrap(), r["label"].as_str().unwrap())
         };
         // ipp054 takes only chip runs, the urgent label first.
@@ -680,41 +666,71 @@ fn wait_for_path(path: &Path, secs: u64) {
     }
 }
 
-fn run_state(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let mut c = db.remotetool();
-    c.args(["show", &id.to_string(), "--json"]);
-    json_of(c)
+/// Run `tool --remote-id 1`, kill the master once `watch` appears (the
+/// transfer is under way), and check the tool ends with the auth exit; the
+/// run as `show` then sees it.
+fn kill_master_during(
+    db: &common::TestDb,
+    tool: &str,
+    watch: &Path,
+    socket: &Path,
+) -> serde_json::Value {
+    let child = db
+        .std_tool(tool)
+        .args(["--remote-id", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_path(watch, 60);
+    kill_master(socket);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{tool}: {err}");
+    let run = db.show(1);
+    assert_eq!(run["state"], "auth", "{run}");
+    run
 }
 
-fn poll_to_end(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let mut c = db.tool("poll");
-        c.args(["--remote-id", &id.to_string(), "--json"]);
-        let p = json_of(c);
-        if ["full", "error", "pending"].contains(&p["state"].as_str().unwrap()) {
-            return p;
+/// Define run 1 from the label's items and prepare it.
+fn define_and_prepare(db: &common::TestDb, label: &str, stage: &str) {
+    db.remotetool()
+        .args(["define", "--label", label, "--stage", stage])
+        .assert()
+        .success()
+        .stdout("1\n");
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+}
+
+/// Of a list's pairs (source in the first column, destination in the
+/// second), (how many destinations exist, how many pairs); every one that
+/// exists must equal its source: nothing looks complete that is not.
+fn whole_where_present(list: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(list).unwrap();
+    let mut present = 0;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if Path::new(f[1]).exists() {
+            assert_eq!(
+                std::fs::read(f[0]).unwrap(),
+                std::fs::read(f[1]).unwrap(),
+                "{} looks complete but is not",
+                f[1]
+            );
+            present += 1;
         }
-        assert!(Instant::now() < deadline, "run {id} still {}", p["state"]);
-        std::thread::sleep(Duration::from_millis(500));
     }
+    (present, text.lines().count())
 }
 
 /// Every output listed for the run is back and equal to the remote file.
 fn outputs_identical(site: &common::Site, id: i64) -> usize {
-    let list = std::fs::read_to_string(site.run_dir(id).join("outputs.list")).unwrap();
-    let mut n = 0;
-    for l in list.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        assert_eq!(
-            std::fs::read(f[0]).unwrap(),
-            std::fs::read(f[1]).unwrap(),
-            "{}",
-            f[1]
-        );
-        n += 1;
-    }
-    n
+    let (back, total) = whole_where_present(&site.run_dir(id).join("outputs.list"));
+    assert_eq!(back, total, "every output is back");
+    back
 }
 
 #[test]
@@ -724,46 +740,9 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
     let sock = db.home.path().join("cm/ofe1");
     db.remotetool().args(["auth", "start"]).assert().success();
     // Inputs big enough that the push takes a while.
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "2",
-            "--chips",
-            "6",
-            "--label",
-            "KX",
-            "--file-size",
-            "12000000",
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    db.import(&String::from_utf8(out.stdout).unwrap());
-    db.remotetool()
-        .args(["define", "--label", "KX", "--stage", "chip"])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
-    let exec = db
-        .std_tool("exec")
-        .args(["--remote-id", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_path(&site.remote.join("neb"), 60);
-    kill_master(&sock);
-    let out = exec.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    let run = run_state(&db, 1);
-    assert_eq!(run["state"], "auth", "{run}");
+    db.import_chip_failing(&site, "KX", (2, 6), 12000000, &[]);
+    define_and_prepare(&db, "KX", "chip");
+    let run = kill_master_during(&db, "exec", &site.remote.join("neb"), &sock);
     assert_eq!(run["auth_return_state"], "pending");
     assert_eq!(
         run["job_id"],
@@ -772,21 +751,7 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
     );
     // What landed under its final name is whole.
     std::thread::sleep(Duration::from_millis(500));
-    let inputs = std::fs::read_to_string(site.run_dir(1).join("inputs.list")).unwrap();
-    let mut landed = 0;
-    let total = inputs.lines().count();
-    for l in inputs.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        if Path::new(f[1]).exists() {
-            assert_eq!(
-                std::fs::read(f[0]).unwrap(),
-                std::fs::read(f[1]).unwrap(),
-                "{} looks complete but is not",
-                f[1]
-            );
-            landed += 1;
-        }
-    }
+    let (landed, total) = whole_where_present(&site.run_dir(1).join("inputs.list"));
     assert!(landed < total, "the kill came before the end of the push");
     // The refresh: stale socket gone, master up, the run back to pending.
     db.remotetool()
@@ -794,12 +759,12 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
         .assert()
         .success()
         .stdout("1\n");
-    assert_eq!(run_state(&db, 1)["state"], "pending");
+    assert_eq!(db.show(1)["state"], "pending");
     db.tool("exec")
         .args(["--remote-id", "1"])
         .assert()
         .success();
-    let p = poll_to_end(&db, 1);
+    let p = common::poll_until_done(&db, 1);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(outputs_identical(&site, 1), 24);
 }
@@ -811,55 +776,25 @@ fn a_master_killed_during_poll_pull_applies_nothing_until_the_refresh() {
     let sock = db.home.path().join("cm/ofe1");
     db.remotetool().args(["auth", "start"]).assert().success();
     // Components whose outputs are big: the pull takes a while.
-    let dir = site.root.join("recipes");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("big.toml"),
+    site.use_recipes(&[(
+        "big.toml",
         "stage = \"big\"\nthreads = 1\ntime_cost = 10\ncommand = \"head -c 80000000 /dev/urandom > @out:DATA@\"\n[outputs]\nDATA = \"@WORKDIR@/big-@STAGE_ID@.dat\"\n",
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    let fixtures = common::fixtures().join("recipes").display().to_string();
-    std::fs::write(
-        &site.config,
-        text.replace(&fixtures, &dir.display().to_string()),
-    )
-    .unwrap();
+    )]);
     let items: String = (1..=4)
         .map(|i| format!("{{\"stage\":\"big\",\"stage_id\":{i},\"label\":\"KP\",\"params\":{{\"WORKDIR\":\"neb://any/out\"}}}}\n"))
         .collect();
     db.import(&items);
-    db.remotetool()
-        .args(["define", "--label", "KP", "--stage", "big"])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
+    define_and_prepare(&db, "KP", "big");
     let mut c = db.tool("exec");
     c.args(["--remote-id", "1", "--json"]);
-    let job = json_of(c)["job_id"].as_str().unwrap().to_string();
+    let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
     // Let the job end, then poll and kill the master while outputs come back.
     let deadline = Instant::now() + Duration::from_secs(180);
     while !site.remote_run_dir(1).join("job-summary.txt").exists() {
         assert!(Instant::now() < deadline, "job {job} did not end");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let poll = db
-        .std_tool("poll")
-        .args(["--remote-id", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_path(&site.neb.join("out"), 60);
-    kill_master(&sock);
-    let out = poll.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    let run = run_state(&db, 1);
-    assert_eq!(run["state"], "auth", "{run}");
+    let run = kill_master_during(&db, "poll", &site.neb.join("out"), &sock);
     assert_eq!(run["auth_return_state"], "run");
     // Nothing applied: every component still queued, no work item done.
     assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
@@ -870,28 +805,15 @@ fn a_master_killed_during_poll_pull_applies_nothing_until_the_refresh() {
         0
     );
     // No output looks complete unless it is.
-    let list = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
-    let mut back = 0;
-    for l in list.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        if Path::new(f[1]).exists() {
-            assert_eq!(
-                std::fs::read(f[0]).unwrap(),
-                std::fs::read(f[1]).unwrap(),
-                "{} looks complete but is not",
-                f[1]
-            );
-            back += 1;
-        }
-    }
-    assert!(back < 4, "the kill came before the end of the pull");
+    let (back, total) = whole_where_present(&site.run_dir(1).join("outputs.list"));
+    assert!(back < total, "the kill came before the end of the pull");
     db.remotetool()
         .args(["refresh-auth", "--label", "KP"])
         .assert()
         .success()
         .stdout("1\n");
-    assert_eq!(run_state(&db, 1)["state"], "run");
-    let p = poll_to_end(&db, 1);
+    assert_eq!(db.show(1)["state"], "run");
+    let p = common::poll_until_done(&db, 1);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(outputs_identical(&site, 1), 4);
 }
@@ -901,57 +823,12 @@ fn exec_refuses_a_push_that_would_outlive_the_master() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let (site, _masters) = auth_site(&db, &["ofe1"]);
     // The site cuts connections after six minutes.
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        text.replace(
-            "max_nodes = 1",
-            "max_nodes = 1\nmaster_lifetime_hours = 0.1",
-        ),
-    )
-    .unwrap();
+    site.target_lines("master_lifetime_hours = 0.1");
     db.remotetool().args(["auth", "start"]).assert().success();
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "1",
-            "--chips",
-            "6",
-            "--label",
-            "FC",
-            "--file-size",
-            "100000",
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    db.import(&String::from_utf8(out.stdout).unwrap());
-    db.remotetool()
-        .args(["define", "--label", "FC", "--stage", "chip"])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
+    db.import_chip_failing(&site, "FC", (1, 6), 100000, &[]);
+    define_and_prepare(&db, "FC", "chip");
     // Measured before: 1 kB/s over ofe1.
-    {
-        let mut c = db.open();
-        c.tx(|s| {
-            s.insert_rate(&offload::db::models::NewRate {
-                host: "ofe1".into(),
-                direction: "push".into(),
-                bytes: 2_000_000,
-                seconds: 2000.0,
-                at: offload::db::now(),
-            })?;
-            Ok(())
-        })
-        .unwrap();
-    }
+    db.insert_rate("ofe1", "push", 2_000_000, 2000.0);
     db.tool("exec")
         .args(["--remote-id", "1"])
         .assert()
@@ -961,46 +838,25 @@ fn exec_refuses_a_push_that_would_outlive_the_master() {
             "at the measured 0.0 MB/s, but the master to ofe1 is expected to expire in",
         ))
         .stderr(contains("the auth refresh is due"));
-    let run = run_state(&db, 1);
+    let run = db.show(1);
     assert_eq!(run["state"], "pending");
     assert!(!site.remote.join("neb").exists(), "nothing sent");
     // A faster measurement lets it go, and the push is measured in turn.
-    {
-        let mut c = db.open();
-        for _ in 0..3 {
-            c.tx(|s| {
-                s.insert_rate(&offload::db::models::NewRate {
-                    host: "ofe1".into(),
-                    direction: "push".into(),
-                    bytes: 100_000_000,
-                    seconds: 1.0,
-                    at: offload::db::now(),
-                })?;
-                Ok(())
-            })
-            .unwrap();
-        }
+    for _ in 0..3 {
+        db.insert_rate("ofe1", "push", 100_000_000, 1.0);
     }
     db.tool("exec")
         .args(["--remote-id", "1"])
         .assert()
         .success();
-    assert_eq!(run_state(&db, 1)["state"], "run");
+    assert_eq!(db.show(1)["state"], "run");
 }
 
 #[test]
 fn xfer_with_a_database_refuses_a_push_that_would_outlive_the_master_and_measures_its_own() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let (site, _masters) = auth_site(&db, &["ofe1"]);
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        text.replace(
-            "max_nodes = 1",
-            "max_nodes = 1\nmaster_lifetime_hours = 0.1",
-        ),
-    )
-    .unwrap();
+    site.target_lines("master_lifetime_hours = 0.1");
     db.remotetool().args(["auth", "start"]).assert().success();
     let src = db.home.path().join("src.dat");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -1008,20 +864,7 @@ fn xfer_with_a_database_refuses_a_push_that_would_outlive_the_master_and_measure
     let dst = site.remote.join("x/dst.dat");
     let from = db.write("from.list", &format!("{}\n", src.display()));
     let to = db.write("to.list", &format!("{}\n", dst.display()));
-    let rate = |bytes: i64, seconds: f64| {
-        let mut c = db.open();
-        c.tx(|s| {
-            s.insert_rate(&offload::db::models::NewRate {
-                host: "ofe1".into(),
-                direction: "push".into(),
-                bytes,
-                seconds,
-                at: offload::db::now(),
-            })?;
-            Ok(())
-        })
-        .unwrap();
-    };
+    let rate = |bytes: i64, seconds: f64| db.insert_rate("ofe1", "push", bytes, seconds);
     rate(1_000_000, 1000.0);
     let xfer = || {
         let mut c = db.tool("xfer");
@@ -1056,10 +899,30 @@ fn xfer_with_a_database_refuses_a_push_that_would_outlive_the_master_and_measure
 fn quiet_keeps_nothing_to_do_off_stderr_for_schedulers() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let _site = quick_site(&db, &["quick"], "");
-    db.tool("prepare").args(["--next"]).assert().code(3).stderr(contains("no new runs to prepare"));
-    db.tool("prepare").args(["--next", "--quiet"]).assert().code(3).stderr("");
-    db.tool("prepare").args(["--next", "-q"]).assert().code(3).stderr("");
-    db.tool("poll").args(["-q", "--next"]).assert().code(3).stderr("");
+    db.tool("prepare")
+        .args(["--next"])
+        .assert()
+        .code(3)
+        .stderr(contains("no new runs to prepare"));
+    db.tool("prepare")
+        .args(["--next", "--quiet"])
+        .assert()
+        .code(3)
+        .stderr("");
+    db.tool("prepare")
+        .args(["--next", "-q"])
+        .assert()
+        .code(3)
+        .stderr("");
+    db.tool("poll")
+        .args(["-q", "--next"])
+        .assert()
+        .code(3)
+        .stderr("");
     // Errors still speak.
-    db.tool("prepare").args(["--remote-id", "7", "-q"]).assert().code(2).stderr(contains("no run with remote_id 7"));
+    db.tool("prepare")
+        .args(["--remote-id", "7", "-q"])
+        .assert()
+        .code(2)
+        .stderr(contains("no run with remote_id 7"));
 }

@@ -9,41 +9,11 @@ use std::time::{Duration, Instant};
 
 use predicates::str::contains;
 
-fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
-}
-
-fn show(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let mut c = db.remotetool();
-    c.args(["show", &id.to_string(), "--json"]);
-    json_of(c)
-}
-
 /// A local-target site whose recipes folder is the fixtures' plus `extra`
 /// recipes (file name, text).
 fn local_site(db: &common::TestDb, extra: &[(&str, &str)]) -> common::Site {
     let site = db.site_with("scheduler = \"local\"");
-    let dir = site.root.join("recipes");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["chip.toml", "camera.toml"] {
-        std::fs::copy(common::fixtures().join("recipes").join(f), dir.join(f)).unwrap();
-    }
-    for (name, text) in extra {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    let recipes = common::fixtures().join("recipes").display().to_string();
-    std::fs::write(
-        &site.config,
-        text.replace(&recipes, &dir.display().to_string()),
-    )
-    .unwrap();
+    site.use_recipes(extra);
     site
 }
 
@@ -58,35 +28,6 @@ fn chip_with_log() -> String {
 
 const SLEEPY: &str =
     "stage = \"sleepy\"\nthreads = 1\ntime_cost = 60\ncommand = \"echo started; sleep 600\"\n";
-
-/// Import chip items with their files; those of `failing` stage_ids fail
-/// with exit status 3.
-fn import_chip(db: &common::TestDb, site: &common::Site, label: &str, failing: &[i64]) {
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "1",
-            "--chips",
-            "6",
-            "--label",
-            label,
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if failing.contains(&v["stage_id"].as_i64().unwrap()) {
-            v["params"]["FAIL"] = 3.into();
-        }
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
-}
 
 /// define -> prepare -> exec -> poll until the run leaves `run`.
 fn chain(db: &common::TestDb, label: &str, stage: &str, id: i64, poll_args: &[&str]) -> String {
@@ -128,10 +69,10 @@ fn chain(db: &common::TestDb, label: &str, stage: &str, id: i64, poll_args: &[&s
 both_backends! {
     fn a_failed_component_shows_its_log_tail_and_commands(db) {
         let site = local_site(db, &[("chip.toml", &chip_with_log())]);
-        import_chip(db, &site, "LG", &[2]);
+        db.import_chip_failing(&site, "LG", (1, 6), 64, &[2]);
         assert_eq!(chain(db, "LG", "chip", 1, &[]), "error");
         // The run lists its failed component with the last line it wrote.
-        let run = show(db, 1);
+        let run = db.show(1);
         let failed = run["failed_components"].as_array().unwrap();
         assert_eq!(failed.len(), 1, "{run}");
         assert_eq!(failed[0]["stage_id"], 2);
@@ -149,10 +90,10 @@ both_backends! {
         // One component: by id, or by the run and the work item's stage_id.
         let mut c = db.remotetool();
         c.args(["show", "--component", &cid.to_string(), "--json"]);
-        let comp = json_of(c);
+        let comp = common::json_of(c);
         let mut c = db.remotetool();
         c.args(["show", "1", "--stage-id", "2", "--json"]);
-        assert_eq!(json_of(c)["component"]["id"], cid);
+        assert_eq!(common::json_of(c)["component"]["id"], cid);
         assert_eq!(comp["component"]["state"], "failed");
         assert_eq!(comp["component"]["exit_status"], 3);
         assert_eq!(comp["result"]["phase"], "command");
@@ -204,7 +145,7 @@ both_backends! {
 
     fn abort_withdraws_runs_not_yet_submitted(db) {
         let site = local_site(db, &[]);
-        import_chip(db, &site, "AB", &[]);
+        db.import_chip_failing(&site, "AB", (1, 6), 64, &[]);
         for _ in 0..2 {
             db.remotetool().args(["define", "--label", "AB", "--stage", "chip", "--limit", "3"]).assert().success();
         }
@@ -212,18 +153,18 @@ both_backends! {
         db.remotetool().args(["abort", "1"]).assert().code(2).stderr(contains("--reason"));
         let mut c = db.remotetool();
         c.args(["abort", "--label", "AB", "--reason", "wrong detrends", "--json"]);
-        let a = json_of(c);
+        let a = common::json_of(c);
         assert_eq!(a.as_array().unwrap().len(), 2, "{a}");
         for (r, from) in a.as_array().unwrap().iter().zip(["new", "pending"]) {
             assert_eq!((r["from"].as_str(), r["to"].as_str()), (Some(from), Some("cancelled")));
             assert_eq!(r["job_id"], serde_json::Value::Null);
         }
-        let h = show(db, 2)["history"].clone();
+        let h = db.show(2)["history"].clone();
         let last = h.as_array().unwrap().last().unwrap();
         assert!(last["message"].as_str().unwrap().contains("wrong detrends"), "{last}");
         // The work items are free: the next define takes all six.
         db.remotetool().args(["define", "--label", "AB", "--stage", "chip"]).assert().success().stdout("3\n");
-        assert_eq!(show(db, 3)["components"], 6);
+        assert_eq!(db.show(3)["components"], 6);
         // Nothing open left but run 3; a closed run is not aborted.
         db.remotetool().args(["abort", "1", "--reason", "again"]).assert().code(2).stderr(contains("nothing to abort"));
         db.remotetool().args(["abort", "3", "--reason", "x"]).assert().success();
@@ -243,7 +184,7 @@ both_backends! {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         let mut c = db.remotetool();
         c.args(["abort", "1", "--reason", "wrong recipe", "--json"]);
-        let a = json_of(c);
+        let a = common::json_of(c);
         assert_eq!((a[0]["from"].as_str(), a[0]["to"].as_str()), (Some("run"), Some("error")));
         assert_eq!(a[0]["job_cancelled"], true);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -251,7 +192,7 @@ both_backends! {
             assert!(Instant::now() < deadline, "job {job} still alive after abort");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let run = show(db, 1);
+        let run = db.show(1);
         assert_eq!(run["fault"], 40);
         let msg = run["message"].as_str().unwrap();
         assert!(msg.contains("wrong recipe") && msg.contains(&format!("job {job} cancelled")), "{msg}");
@@ -259,7 +200,7 @@ both_backends! {
         db.remotetool().args(["define", "--label", "SL", "--stage", "sleepy"]).assert().code(3);
         let mut c = db.remotetool();
         c.args(["retry", "1", "--json"]);
-        let r = json_of(c);
+        let r = common::json_of(c);
         assert_eq!((r[0]["from"].as_str(), r[0]["to"].as_str()), (Some("error"), Some("cancelled")));
         assert_eq!(r[0]["withdrawn"], 1);
         let out = db.remotetool().args(["define", "--label", "SL", "--stage", "sleepy"]).output().unwrap();
@@ -271,7 +212,7 @@ both_backends! {
 
     fn retry_puts_failed_work_back_within_the_attempt_limit(db) {
         let site = local_site(db, &[]);
-        import_chip(db, &site, "RT", &[1, 4]);
+        db.import_chip_failing(&site, "RT", (1, 6), 64, &[1, 4]);
         // One attempt only: the two failures are abandoned at once.
         assert_eq!(chain(db, "RT", "chip", 1, &["--attempts", "1"]), "error");
         let mut c = db.open();
@@ -279,14 +220,14 @@ both_backends! {
         // At the limit of one attempt they stay abandoned, and the run stays error.
         let mut c1 = db.remotetool();
         c1.args(["retry", "1", "--attempts", "1", "--json"]);
-        let r = json_of(c1);
+        let r = common::json_of(c1);
         assert_eq!((r[0]["over_limit"].as_u64(), r[0]["ready_again"].as_u64()), (Some(2), Some(0)));
         assert_eq!(r[0]["to"], "full");
-        assert_eq!(show(db, 1)["state"], "full");
+        assert_eq!(db.show(1)["state"], "full");
         // A full run is retried when named: two attempts allowed, both come back.
         let mut c2 = db.remotetool();
         c2.args(["retry", "1", "--json"]);
-        let r = json_of(c2);
+        let r = common::json_of(c2);
         assert_eq!((r[0]["ready_again"].as_u64(), r[0]["to"].as_str()), (Some(2), Some("full")));
         assert_eq!(c.read(|s| s.count_free_items("RT", "chip")).unwrap(), 2);
         // They fail again and are abandoned for good; --ignore-limit still brings them back.
@@ -459,7 +400,7 @@ both_backends! {
         insta::assert_snapshot!("status_table", String::from_utf8(out.stdout).unwrap());
         let mut c = db.remotetool();
         c.args(at).arg("--json");
-        let j = json_of(c);
+        let j = common::json_of(c);
         insta::assert_snapshot!("status_json", serde_json::to_string_pretty(&j).unwrap());
         // What a script checks.
         assert_eq!(j["moving"], false);
@@ -468,7 +409,7 @@ both_backends! {
         // --no-masters asks no ssh; a shorter stuck threshold catches run 6 too.
         let mut c = db.remotetool();
         c.args(at).args(["--no-masters", "--stuck-after", "30", "--json"]);
-        let j = json_of(c);
+        let j = common::json_of(c);
         assert_eq!(j["masters"], serde_json::Value::Null);
         assert_eq!(j["attention"].as_array().unwrap().len(), 4);
         db.remotetool().args(["status", "--at", "noon"]).assert().code(2).stderr(contains("--at \"noon\""));

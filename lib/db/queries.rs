@@ -571,24 +571,8 @@ macro_rules! impl_store {
                 polled_before: Option<NaiveDateTime>,
                 limit: i64,
             ) -> QueryResult<Vec<Run>> {
-                let live = leases::table
-                    .filter(leases::remote_id.eq(remote_runs::remote_id))
-                    .filter(leases::heartbeat_at.gt(stale_before))
-                    .select(leases::remote_id);
-                let mut q = remote_runs::table
-                    .filter(remote_runs::state.eq(state))
-                    .filter(not(exists(live)))
-                    .into_boxed();
-                if let Some(t) = polled_before {
-                    q = q.filter(
-                        remote_runs::last_poll
-                            .is_null()
-                            .or(remote_runs::last_poll.le(t)),
-                    );
-                }
-                q.order(remote_runs::remote_id.asc())
+                claimable!(state, stale_before, polled_before)
                     .limit(limit)
-                    .select(Run::as_select())
                     .load(self)
             }
 

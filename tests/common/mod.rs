@@ -179,6 +179,38 @@ pub fn items(label: &str, stage: &str, exposures: usize, chips: usize, first_id:
     out
 }
 
+/// Run a command that must succeed; its stdout as JSON.
+pub fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
+/// Poll a run until its job has ended (poll's JSON of the last poll).
+pub fn poll_until_done(db: &TestDb, id: i64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", &id.to_string(), "--json"]);
+        let p = json_of(c);
+        if !["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"]
+            .contains(&p["state"].as_str().unwrap_or(""))
+        {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job of run {id} still {} after 240 s",
+            p["state"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 pub fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
@@ -305,6 +337,75 @@ impl TestDb {
         items
     }
 
+    /// `remotetool show ID --json`.
+    pub fn show(&self, id: i64) -> serde_json::Value {
+        let mut c = self.remotetool();
+        c.args(["show", &id.to_string(), "--json"]);
+        json_of(c)
+    }
+
+    /// Record a measured transfer rate, as exec and xfer do.
+    pub fn insert_rate(&self, host: &str, direction: &str, bytes: i64, seconds: f64) {
+        let mut c = self.open();
+        c.tx(|s| {
+            s.insert_rate(&offload::db::models::NewRate {
+                host: host.into(),
+                direction: direction.into(),
+                bytes,
+                seconds,
+                at: offload::db::now(),
+            })?;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// Generate `exposures` x `chips` chip items with their input files
+    /// (each `file_size` bytes) and import them; those whose stage_id is in
+    /// `failing` fail with exit status 3.
+    pub fn import_chip_failing(
+        &self,
+        site: &Site,
+        label: &str,
+        (exposures, chips): (usize, usize),
+        file_size: u64,
+        failing: &[i64],
+    ) {
+        let out = std::process::Command::new("python3")
+            .arg(fixtures().join("gen-chip-items.py"))
+            .args([
+                "--exposures",
+                &exposures.to_string(),
+                "--chips",
+                &chips.to_string(),
+            ])
+            .args([
+                "--label",
+                label,
+                "--file-size",
+                &file_size.to_string(),
+                "--files",
+            ])
+            .arg(&site.neb)
+            .output()
+            .expect("python3 runs the fixture generator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut items = String::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if failing.contains(&v["stage_id"].as_i64().unwrap()) {
+                v["params"]["FAIL"] = 3.into();
+            }
+            items.push_str(&v.to_string());
+            items.push('\n');
+        }
+        self.import(&items);
+    }
+
     /// Any tool with `--db`, in the test's home.
     pub fn tool(&self, tool: &str) -> assert_cmd::Command {
         let mut c = self.bare(tool);
@@ -314,6 +415,40 @@ impl TestDb {
 }
 
 impl Site {
+    /// Read recipes from a folder of the test's own: the fixtures' chip and
+    /// camera, plus `extra` (file name, text), which may replace them.
+    pub fn use_recipes(&self, extra: &[(&str, &str)]) {
+        let dir = self.root.join("recipes");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["chip.toml", "camera.toml"] {
+            std::fs::copy(fixtures().join("recipes").join(f), dir.join(f)).unwrap();
+        }
+        for (name, text) in extra {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let recipes = fixtures().join("recipes").display().to_string();
+        std::fs::write(
+            &self.config,
+            text.replace(&recipes, &dir.display().to_string()),
+        )
+        .unwrap();
+    }
+
+    /// Add lines to the target's section of the configuration.
+    pub fn target_lines(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            text.replacen(
+                "[targets.testsite]\n",
+                &format!("[targets.testsite]\n{lines}\n"),
+                1,
+            ),
+        )
+        .unwrap();
+    }
+
     pub fn run_dir(&self, remote_id: i64) -> PathBuf {
         self.runs.join(format!("run-{remote_id}"))
     }
