@@ -533,10 +533,25 @@ pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> 
     let r = db.tx(|s| {
         ensure_not_paused(s, &actor.tool)?;
         let run = get_run(s, remote_id)?;
-        s.delete_lease(remote_id, None, Some(stale_before()))?;
         if let Some(l) = s.lease(remote_id)? {
-            if l.host == actor.host && !pid_alive(l.pid) {
+            let why = if l.heartbeat_at <= stale_before() {
+                Some("no heartbeat")
+            } else if l.host == actor.host && !pid_alive(l.pid) {
+                Some("its process is gone")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 s.delete_lease(remote_id, Some((&l.host, l.pid)), None)?;
+                s.insert_history(&actor.history(
+                    Some(remote_id),
+                    None,
+                    None,
+                    format!(
+                        "reclaimed the lease of {} on {}:{} ({why})",
+                        l.tool, l.host, l.pid
+                    ),
+                ))?;
             } else {
                 return Err(exit::try_later(format!(
                     "run {remote_id} is held by {} on {}:{} since {}",

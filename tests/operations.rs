@@ -926,3 +926,46 @@ fn quiet_keeps_nothing_to_do_off_stderr_for_schedulers() {
         .code(2)
         .stderr(contains("no run with remote_id 7"));
 }
+
+both_backends! {
+    fn a_dead_holders_lease_is_reclaimed_with_a_message(db) {
+        let _site = quick_site(db, &["quick"], "");
+        db.import(&item_lines("DL", "quick", 2, 1));
+        for _ in 0..2 {
+            db.remotetool().args(["define", "--label", "DL", "--stage", "quick", "--limit", "1"]).assert().success();
+        }
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id() as i32;
+        gone.wait().unwrap();
+        let now = offload::db::now();
+        let lease = |id: i64, host: &str, pid: i32, heartbeat: chrono::NaiveDateTime| {
+            let mut c = db.open();
+            c.tx(|s| {
+                s.insert_lease(&offload::db::models::Lease {
+                    remote_id: id,
+                    tool: "prepare".into(),
+                    host: host.into(),
+                    pid,
+                    acquired_at: heartbeat,
+                    heartbeat_at: heartbeat,
+                })?;
+                Ok(())
+            })
+            .unwrap();
+        };
+        // Run 1: its holder died here. Run 2: its holder elsewhere fell silent.
+        lease(1, &this_host(), gone_pid, now);
+        lease(2, "ws99", 4242, now - chrono::TimeDelta::minutes(10));
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
+        let mut c = db.open();
+        let h = c.read(|s| s.history(None, 50)).unwrap();
+        let said: Vec<&str> = h.iter().filter_map(|r| r.message.as_deref()).filter(|m| m.starts_with("reclaimed")).collect();
+        assert!(said.contains(&format!("reclaimed the lease of prepare on {}:{gone_pid} (its process is gone)", this_host()).as_str()), "{said:?}");
+        assert!(said.contains(&"reclaimed the lease of prepare on ws99:4242 (no heartbeat)"), "{said:?}");
+        // A live holder elsewhere is not: try later.
+        db.remotetool().args(["set", "1", "new", "--reason", "again"]).assert().success();
+        lease(1, "ws99", 4243, offload::db::now());
+        db.tool("prepare").args(["--remote-id", "1"]).assert().code(4).stderr(contains("run 1 is held by prepare on ws99:4243"));
+    }
+}

@@ -393,6 +393,9 @@ both_backends! {
             UPDATE remote_runs SET state_since = '2026-11-25 10:00:00', last_poll = '2026-11-25 11:59:00', job_id = '7706' WHERE remote_id = 6;
             UPDATE control SET changed_at = '2026-11-25 11:50:00', changed_by = 'ops01:311';
             UPDATE leases SET acquired_at = '2026-11-25 11:58:30', heartbeat_at = '2026-11-25 11:59:30';
+            INSERT INTO processes (tool, host, pid, started_at, heartbeat_at, command)
+                VALUES ('poll', 'ws07', 4242, '2026-11-25 11:58:29', '2026-11-25 11:59:40', 'poll --next'),
+                       ('xfer', 'ws08', 977, '2026-11-25 09:00:00', '2026-11-25 09:10:00', 'xfer push');
         ");
         let at = ["status", "--at", "2026-11-25 12:00:00"];
         let out = db.remotetool().args(at).output().unwrap();

@@ -79,6 +79,17 @@ pub struct Holder {
     pub stale: bool,
 }
 
+/// A tool process at work, from the registry.
+#[derive(Debug, Serialize)]
+pub struct Worker {
+    pub tool: String,
+    pub host: String,
+    pub pid: i32,
+    pub since: NaiveDateTime,
+    pub heartbeat_seconds: i64,
+    pub stale: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub at: NaiveDateTime,
@@ -93,6 +104,8 @@ pub struct Status {
     /// When an unfinished `remotetool refresh-auth` began.
     pub refresh_since: Option<NaiveDateTime>,
     pub holders: Vec<Holder>,
+    /// exec, poll, prepare and xfer processes at work on any host.
+    pub workers: Vec<Worker>,
 }
 
 fn get<'a>(
@@ -248,6 +261,18 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
             stale: secs(l.heartbeat_at) > stale,
         })
         .collect();
+    let workers = db
+        .read(|s| s.processes())?
+        .into_iter()
+        .map(|p| Worker {
+            tool: p.tool,
+            host: p.host,
+            pid: p.pid,
+            since: p.started_at,
+            heartbeat_seconds: secs(p.heartbeat_at),
+            stale: secs(p.heartbeat_at) > stale,
+        })
+        .collect();
     let masters_ok = masters.as_ref().is_none_or(|m| m.iter().all(|m| m.alive));
     Ok(Status {
         at,
@@ -259,6 +284,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         paused,
         refresh_since,
         holders,
+        workers,
     })
 }
 
@@ -447,6 +473,34 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             .collect();
         out.push_str(&table::render_fit(
             &["RUN", "TOOL", "HOST:PID", "SINCE", "HEARTBEAT"],
+            &rows,
+            width,
+        ));
+    }
+    if !st.workers.is_empty() {
+        out.push_str("\ntools at work:\n");
+        let rows: Vec<Vec<String>> = st
+            .workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.tool.clone(),
+                    format!("{}:{}", w.host, w.pid),
+                    table::time(&w.since),
+                    format!(
+                        "{} ago{}",
+                        human_duration(w.heartbeat_seconds),
+                        if w.stale {
+                            " (stale: `remotetool wait` reclaims it)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render_fit(
+            &["TOOL", "HOST:PID", "SINCE", "HEARTBEAT"],
             &rows,
             width,
         ));
