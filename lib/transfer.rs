@@ -53,6 +53,9 @@ S=${1:?session}
 T=$(mktemp -d "${TMPDIR:-/tmp}/offload-xfer.XXXXXX") || { echo "BAD 0 cannot make a temporary folder"; exit 70; }
 trap 'wait; rm -rf "$T"' EXIT
 if command -v zstd >/dev/null 2>&1; then Z=1; else Z=0; fi
+# GNU tar reads a bundle (whole records) straight from the channel and stops
+# at its end; any other tar gets it through head -c.
+case $(tar --version 2>/dev/null) in *"GNU tar"*) G=1 ;; *) G=0 ;; esac
 echo "READY $Z"
 one() { tr '\n' ' ' < "$1" | head -c 400; }
 while IFS=' ' read -r kind id a b c d; do
@@ -65,10 +68,20 @@ while IFS=' ' read -r kind id a b c d; do
     head -c "$d" > "$T/d.$id"
     if [ "$c" = 1 ]; then
       head -c "$b" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+    elif [ "$G" = 1 ] && [ $((b % 10240)) -eq 0 ]; then
+      tar -x -B -b 20 --no-same-owner -f - -C / 2> "$T/e.$id"
     else
       head -c "$b" | { tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     fi
     ts=$?
+    if [ "$ts" -ne 0 ] && [ "$c" != 1 ] && [ "$G" = 1 ]; then
+      # Read straight from the channel, a failed tar may have stopped short:
+      # the stream can no longer be trusted. Report and end this channel;
+      # the bundle goes again on another.
+      echo "BAD $id tar: $(one "$T/e.$id")"
+      while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$T/d.$id"
+      exit 75
+    fi
     (
       drop() { while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$T/d.$id"; }
       if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")"; drop;
@@ -766,12 +779,17 @@ fn push_bundle(
             .with_context(|| format!("cannot pack {}", p.src))?;
     }
     let folders: String = folders.iter().map(|(s, d)| format!("{s}\t{d}\n")).collect();
-    Ok((
-        manifest.into_bytes(),
-        folders.into_bytes(),
-        tar.into_inner()?,
-    ))
+    // Whole tar records: GNU tar on the far side reads the bundle straight
+    // from the channel (`-B -b 20`) and stops at the record holding the
+    // end-of-archive blocks, with no copy through `head -c`.
+    let mut payload = tar.into_inner()?;
+    let pad = (TAR_RECORD - payload.len() % TAR_RECORD) % TAR_RECORD;
+    payload.resize(payload.len() + pad, 0);
+    Ok((manifest.into_bytes(), folders.into_bytes(), payload))
 }
+
+/// GNU tar's default record: 20 blocks of 512 bytes.
+const TAR_RECORD: usize = 20 * 512;
 
 fn compress(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(zstd::bulk::compress(data, 1)?)

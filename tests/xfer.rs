@@ -700,6 +700,45 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
     let text = agent(frame);
     assert!(!text.lines().any(|l| l == "OK 7"), "{text}");
     assert!(!dest.exists(), "a truncated bundle has no final name");
+
+    // Whole tar records, as xfer sends them: read straight from the stream.
+    let mut padded = payload.clone();
+    padded.resize(payload.len().div_ceil(10240) * 10240, 0);
+    let framed = |manifest: &str, body: &[u8]| {
+        let mut f = format!(
+            "P 7 {} {} 0 {}\n",
+            manifest.len(),
+            body.len(),
+            folders.len()
+        )
+        .into_bytes();
+        f.extend_from_slice(manifest.as_bytes());
+        f.extend_from_slice(folders.as_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    // A good bundle, then another request on the same stream: the frames
+    // stay in step.
+    let mut stream = framed(&right, &padded);
+    stream.extend_from_slice(b"Q 9 0\nE 0\n");
+    let text = agent(stream);
+    assert!(text.lines().any(|l| l == "OK 7"), "{text}");
+    assert!(text.lines().any(|l| l == "L 9 0"), "{text}");
+    assert!(text.lines().any(|l| l == "BYE"), "{text}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    std::fs::remove_file(&dest).unwrap();
+    // Not a tar at all: reported, and the channel ends rather than read on
+    // out of step; nothing gets a final name.
+    let mut stream = framed(&right, &vec![b'x'; 10240]);
+    stream.extend_from_slice(b"E 0\n");
+    let text = agent(stream);
+    assert!(text.lines().any(|l| l.starts_with("BAD 7 tar")), "{text}");
+    assert!(!text.lines().any(|l| l == "BYE"), "{text}");
+    assert!(!dest.exists());
+    assert!(
+        !Path::new(&stage).parent().unwrap().exists(),
+        "its staging folder is removed"
+    );
 }
 
 #[test]
