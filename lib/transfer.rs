@@ -101,7 +101,16 @@ while IFS=' ' read -r kind id a b c d; do
     if [ "$c" = 1 ]; then
       head -c "$b" | { zstd -dqc | dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     else
-      head -c "$b" | { dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+      # dd reads exactly the chunk's bytes from the channel itself.
+      dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc \
+        count="$b" iflag=count_bytes,fullblock status=none 2>> "$T/e.$id"
+      if [ $? -ne 0 ]; then
+        # It may have stopped short: end this channel rather than read on
+        # out of step; the chunk goes again on another.
+        echo "BAD $id write: $(one "$T/e.$id")"
+        exit 75
+      fi
+      true
     fi
     if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
     rm -f "$T/e.$id"

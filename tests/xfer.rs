@@ -739,6 +739,31 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
         !Path::new(&stage).parent().unwrap().exists(),
         "its staging folder is removed"
     );
+
+    // A chunk of a large file is read straight from the stream too: the
+    // next request is answered in step; a chunk that cannot be written ends
+    // the channel.
+    let big = dir.path().join("big.dat");
+    let chunk = vec![b'c'; 300_000];
+    let mut stream = format!("C 11 0 {} 0\n{}\n", chunk.len(), big.display()).into_bytes();
+    stream.extend_from_slice(&chunk);
+    stream.extend_from_slice(b"Q 12 0\nE 0\n");
+    let text = agent(stream);
+    assert!(text.lines().any(|l| l == "OK 11"), "{text}");
+    assert!(text.lines().any(|l| l == "L 12 0"), "{text}");
+    assert!(text.lines().any(|l| l == "BYE"), "{text}");
+    let part = format!("{}.offload-part.test-session", big.display());
+    assert_eq!(std::fs::read(&part).unwrap(), chunk);
+    assert!(!big.exists(), "a chunk alone never has the final name");
+    let mut stream = format!("C 13 0 {} 0\n/proc/offload-no/x.dat\n", chunk.len()).into_bytes();
+    stream.extend_from_slice(&chunk);
+    stream.extend_from_slice(b"Q 14 0\nE 0\n");
+    let text = agent(stream);
+    assert!(
+        text.lines().any(|l| l.starts_with("BAD 13 write")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l == "BYE"), "{text}");
 }
 
 #[test]
