@@ -607,20 +607,29 @@ pub fn record_fault(
     message: &str,
     actor: &Actor,
 ) -> anyhow::Result<()> {
-    db.tx(|s| {
-        let run = get_run(s, remote_id)?;
-        let changes = RunChanges {
-            fault: Some(fault),
-            message: Some(Some(message.to_string())),
-            ..RunChanges::to(&run.state)
-        };
-        s.set_run_state(remote_id, &run.state, &changes)?;
-        s.insert_history(&actor.history(
-            Some(remote_id),
-            None,
-            None,
-            format!("fault {fault}: {message}"),
-        ))?;
-        Ok(())
-    })
+    db.tx(|s| record_fault_in(s, remote_id, fault, message, actor))
+}
+
+/// [`record_fault`] inside the caller's transaction.
+pub fn record_fault_in(
+    s: &mut dyn Store,
+    remote_id: i64,
+    fault: i32,
+    message: &str,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    let run = get_run(s, remote_id)?;
+    let changes = RunChanges {
+        fault: Some(fault),
+        message: Some(Some(message.to_string())),
+        ..RunChanges::to(&run.state)
+    };
+    s.set_run_state(remote_id, &run.state, &changes)?;
+    s.insert_history(&actor.history(
+        Some(remote_id),
+        None,
+        None,
+        format!("fault {fault}: {message}"),
+    ))?;
+    Ok(())
 }

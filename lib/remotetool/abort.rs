@@ -116,10 +116,10 @@ fn each_run<T>(
         }
     }
     match first_err {
-        Some(e) if done.is_empty() => Err(e),
         Some(e) => {
-            // Some runs were handled: report them, then fail with the first error.
-            printer.warn(format!("{} runs handled before the error", done.len()));
+            if !done.is_empty() {
+                printer.warn(format!("{} other runs were handled", done.len()));
+            }
             Err(e)
         }
         None => Ok(done),
@@ -221,13 +221,7 @@ pub fn abort(
                 }
             );
             if runs::run_state(&now)? == RunState::Error {
-                let changes = crate::db::queries::RunChanges {
-                    fault: Some(FAULT_ABORTED),
-                    message: Some(Some(msg.clone())),
-                    ..crate::db::queries::RunChanges::to("error")
-                };
-                s.set_run_state(run.remote_id, "error", &changes)?;
-                s.insert_history(&actor.history(Some(run.remote_id), None, None, &msg))?;
+                runs::record_fault_in(s, run.remote_id, FAULT_ABORTED, &msg, actor)?;
             } else {
                 runs::transition_in(
                     s,
