@@ -429,6 +429,31 @@ fn new_lease(actor: &Actor, remote_id: i64) -> Lease {
     }
 }
 
+/// Why the holder of a lease or a process registration is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// Its pid is no longer alive on this host.
+    Process,
+    /// No heartbeat for this many seconds (at least [`LEASE_STALE`]).
+    Silent(i64),
+}
+
+/// Is the holder host/pid, last heard at `heartbeat_at`, gone? Seen from
+/// `this_host` at `now`.
+pub fn holder_gone(
+    host: &str,
+    pid: i32,
+    heartbeat_at: chrono::NaiveDateTime,
+    this_host: &str,
+    now: chrono::NaiveDateTime,
+) -> Option<Gone> {
+    if host == this_host && !pid_alive(pid) {
+        return Some(Gone::Process);
+    }
+    let silent = (now - heartbeat_at).num_seconds();
+    (silent >= LEASE_STALE.as_secs() as i64).then_some(Gone::Silent(silent))
+}
+
 /// Is `pid` a live process on this host (a zombie is not)?
 pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
@@ -534,14 +559,12 @@ pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> 
         ensure_not_paused(s, &actor.tool)?;
         let run = get_run(s, remote_id)?;
         if let Some(l) = s.lease(remote_id)? {
-            let why = if l.heartbeat_at <= stale_before() {
-                Some("no heartbeat")
-            } else if l.host == actor.host && !pid_alive(l.pid) {
-                Some("its process is gone")
-            } else {
-                None
-            };
-            if let Some(why) = why {
+            let gone = holder_gone(&l.host, l.pid, l.heartbeat_at, &actor.host, db::now());
+            if let Some(gone) = gone {
+                let why = match gone {
+                    Gone::Process => "its process is gone",
+                    Gone::Silent(_) => "no heartbeat",
+                };
                 s.delete_lease(remote_id, Some((&l.host, l.pid)), None)?;
                 s.insert_history(&actor.history(
                     Some(remote_id),

@@ -76,19 +76,15 @@ pub struct Reclaimed {
     pub leases: usize,
 }
 
-fn pid_alive(pid: i32) -> bool {
-    crate::runs::pid_alive(pid)
-}
-
 /// Why `p` is dead, if it is: its pid gone on this host, or no heartbeat
 /// for too long.
 pub fn dead(p: &Process, this_host: &str, now: chrono::NaiveDateTime) -> Option<String> {
-    if p.host == this_host && !pid_alive(p.pid) {
-        return Some("its process is gone".to_string());
-    }
-    let silent = (now - p.heartbeat_at).num_seconds();
-    (silent > runs::LEASE_STALE.as_secs() as i64)
-        .then(|| format!("no heartbeat for {}", crate::auth::human_duration(silent)))
+    runs::holder_gone(&p.host, p.pid, p.heartbeat_at, this_host, now).map(|g| match g {
+        runs::Gone::Process => "its process is gone".to_string(),
+        runs::Gone::Silent(secs) => {
+            format!("no heartbeat for {}", crate::auth::human_duration(secs))
+        }
+    })
 }
 
 /// The live processes of `tools`; dead ones (and their leases) are removed
