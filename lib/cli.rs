@@ -107,32 +107,31 @@ pub struct Session {
 impl Session {
     /// Read the configuration and open the database the options name.
     pub fn open(tool: &'static str, g: &GlobalArgs) -> anyhow::Result<Session> {
-        let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
-        let config = crate::config::Config::load(g.config.as_deref())?;
-        let actor = crate::runs::Actor::current(tool);
-        let db = open_db(g, &config)?;
-        Ok(Session {
-            printer,
-            config,
-            actor,
-            db,
-            registration: None,
-        })
+        Session::open_as(tool, g, false)
     }
 
     /// Like [`Session::open`], the process registered as at work until the
     /// session is dropped.
     pub fn open_worker(tool: &'static str, g: &GlobalArgs) -> anyhow::Result<Session> {
+        Session::open_as(tool, g, true)
+    }
+
+    fn open_as(tool: &'static str, g: &GlobalArgs, worker: bool) -> anyhow::Result<Session> {
         let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
         let config = crate::config::Config::load(g.config.as_deref())?;
         let actor = crate::runs::Actor::current(tool);
-        let (db, reg) = open_db_as_worker(g, &config, &actor)?;
+        let (db, registration) = if worker {
+            let (db, reg) = open_db_as_worker(g, &config, &actor)?;
+            (db, Some(reg))
+        } else {
+            (open_db(g, &config)?, None)
+        };
         Ok(Session {
             printer,
             config,
             actor,
             db,
-            registration: Some(reg),
+            registration,
         })
     }
 }

@@ -376,6 +376,17 @@ pub fn revert_auth(
     })
 }
 
+/// Every name is a tool that can be paused (and waited for).
+pub fn check_tools(tools: &[String]) -> anyhow::Result<()> {
+    match tools.iter().find(|t| !PAUSABLE.contains(&t.as_str())) {
+        Some(t) => Err(exit::usage(format!(
+            "unknown tool '{t}' (tools that can be paused: {})",
+            PAUSABLE.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Pause or resume tools; each change is recorded in the history.
 pub fn set_paused(
     db: &mut Db,
@@ -384,14 +395,7 @@ pub fn set_paused(
     reason: Option<&str>,
     actor: &Actor,
 ) -> anyhow::Result<()> {
-    for t in tools {
-        if !PAUSABLE.contains(&t.as_str()) {
-            return Err(exit::usage(format!(
-                "unknown tool '{t}' (tools that can be paused: {})",
-                PAUSABLE.join(", ")
-            )));
-        }
-    }
+    check_tools(tools)?;
     db.tx(|s| {
         for t in tools {
             s.set_control(&Control {

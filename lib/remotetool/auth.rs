@@ -228,14 +228,7 @@ fn tools_or_default(tools: &[String]) -> anyhow::Result<Vec<String>> {
     if tools.is_empty() {
         return Ok(NETWORK_TOOLS.iter().map(|t| t.to_string()).collect());
     }
-    for t in tools {
-        if !runs::PAUSABLE.contains(&t.as_str()) {
-            return Err(exit::usage(format!(
-                "unknown tool '{t}' (one of: {})",
-                runs::PAUSABLE.join(", ")
-            )));
-        }
-    }
+    runs::check_tools(tools)?;
     Ok(tools.to_vec())
 }
 
