@@ -66,15 +66,17 @@ while IFS=' ' read -r kind id a b c d; do
     # go per folder. d = bytes of the list of staging<TAB>destination folders.
     head -c "$a" > "$T/m.$id"
     head -c "$d" > "$T/d.$id"
+    direct=0
     if [ "$c" = 1 ]; then
       head -c "$b" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     elif [ "$G" = 1 ] && [ $((b % 10240)) -eq 0 ]; then
+      direct=1
       tar -x -B -b 20 --no-same-owner -f - -C / 2> "$T/e.$id"
     else
       head -c "$b" | { tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
     fi
     ts=$?
-    if [ "$ts" -ne 0 ] && [ "$c" != 1 ] && [ "$G" = 1 ]; then
+    if [ "$ts" -ne 0 ] && [ "$direct" = 1 ]; then
       # Read straight from the channel, a failed tar may have stopped short:
       # the stream can no longer be trusted. Report and end this channel;
       # the bundle goes again on another.
@@ -100,19 +102,17 @@ while IFS=' ' read -r kind id a b c d; do
     mkdir -p -- "$(dirname -- "$p")" 2> "$T/e.$id"
     if [ "$c" = 1 ]; then
       head -c "$b" | { zstd -dqc | dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+      if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
+    elif dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc \
+        count="$b" iflag=count_bytes,fullblock status=none 2>> "$T/e.$id"; then
+      # dd read exactly the chunk's bytes from the channel itself.
+      echo "OK $id"
     else
-      # dd reads exactly the chunk's bytes from the channel itself.
-      dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc \
-        count="$b" iflag=count_bytes,fullblock status=none 2>> "$T/e.$id"
-      if [ $? -ne 0 ]; then
-        # It may have stopped short: end this channel rather than read on
-        # out of step; the chunk goes again on another.
-        echo "BAD $id write: $(one "$T/e.$id")"
-        exit 75
-      fi
-      true
+      # It may have stopped short: end this channel rather than read on out
+      # of step; the chunk goes again on another.
+      echo "BAD $id write: $(one "$T/e.$id")"
+      exit 75
     fi
-    if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
     rm -f "$T/e.$id"
     ;;
   F)
