@@ -45,9 +45,14 @@ fn mtime(path: &std::path::Path) -> Option<NaiveDateTime> {
         .map(|d| d.naive_utc())
 }
 
+/// The site's connection lifetime as a duration.
+fn lifetime(hours: f64) -> TimeDelta {
+    TimeDelta::seconds((hours * 3600.0) as i64)
+}
+
 /// Probe one host's master.
 pub fn probe(target: &Target, host: &Host, now: NaiveDateTime) -> Master {
-    let lifetime = TimeDelta::seconds((target.config.master_lifetime_hours * 3600.0) as i64);
+    let lifetime = lifetime(target.config.master_lifetime_hours);
     let (alive, pid, problem) = match host.master_pid() {
         Ok(pid) => (true, Some(pid), None),
         Err(e) => (false, None, Some(e)),
@@ -82,8 +87,8 @@ pub fn all_masters(cfg: &Config, now: NaiveDateTime) -> Vec<Master> {
         if target.config.scheduler == SchedulerKind::Local {
             continue;
         }
-        match crate::exec::target_hosts(&target) {
-            Ok(hosts) => out.extend(hosts.iter().map(|h| probe(&target, h, now))),
+        match front_ends(cfg, Some(name), &[]) {
+            Ok(fes) => out.extend(fes.iter().map(|fe| probe(&fe.target, &fe.host, now))),
             Err(e) => out.push(unresolved(name, "-", &e)),
         }
     }
@@ -533,7 +538,7 @@ pub fn forecast(
     };
     let needed = bytes as f64 / rate * 1.25 + FORECAST_SLACK_S;
     let now = crate::db::now();
-    let lifetime = TimeDelta::seconds((lifetime_hours * 3600.0) as i64);
+    let lifetime = lifetime(lifetime_hours);
     let first = hosts
         .iter()
         .filter_map(|h| {
