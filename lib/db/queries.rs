@@ -185,14 +185,15 @@ pub trait Store {
     fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>>;
     /// Every component a work item has had, oldest first.
     fn item_components(&mut self, work_item_id: i64) -> QueryResult<Vec<Component>>;
-    /// A run's components (active or not) with their work items, failed
-    /// first, at most `limit`.
-    fn run_component_rows(
+    /// A run's failed components with their work items, oldest first, at
+    /// most `limit`.
+    fn run_failed_components(
         &mut self,
         remote_id: i64,
-        state: Option<&str>,
         limit: i64,
     ) -> QueryResult<Vec<(Component, WorkItem)>>;
+    /// The id of the run's component of the work item with this stage_id.
+    fn run_component_id(&mut self, remote_id: i64, stage_id: i64) -> QueryResult<Option<i64>>;
     /// Is any component of the run still active?
     fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool>;
     fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64>;
@@ -314,13 +315,10 @@ impl RowLock for PgConnection {
 }
 
 impl RowLock for SqliteConnection {
-    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
-        diesel::select(exists(
-            remote_runs::table
-                .find(remote_id)
-                .filter(remote_runs::state.eq(state)),
-        ))
-        .get_result(self)
+    fn lock_run_row(&mut self, _remote_id: i64, _state: &str) -> QueryResult<bool> {
+        // The candidates came from this same write transaction: nothing
+        // else can have taken or moved them.
+        Ok(true)
     }
 
     fn oldest_locked(
@@ -877,23 +875,34 @@ macro_rules! impl_store {
                     .load(self)
             }
 
-            fn run_component_rows(
+            fn run_failed_components(
                 &mut self,
                 remote_id: i64,
-                state: Option<&str>,
                 limit: i64,
             ) -> QueryResult<Vec<(Component, WorkItem)>> {
-                let mut q = remote_components::table
+                remote_components::table
                     .inner_join(work_items::table)
                     .filter(remote_components::remote_id.eq(remote_id))
-                    .into_boxed();
-                if let Some(st) = state {
-                    q = q.filter(remote_components::state.eq(st));
-                }
-                q.order(remote_components::id.asc())
+                    .filter(remote_components::state.eq("failed"))
+                    .order(remote_components::id.asc())
                     .limit(limit)
                     .select((Component::as_select(), WorkItem::as_select()))
                     .load(self)
+            }
+
+            fn run_component_id(
+                &mut self,
+                remote_id: i64,
+                stage_id: i64,
+            ) -> QueryResult<Option<i64>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(work_items::stage_id.eq(stage_id))
+                    .order(remote_components::id.desc())
+                    .select(remote_components::id)
+                    .first(self)
+                    .optional()
             }
 
             fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool> {

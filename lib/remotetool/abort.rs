@@ -340,7 +340,7 @@ pub fn retry(
                 return Ok(r);
             }
             let now = crate::db::now();
-            for (_, w) in s.run_component_rows(run.remote_id, Some("failed"), i64::MAX)? {
+            for (_, w) in s.run_failed_components(run.remote_id, i64::MAX)? {
                 match w.state.as_str() {
                     "ready" => r.already_ready += 1,
                     "abandoned" if a.ignore_limit || w.attempts < a.attempts => {

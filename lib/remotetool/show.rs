@@ -146,22 +146,21 @@ pub fn show(
     }
     let remote_id = a.remote_id.expect("clap requires a run or a component");
     if let Some(sid) = a.stage_id {
-        let rows = db.read(|s| s.run_component_rows(remote_id, None, i64::MAX))?;
-        let Some((c, _)) = rows.iter().rev().find(|(_, w)| w.stage_id == sid) else {
+        let Some(cid) = db.read(|s| s.run_component_id(remote_id, sid))? else {
             db.read(|s| s.run(remote_id))?
                 .ok_or_else(|| no_run(remote_id))?;
             return Err(exit::usage(format!(
                 "run {remote_id} has no component of stage_id {sid}"
             )));
         };
-        return show_component(db, cfg, c.id, Some(remote_id), &a, json, printer);
+        return show_component(db, cfg, cid, Some(remote_id), &a, json, printer);
     }
     let run = db
         .read(|s| s.run(remote_id))?
         .ok_or_else(|| no_run(remote_id))?;
     let history = db.read(|s| s.history(Some(remote_id), a.history))?;
     let failed: Vec<FailedRow> = db
-        .read(|s| s.run_component_rows(remote_id, Some("failed"), a.failed.max(0)))?
+        .read(|s| s.run_failed_components(remote_id, a.failed.max(0)))?
         .into_iter()
         .map(|(c, w)| {
             let r = record(&c);
