@@ -70,6 +70,34 @@ pub struct Record {
     pub stderr_tail: String,
 }
 
+/// A component's result as stored in `remote_components.result` (JSON),
+/// what `remotetool show` reads back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResultRecord {
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub stats: String,
+    #[serde(default)]
+    pub runtime: f64,
+    #[serde(default)]
+    pub stdout_tail: String,
+    #[serde(default)]
+    pub stderr_tail: String,
+}
+
+impl From<&Record> for ResultRecord {
+    fn from(r: &Record) -> ResultRecord {
+        ResultRecord {
+            phase: r.phase.clone(),
+            stats: r.stats.clone(),
+            runtime: r.runtime,
+            stdout_tail: r.stdout_tail.clone(),
+            stderr_tail: r.stderr_tail.clone(),
+        }
+    }
+}
+
 /// Parse result lines (7 fields, or 9 with the log tails); malformed ones
 /// are returned apart, never run.
 pub fn parse_results(text: &str) -> (Vec<Record>, Vec<String>) {
@@ -389,16 +417,9 @@ pub fn poll_run(
         for &(cid, wid, stage_id, attempts) in &members {
             let rec = result_of.get(&cid);
             let ok = rec.is_some_and(|r| r.exit == 0);
-            let result = rec.map(|r| {
-                serde_json::json!({
-                    "phase": r.phase,
-                    "stats": r.stats,
-                    "runtime": r.runtime,
-                    "stdout_tail": r.stdout_tail,
-                    "stderr_tail": r.stderr_tail,
-                })
-                .to_string()
-            });
+            let result = rec
+                .map(|r| serde_json::to_string(&ResultRecord::from(r)))
+                .transpose()?;
             s.update_component(
                 cid,
                 &ComponentChanges {

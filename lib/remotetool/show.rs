@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::db::models::{Component, History, Run, WorkItem};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
+use crate::poll::ResultRecord;
 use crate::printer::Printer;
 use crate::scripts::{self, ComponentCommands};
 use crate::table;
@@ -52,21 +53,6 @@ struct ShowView {
     view: RunView,
     failed_components: Vec<FailedRow>,
     history: Vec<History>,
-}
-
-/// A component's result record, as poll stored it.
-#[derive(Debug, Default, Serialize, serde::Deserialize)]
-pub struct ResultRecord {
-    #[serde(default)]
-    pub phase: String,
-    #[serde(default)]
-    pub stats: String,
-    #[serde(default)]
-    pub runtime: f64,
-    #[serde(default)]
-    pub stdout_tail: String,
-    #[serde(default)]
-    pub stderr_tail: String,
 }
 
 fn record(c: &Component) -> Option<ResultRecord> {
