@@ -289,10 +289,13 @@ impl Host {
     }
 
     /// A command run on the host through the master, as a process to drive.
-    /// The script runs under `bash -c`, with `args` as `$1`...
+    /// The script runs under `bash --norc -c`, with `args` as `$1`...: the
+    /// login shell sshd starts has already read the user's startup files
+    /// (PATH, modules), and reading `~/.bashrc` a second time costs every
+    /// channel a few hundred milliseconds of processes on some front ends.
     pub fn command_with(&self, script: &str, args: &[&str]) -> Command {
         let mut line = format!(
-            "exec bash -c {} offload",
+            "exec bash --norc -c {} offload",
             shlex::try_quote(script).expect("scripts hold no NUL")
         );
         for a in args {
