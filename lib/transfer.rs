@@ -4,18 +4,20 @@
 //!
 //! Each channel runs one small bash agent on the remote side (standard
 //! tools only: bash, coreutils, tar, cksum, dd, zstd when present) that
-//! reads framed requests on stdin:
+//! reads framed requests on stdin. It answers `READY Z TMP` first: whether
+//! it has zstd, and its own temporary folder.
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `P id mlen plen z dlen` + manifest + folders + payload | push a bundle: a tar of files staged as `DIR/.offload-part.SESSION-ID/NAME` (zstd when z=1), then `cksum` of each against the manifest and a move per folder |
+//! | `P id len z` + payload | push a bundle: a tar (zstd when z=1) of files staged as `DIR/.offload-part.SESSION-ID/NAME` and of the bundle's lists in the agent's `TMP/b.ID/`, then `cksum` of each file against the list and a move per folder |
 //! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part.SESSION` at `off` |
 //! | `F id size sha` + path line | finish a chunked push: check size and checksum, rename |
-//! | `G id n z` + NUL-separated paths | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
+//! | `G id n z` + paths, one a line | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
 //! | `R id off len` + path line | pull a chunk: `D id len` + bytes |
 //! | `H id` + path line | checksum of one file: `S id sum` |
 //! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
 //! | `K id n` + NUL-separated paths | checksums: `L id n` + cksum lines |
+//! | `N id` | nothing: `OK id` at once (the round trip is measured with it) |
 //!
 //! The agent's `$1` is the session: a token of the transfer, so that what a
 //! dead transfer left behind (its agents may still be finishing) is never
@@ -51,69 +53,76 @@ set -u
 export LC_ALL=C
 S=${1:?session}
 T=$(mktemp -d "${TMPDIR:-/tmp}/offload-xfer.XXXXXX") || { echo "BAD 0 cannot make a temporary folder"; exit 70; }
+case $T in /*) ;; *) T=$PWD/$T ;; esac
 trap 'wait; rm -rf "$T"' EXIT
+shopt -s dotglob
 if command -v zstd >/dev/null 2>&1; then Z=1; else Z=0; fi
 # GNU tar reads a bundle (whole records) straight from the channel and stops
 # at its end; any other tar gets it through head -c.
 case $(tar --version 2>/dev/null) in *"GNU tar"*) G=1 ;; *) G=0 ;; esac
-echo "READY $Z"
+echo "READY $Z $T"
 one() { tr '\n' ' ' < "$1" | head -c 400; }
 while IFS=' ' read -r kind id a b c d; do
   case $kind in
   P)
     # Files arrive in a hidden staging folder beside their destination,
     # DEST_DIR/.offload-part.SESSION-ID/NAME, are checked, then moved in one
-    # go per folder. d = bytes of the list of staging<TAB>destination folders.
-    head -c "$a" > "$T/m.$id"
-    head -c "$d" > "$T/d.$id"
+    # go per folder. The bundle's own lists travel in its tar, in $T/b.ID:
+    # D (staging<TAB>destination folders) first, then the files, then P
+    # (their staged paths, NUL-separated) and M (their checksums, as cksum
+    # prints them). A process costs more here than the work: no step forks
+    # one it can do without.
+    m=$T/b.$id
     direct=0
-    if [ "$c" = 1 ]; then
-      head -c "$b" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
-    elif [ "$G" = 1 ] && [ $((b % 10240)) -eq 0 ]; then
+    if [ "$b" = 1 ]; then
+      head -c "$a" | { zstd -dqc | tar -x --no-same-owner -f - -C / 2> "$T/e"; s=$?; cat > /dev/null; exit $s; }
+    elif [ "$G" = 1 ] && [ $((a % 10240)) -eq 0 ]; then
       direct=1
-      tar -x -B -b 20 --no-same-owner -f - -C / 2> "$T/e.$id"
+      tar -x -B -b 20 --no-same-owner -f - -C / 2> "$T/e"
     else
-      head -c "$b" | { tar -x --no-same-owner -f - -C / 2> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
+      head -c "$a" | { tar -x --no-same-owner -f - -C / 2> "$T/e"; s=$?; cat > /dev/null; exit $s; }
     fi
-    ts=$?
-    if [ "$ts" -ne 0 ] && [ "$direct" = 1 ]; then
+    if [ $? -ne 0 ]; then
+      echo "BAD $id tar: $(one "$T/e")"
+      if [ -f "$m/D" ]; then while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$m/D"; fi
+      rm -rf -- "$m"
       # Read straight from the channel, a failed tar may have stopped short:
-      # the stream can no longer be trusted. Report and end this channel;
-      # the bundle goes again on another.
-      echo "BAD $id tar: $(one "$T/e.$id")"
-      while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$T/d.$id"
-      exit 75
+      # the stream can no longer be trusted. End this channel; the bundle
+      # goes again on another.
+      [ "$direct" = 1 ] && exit 75
+      continue
     fi
     (
-      drop() { while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$T/d.$id"; }
-      if [ "$ts" -ne 0 ]; then echo "BAD $id tar: $(one "$T/e.$id")"; drop;
-      elif cut -d' ' -f3- "$T/m.$id" | tr '\n' '\0' | xargs -0 cksum -- > "$T/c.$id" 2>&1 && cmp -s "$T/c.$id" "$T/m.$id"; then
+      SD=() DD=()
+      while IFS=$'\t' read -r sd dd; do SD+=("$sd"); DD+=("$dd"); done < "$m/D"
+      if xargs -0 cksum -- < "$m/P" > "$m/C" 2>&1 && cmp -s "$m/C" "$m/M"; then
         ok=1
-        while IFS=$'\t' read -r sd dd; do
-          find "$sd" -mindepth 1 -maxdepth 1 -exec mv -f -t "$dd" -- {} + && rmdir -- "$sd" || ok=0
-        done < "$T/d.$id"
+        for i in "${!SD[@]}"; do mv -f -t "${DD[i]}" -- "${SD[i]}"/* || ok=0; done
+        rmdir -- "${SD[@]}" || ok=0
         if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot move into place"; fi
-      else echo "BAD $id checksum: $(one "$T/c.$id")"; drop; fi
-      rm -f "$T/m.$id" "$T/c.$id" "$T/e.$id" "$T/d.$id"
+      else
+        echo "BAD $id checksum: $(one "$m/C")"
+        rm -rf -- "${SD[@]}"
+      fi
+      rm -rf -- "$m"
     ) &
     ;;
   C)
     IFS= read -r p
-    mkdir -p -- "$(dirname -- "$p")" 2> "$T/e.$id"
+    { [ -d "${p%/*}/" ] || mkdir -p -- "${p%/*}/"; } 2> "$T/e"
     if [ "$c" = 1 ]; then
-      head -c "$b" | { zstd -dqc | dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e.$id"; s=$?; cat > /dev/null; exit $s; }
-      if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e.$id")"; fi
+      head -c "$b" | { zstd -dqc | dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc status=none 2>> "$T/e"; s=$?; cat > /dev/null; exit $s; }
+      if [ $? -eq 0 ]; then echo "OK $id"; else echo "BAD $id write: $(one "$T/e")"; fi
     elif dd of="$p.offload-part.$S" bs=1M seek="$a" oflag=seek_bytes conv=notrunc \
-        count="$b" iflag=count_bytes,fullblock status=none 2>> "$T/e.$id"; then
+        count="$b" iflag=count_bytes,fullblock status=none 2>> "$T/e"; then
       # dd read exactly the chunk's bytes from the channel itself.
       echo "OK $id"
     else
       # It may have stopped short: end this channel rather than read on out
       # of step; the chunk goes again on another.
-      echo "BAD $id write: $(one "$T/e.$id")"
+      echo "BAD $id write: $(one "$T/e")"
       exit 75
     fi
-    rm -f "$T/e.$id"
     ;;
   F)
     IFS= read -r p
@@ -126,23 +135,24 @@ while IFS=' ' read -r kind id a b c d; do
     ) &
     ;;
   G)
+    # a bytes of paths, one a line: their checksums (M), then the tar of
+    # them (T, or Z when zstd-compressed), then tar's complaints (X).
     wait
-    head -c "$a" > "$T/l.$id"
-    xargs -0 -r cksum -- < "$T/l.$id" > "$T/s.$id" 2> "$T/e.$id"
-    printf 'M %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
-    cat "$T/s.$id"
-    sed -z 's|^/||' "$T/l.$id" > "$T/r.$id"
+    head -c "$a" > "$T/h"
+    mapfile -t L < "$T/h"
+    sums=$(cksum -- "${L[@]}" 2> "$T/e")
+    [ -n "$sums" ] && sums+=$'\n'
+    printf 'M %s %s\n%s' "$id" "${#sums}" "$sums"
     if [ "$b" = 1 ]; then
-      tar -c -b 1 -f - -C / --null --no-recursion -T "$T/r.$id" 2>> "$T/e.$id" | zstd -1 -q -c > "$T/z.$id"
-      printf 'Z %s %s\n' "$id" "$(wc -c < "$T/z.$id")"
-      cat "$T/z.$id"
+      tar -c -b 1 -f - -C / --no-recursion -- "${L[@]#/}" 2>> "$T/e" | zstd -1 -q -c > "$T/z"
+      printf 'Z %s %s\n' "$id" "$(wc -c < "$T/z")"
+      cat "$T/z"
     else
       echo "T $id"
-      tar -c -b 1 -f - -C / --null --no-recursion -T "$T/r.$id" 2>> "$T/e.$id"
+      tar -c -b 1 -f - -C / --no-recursion -- "${L[@]#/}" 2>> "$T/e"
     fi
-    printf 'X %s %s\n' "$id" "$(wc -c < "$T/e.$id")"
-    cat "$T/e.$id"
-    rm -f "$T/l.$id" "$T/s.$id" "$T/r.$id" "$T/z.$id" "$T/e.$id"
+    IFS= read -r -d '' err < "$T/e"
+    printf 'X %s %s\n%s' "$id" "${#err}" "$err"
     ;;
   R)
     IFS= read -r p
@@ -171,6 +181,9 @@ while IFS=' ' read -r kind id a b c d; do
     printf 'L %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
     cat "$T/s.$id"
     rm -f "$T/l.$id" "$T/s.$id"
+    ;;
+  N)
+    echo "OK $id"
     ;;
   E)
     wait
@@ -206,8 +219,12 @@ pub enum Compress {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Channels per master (sshd's MaxSessions is 10 by default and the
-    /// user's own shell uses one).
+    /// user's own shell uses one): the most opened, or exactly this many
+    /// when `auto_channels` is off.
     pub channels: usize,
+    /// Open only as many channels per master as its measured round trip
+    /// needs to keep `AUTO_RATE` in flight, at least 2 (see `channels_for`).
+    pub auto_channels: bool,
     /// Target size of a bundle of small files.
     pub bundle_bytes: u64,
     /// At most this many files in a bundle.
@@ -223,6 +240,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             channels: 8,
+            auto_channels: true,
             bundle_bytes: 32 << 20,
             bundle_files: 4096,
             chunk_bytes: 32 << 20,
@@ -259,6 +277,9 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Hosts whose master went away during the transfer.
     pub hosts_lost: Vec<String>,
+    /// The measured round trip to each host, in milliseconds (with
+    /// automatic channel counts).
+    pub round_trip_ms: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -375,6 +396,8 @@ struct Channel {
     stdout: BufReader<std::process::ChildStdout>,
     stderr: Arc<Mutex<String>>,
     zstd: bool,
+    /// The agent's temporary folder (absolute).
+    tmp: String,
 }
 
 enum OpenError {
@@ -412,13 +435,19 @@ impl Channel {
         let stdin = child.stdin.take();
         let mut line = String::new();
         let got = stdout.read_line(&mut line);
-        if matches!(got, Ok(n) if n > 0) && line.starts_with("READY ") {
+        if let Some((z, tmp)) = line
+            .trim_end_matches('\n')
+            .strip_prefix("READY ")
+            .and_then(|r| r.split_once(' '))
+            .filter(|_| matches!(got, Ok(n) if n > 0))
+        {
             return Ok(Channel {
+                zstd: z == "1",
+                tmp: tmp.to_string(),
                 child,
                 stdin,
                 stdout,
                 stderr,
-                zstd: line.trim_end() == "READY 1",
             });
         }
         let _ = child.kill();
@@ -481,6 +510,24 @@ impl Channel {
         drop(self.stdin.take());
         let _ = self.line();
         let _ = self.child.wait();
+    }
+
+    /// The shortest of three empty round trips to the agent.
+    fn round_trip(&mut self) -> std::io::Result<Duration> {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            self.send(b"N 0\n")?;
+            self.flush()?;
+            let answer = self.line()?;
+            if answer.trim_end() != "OK 0" {
+                return Err(std::io::Error::other(format!(
+                    "unexpected answer {answer:?}"
+                )));
+            }
+            best = best.min(t.elapsed());
+        }
+        Ok(best)
     }
 
     fn kill(mut self) {
@@ -630,6 +677,11 @@ struct Inner {
     open: Vec<usize>,
     /// Channel cap per host index (lowered on refusals).
     cap: Vec<usize>,
+    /// Whether the host's channel count is settled (with `auto_channels`,
+    /// once its round trip is measured); other slots wait for it.
+    sized: Vec<bool>,
+    /// Measured round trip per host index.
+    round_trip: Vec<Option<Duration>>,
     alive: Vec<bool>,
     lost: Vec<String>,
     abort: Option<String>,
@@ -739,62 +791,103 @@ fn rel(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
-/// Build a push bundle into `tar_buf` (cleared, its capacity kept); return
-/// manifest text and staging folders list. Each file travels as
-/// `DIR/.offload-part.SESSION-ID/NAME` and is moved to `DIR/NAME` once the bundle
-/// checks out.
+/// Build a push bundle into `tar_buf` (cleared, its capacity kept). Each
+/// file travels as `DIR/.offload-part.SESSION-ID/NAME` and is moved to
+/// `DIR/NAME` once the bundle checks out. The bundle carries its own lists
+/// for the agent, in its temporary folder `remote_tmp/b.ID/`: `D` (staging
+/// and destination folders) before the files, so that a bundle cut short
+/// can still be cleared away; `P` (staged paths) and `M` (checksums) after
+/// them. Each file is read straight into the bundle and checksummed there.
 fn push_bundle(
     shared: &Shared,
     id: u64,
     files: &[usize],
+    remote_tmp: &str,
     tar_buf: Vec<u8>,
-    read_buf: &mut Vec<u8>,
-) -> anyhow::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let mut manifest = String::new();
-    let mut folders: Vec<(String, String)> = Vec::new();
+) -> anyhow::Result<Vec<u8>> {
+    let stage_of = |dst: &str| -> (String, String) {
+        let (dir, base) = dst.rsplit_once('/').expect("absolute destination");
+        let dir = if dir.is_empty() { "/" } else { dir };
+        (
+            format!(
+                "{}/{PART_DIR}{}-{id}",
+                dir.trim_end_matches('/'),
+                shared.session
+            ),
+            format!("{dir}\t{base}"),
+        )
+    };
+    let mut folders = String::new();
+    let mut seen = HashSet::new();
+    for &f in files {
+        let (stage, dir_base) = stage_of(&shared.pairs[f].dst);
+        if seen.insert(stage.clone()) {
+            let dir = dir_base.split('\t').next().unwrap_or("/");
+            folders.push_str(&format!("{stage}\t{dir}\n"));
+        }
+    }
+    let meta = format!("{}/b.{id}", remote_tmp.trim_end_matches('/'));
     let mut tar_buf = tar_buf;
     tar_buf.clear();
     let mut tar = tar::Builder::new(tar_buf);
-    for &f in files {
-        let p = &shared.pairs[f];
-        let mut file = File::open(&p.src).with_context(|| format!("cannot read {}", p.src))?;
-        read_buf.clear();
-        file.read_to_end(read_buf)
-            .with_context(|| format!("cannot read {}", p.src))?;
-        let data = read_buf.as_slice();
-        let sum = cksum_bytes(data);
-        let (dir, base) = p.dst.rsplit_once('/').expect("absolute destination");
-        let dir = if dir.is_empty() { "/" } else { dir };
-        let stage = format!(
-            "{}/{PART_DIR}{}-{id}",
-            dir.trim_end_matches('/'),
-            shared.session
-        );
-        if !folders.iter().any(|(s, _)| *s == stage) {
-            folders.push((stage.clone(), dir.to_string()));
-        }
-        let name = format!("{stage}/{base}");
-        manifest.push_str(&format!("{sum} {name}\n"));
+    let list = |tar: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, rel(&format!("{meta}/{name}")), data)
+    };
+    list(&mut tar, "D", folders.as_bytes())?;
+    let mut manifest = String::new();
+    let mut paths = Vec::new();
+    for &f in files {
+        let p = &shared.pairs[f];
+        let cannot = || format!("cannot read {}", p.src);
+        let file = File::open(&p.src).with_context(cannot)?;
+        let meta = file.metadata().with_context(cannot)?;
+        let size = meta.len();
+        let (stage, dir_base) = stage_of(&p.dst);
+        let base = dir_base.split_once('\t').map(|(_, b)| b).unwrap_or("");
+        let name = format!("{stage}/{base}");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        if let Ok(t) = file.metadata().and_then(|m| m.modified()) {
-            if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
-                h.set_mtime(d.as_secs());
-            }
+        if let Ok(d) = meta
+            .modified()
+            .map(|t| t.duration_since(std::time::UNIX_EPOCH))
+        {
+            h.set_mtime(d.map(|d| d.as_secs()).unwrap_or(0));
         }
-        tar.append_data(&mut h, rel(&name), data)
+        // The header (and a long name's) from the tar crate; the data read
+        // straight into the bundle after it, where it is checksummed.
+        tar.append_data(&mut h, rel(&name), std::io::empty())
             .with_context(|| format!("cannot pack {}", p.src))?;
+        let buf = tar.get_mut();
+        let at = buf.len();
+        let got = (&file).take(size).read_to_end(buf).with_context(cannot)?;
+        if got as u64 != size {
+            buf.truncate(at);
+            anyhow::bail!(
+                "{} changed while being read ({size} bytes expected, {got} read)",
+                p.src
+            );
+        }
+        let sum = cksum_bytes(&buf[at..]);
+        buf.resize(at + size.div_ceil(512) as usize * 512, 0);
+        manifest.push_str(&format!("{sum} {name}\n"));
+        paths.extend_from_slice(name.as_bytes());
+        paths.push(0);
     }
-    let folders: String = folders.iter().map(|(s, d)| format!("{s}\t{d}\n")).collect();
+    list(&mut tar, "P", &paths)?;
+    list(&mut tar, "M", manifest.as_bytes())?;
     // Whole tar records: GNU tar on the far side reads the bundle straight
     // from the channel (`-B -b 20`) and stops at the record holding the
     // end-of-archive blocks, with no copy through `head -c`.
     let mut payload = tar.into_inner()?;
     let pad = (TAR_RECORD - payload.len() % TAR_RECORD) % TAR_RECORD;
     payload.resize(payload.len() + pad, 0);
-    Ok((manifest.into_bytes(), folders.into_bytes(), payload))
+    Ok(payload)
 }
 
 /// GNU tar's default record: 20 blocks of 512 bytes.
@@ -836,6 +929,7 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
         stdout,
         stderr,
         zstd,
+        tmp,
     } = ch;
     let mut stdin = match stdin {
         Some(s) => s,
@@ -902,7 +996,7 @@ fn push_worker(shared: &Shared, ch: Channel) -> Result<(), String> {
                 }
                 bufs.bodies.extend(rrx.try_iter());
                 bufs.bodies.truncate(3);
-                match build_push_frame(shared, &job, zstd, &mut bufs) {
+                match build_push_frame(shared, &job, zstd, &tmp, &mut bufs) {
                     Ok(frame) => {
                         if let Err(e) = ftx.send((job, frame)) {
                             shared.requeue(e.0 .0);
@@ -1033,13 +1127,13 @@ struct Frame {
 #[derive(Default)]
 struct Buffers {
     bodies: Vec<Vec<u8>>,
-    read: Vec<u8>,
 }
 
 fn build_push_frame(
     shared: &Shared,
     job: &Job,
     remote_zstd: bool,
+    remote_tmp: &str,
     bufs: &mut Buffers,
 ) -> anyhow::Result<Frame> {
     let want_z = remote_zstd && {
@@ -1052,8 +1146,7 @@ fn build_push_frame(
         .unwrap_or_else(|| Vec::with_capacity(shared.opts.bundle_bytes as usize + (1 << 20)));
     match job {
         Job::Bundle { id, files } => {
-            let (manifest, folders, mut payload) =
-                push_bundle(shared, *id, files, body, &mut bufs.read)?;
+            let mut payload = push_bundle(shared, *id, files, remote_tmp, body)?;
             let mut z = 0;
             if want_z {
                 let packed = compress(&payload)?;
@@ -1061,17 +1154,8 @@ fn build_push_frame(
                 z = 1;
                 shared.lock().compressed += 1;
             }
-            let mut head = format!(
-                "P {id} {} {} {z} {}\n",
-                manifest.len(),
-                payload.len(),
-                folders.len()
-            )
-            .into_bytes();
-            head.extend_from_slice(&manifest);
-            head.extend_from_slice(&folders);
             Ok(Frame {
-                head,
+                head: format!("P {id} {} {z}\n", payload.len()).into_bytes(),
                 body: payload,
             })
         }
@@ -1141,7 +1225,7 @@ fn pull_bundle(
     let mut list = Vec::new();
     for &f in files {
         list.extend_from_slice(shared.pairs[f].src.as_bytes());
-        list.push(0);
+        list.push(b'\n');
     }
     ch.send(format!("G {id} {} {} 0\n", list.len(), u8::from(z)).as_bytes())?;
     ch.send(&list)?;
@@ -1415,12 +1499,11 @@ pub fn transfer(
             .map(|d| d.subsec_nanos())
             .unwrap_or(0)
     );
-    let mut first = open_preflight_channel(hosts, &session)?;
+    let (first_host, mut first) = open_preflight_channel(hosts, &session)?;
     let (sizes, skip) = match dir {
         Direction::Push => push_preflight(&mut first, &pairs)?,
         Direction::Pull => pull_preflight(&mut first, &pairs)?,
     };
-    first.close();
     let total: u64 = sizes
         .iter()
         .enumerate()
@@ -1501,6 +1584,8 @@ pub fn transfer(
             compressed: 0,
             open: vec![0; hosts.len()],
             cap: vec![opts.channels.max(1); hosts.len()],
+            sized: vec![!opts.auto_channels; hosts.len()],
+            round_trip: vec![None; hosts.len()],
             alive: vec![true; hosts.len()],
             lost: Vec::new(),
             abort: None,
@@ -1517,7 +1602,10 @@ pub fn transfer(
         session,
     };
     if outstanding > 0 {
-        run_channels(&shared, hosts);
+        // The preflight channel goes on as the first of its host's.
+        run_channels(&shared, hosts, first_host, first);
+    } else {
+        first.close();
     }
     shared.progress.finish_and_clear();
     let g = shared.lock();
@@ -1555,6 +1643,11 @@ pub fn transfer(
         compressed_frames: g.compressed,
         failures,
         hosts_lost: g.lost.clone(),
+        round_trip_ms: hosts
+            .iter()
+            .zip(&g.round_trip)
+            .filter_map(|(h, rt)| Some((h.alias.clone(), rt.as_ref()?.as_secs_f64() * 1e3)))
+            .collect(),
     })
 }
 
@@ -1611,14 +1704,14 @@ fn ends(p: &Pair, dir: Direction) -> (&str, &str) {
 
 /// A channel for the preflight listings: any host will do; a host whose
 /// sessions are all taken (MaxSessions) is waited for, not failed.
-fn open_preflight_channel(hosts: &[Host], session: &str) -> anyhow::Result<Channel> {
+fn open_preflight_channel(hosts: &[Host], session: &str) -> anyhow::Result<(usize, Channel)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut wait = Duration::from_millis(100);
     loop {
         let mut last = String::new();
-        for h in hosts {
+        for (hi, h) in hosts.iter().enumerate() {
             match Channel::open(h, session) {
-                Ok(ch) => return Ok(ch),
+                Ok(ch) => return Ok((hi, ch)),
                 Err(OpenError::Refused(m)) => last = format!("{}: {m}", h.alias),
                 Err(OpenError::Gone(m)) | Err(OpenError::Other(m)) => {
                     return Err(exit::auth(format!(
@@ -1691,14 +1784,36 @@ fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
     Ok((sizes, skip))
 }
 
+/// With automatic channel counts: enough channels to keep this many bytes
+/// per second in flight, at OpenSSH's window of about 2 MiB per channel
+/// per round trip (a 10 Gbit/s link).
+pub const AUTO_RATE: f64 = 1e9;
+/// OpenSSH's channel window.
+const WINDOW: f64 = 2.0 * 1024.0 * 1024.0;
+
+/// Channels for a host at this round trip: enough to keep `AUTO_RATE` in
+/// flight, at least 2 (one bundle is checked while the next arrives), at
+/// most `cap`. On a fast local link that is 2; at 20 ms, 10.
+pub fn channels_for(round_trip: Duration, cap: usize) -> usize {
+    let need = (round_trip.as_secs_f64() * AUTO_RATE / WINDOW).ceil() as usize;
+    need.max(2).min(cap.max(1))
+}
+
 /// Keep up to `channels` channels per live host busy until the work is
 /// done: refused sessions lower that host's cap; a lost master takes the
-/// host out; when no host is left, the transfer stops.
-fn run_channels(shared: &Shared, hosts: &[Host]) {
+/// host out; when no host is left, the transfer stops. `first` (already
+/// open, on host `first_host`) is used as that host's first channel.
+fn run_channels(shared: &Shared, hosts: &[Host], first_host: usize, first: Channel) {
+    let mut first = Some(first);
     std::thread::scope(|scope| {
         for (hi, host) in hosts.iter().enumerate() {
             for slot in 0..shared.opts.channels.max(1) {
-                scope.spawn(move || channel_slot(shared, hosts, hi, host, slot));
+                let initial = if hi == first_host && slot == 0 {
+                    first.take()
+                } else {
+                    None
+                };
+                scope.spawn(move || channel_slot(shared, hosts, hi, host, slot, initial));
                 // Stagger channel set-up a little.
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -1706,17 +1821,64 @@ fn run_channels(shared: &Shared, hosts: &[Host]) {
     });
 }
 
-fn channel_slot(shared: &Shared, hosts: &[Host], hi: usize, host: &Host, slot: usize) {
+/// Slot `slot` of host `hi`: open a channel (or use `initial`) and work it
+/// until the queue is empty, opening again after a failure. With automatic
+/// channel counts, the first slot to get a channel measures the round trip
+/// and sets the host's cap; the others wait for that before opening.
+fn channel_slot(
+    shared: &Shared,
+    hosts: &[Host],
+    hi: usize,
+    host: &Host,
+    slot: usize,
+    initial: Option<Channel>,
+) {
+    let mut initial = initial;
     let mut failures = 0u32;
+    // However this slot ends, a host must not stay unsized: the slots
+    // waiting on it would wait for ever.
+    struct Settle<'a>(&'a Shared, usize);
+    impl Drop for Settle<'_> {
+        fn drop(&mut self) {
+            let mut g = self.0.lock();
+            if !g.sized[self.1] {
+                g.sized[self.1] = true;
+                self.0.cv.notify_all();
+            }
+        }
+    }
+    let _settle = (slot == 0).then(|| Settle(shared, hi));
     loop {
         {
-            let g = shared.lock();
+            let mut g = shared.lock();
+            while slot > 0 && !g.sized[hi] && g.abort.is_none() && g.outstanding > 0 && g.alive[hi]
+            {
+                g = shared
+                    .cv
+                    .wait_timeout(g, Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             if g.abort.is_some() || g.outstanding == 0 || !g.alive[hi] || slot >= g.cap[hi] {
                 return;
             }
         }
-        match Channel::open(host, &shared.session) {
-            Ok(ch) => {
+        let opened = match initial.take() {
+            Some(ch) => Ok(ch),
+            None => Channel::open(host, &shared.session),
+        };
+        match opened {
+            Ok(mut ch) => {
+                if slot == 0 && !shared.lock().sized[hi] {
+                    let rt = ch.round_trip();
+                    let mut g = shared.lock();
+                    if let Ok(rt) = rt {
+                        g.round_trip[hi] = Some(rt);
+                        g.cap[hi] = channels_for(rt, g.cap[hi]);
+                    }
+                    g.sized[hi] = true;
+                    shared.cv.notify_all();
+                }
                 {
                     let mut g = shared.lock();
                     g.open[hi] += 1;
@@ -1870,6 +2032,21 @@ mod tests {
             cksum_bytes(&data),
             String::from_utf8(out.stdout).unwrap().trim()
         );
+    }
+
+    #[test]
+    fn channels_follow_the_round_trip() {
+        let ms = Duration::from_millis;
+        // Loopback or a LAN: two, so one bundle is checked while the next
+        // arrives.
+        assert_eq!(channels_for(Duration::from_micros(150), 8), 2);
+        assert_eq!(channels_for(ms(3), 8), 2);
+        // 1 GB/s in flight at 2 MiB per channel per round trip.
+        assert_eq!(channels_for(ms(5), 8), 3);
+        assert_eq!(channels_for(ms(10), 8), 5);
+        // Never past the cap, whatever the distance.
+        assert_eq!(channels_for(ms(40), 8), 8);
+        assert_eq!(channels_for(ms(40), 1), 1);
     }
 
     #[test]

@@ -49,9 +49,10 @@ pub struct Args {
     /// push, outputs.list for a pull)
     #[arg(long, value_name = "FILE")]
     pub list: Option<PathBuf>,
-    /// Channels per master (keep below sshd's MaxSessions, 10 by default)
-    #[arg(long, default_value_t = 8)]
-    pub channels: usize,
+    /// Channels per master, exactly (keep below sshd's MaxSessions, 10 by
+    /// default). Without it: as many as the measured round trip needs, 2 to 8
+    #[arg(long, value_name = "N")]
+    pub channels: Option<usize>,
     /// zstd: auto compresses pushes of compressible data when the link is slower than compression
     #[arg(long, value_enum, default_value = "auto")]
     pub compress: Compress,
@@ -123,7 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         .map(|h| ssh.host(h))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = Options {
-        channels: args.channels.max(1),
+        channels: args.channels.unwrap_or(Options::default().channels).max(1),
+        auto_channels: args.channels.is_none(),
         bundle_bytes: args.bundle_mib.max(1) << 20,
         chunk_bytes: args.chunk_mib.max(1) << 20,
         compress: args.compress,
