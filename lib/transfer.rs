@@ -12,7 +12,7 @@
 //! | `P id len z` + payload | push a bundle: a tar (zstd when z=1) of files staged as `DIR/.offload-part.SESSION-ID/NAME` and of the bundle's lists in the agent's `TMP/b.ID/`, then `cksum` of each file against the list and a move per folder |
 //! | `C id off len z` + path line + payload | push a chunk of a large file into `DEST.offload-part.SESSION` at `off` |
 //! | `F id size sha` + path line | finish a chunked push: check size and checksum, rename |
-//! | `G id n z` + paths, one a line | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
+//! | `G id n m z` + NUL-separated paths, absolute (n bytes) then relative (m bytes) | pull a bundle: `M` manifest (cksum), `T` tar stream (or `Z` zstd), `X` errors |
 //! | `R id off len` + path line | pull a chunk: `D id len` + bytes |
 //! | `H id` + path line | checksum of one file: `S id sum` |
 //! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
@@ -135,21 +135,22 @@ while IFS=' ' read -r kind id a b c d; do
     ) &
     ;;
   G)
-    # a bytes of paths, one a line: their checksums (M), then the tar of
-    # them (T, or Z when zstd-compressed), then tar's complaints (X).
+    # a bytes of paths, NUL-separated, then b bytes of the same without
+    # their leading /: their checksums (M), then the tar of them (T, or Z
+    # when zstd-compressed), then tar's complaints (X).
     wait
-    head -c "$a" > "$T/h"
-    mapfile -t L < "$T/h"
-    sums=$(cksum -- "${L[@]}" 2> "$T/e")
-    [ -n "$sums" ] && sums+=$'\n'
+    head -c "$a" > "$T/l"
+    head -c "$b" > "$T/r"
+    xargs -0 -r cksum -- < "$T/l" > "$T/s" 2> "$T/e"
+    IFS= read -r -d '' sums < "$T/s"
     printf 'M %s %s\n%s' "$id" "${#sums}" "$sums"
-    if [ "$b" = 1 ]; then
-      tar -c -b 1 -f - -C / --no-recursion -- "${L[@]#/}" 2>> "$T/e" | zstd -1 -q -c > "$T/z"
+    if [ "$c" = 1 ]; then
+      tar -c -b 128 -f - -C / --null --no-recursion -T "$T/r" 2>> "$T/e" | zstd -1 -q -c > "$T/z"
       printf 'Z %s %s\n' "$id" "$(wc -c < "$T/z")"
       cat "$T/z"
     else
       echo "T $id"
-      tar -c -b 1 -f - -C / --no-recursion -- "${L[@]#/}" 2>> "$T/e"
+      tar -c -b 128 -f - -C / --null --no-recursion -T "$T/r" 2>> "$T/e"
     fi
     IFS= read -r -d '' err < "$T/e"
     printf 'X %s %s\n%s' "$id" "${#err}" "$err"
@@ -685,6 +686,9 @@ struct Inner {
     alive: Vec<bool>,
     lost: Vec<String>,
     abort: Option<String>,
+    /// What the last channel to fail said: the reason given for files left
+    /// over when every channel has given up.
+    last_error: Option<String>,
     max_open: usize,
     compress_now: bool,
     started: Instant,
@@ -888,6 +892,35 @@ fn push_bundle(
     let pad = (TAR_RECORD - payload.len() % TAR_RECORD) % TAR_RECORD;
     payload.resize(payload.len() + pad, 0);
     Ok(payload)
+}
+
+/// The records of a pulled bundle's tar stream (`tar -b 128`): a 1/128th
+/// of the write calls `-b 1` makes.
+const PULL_RECORD: u64 = 128 * 512;
+
+/// A reader that counts what was read through it.
+struct Counted<'a, R: Read> {
+    inner: &'a mut R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Flush the file system that holds `file` (syncfs(2)); a failure leaves
+/// the data to the kernel's own write-back, as any copy without it.
+fn sync_file_system(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call, and
+    // syncfs only reads it.
+    unsafe {
+        libc::syncfs(file.as_raw_fd());
+    }
 }
 
 /// GNU tar's default record: 20 blocks of 512 bytes.
@@ -1223,12 +1256,24 @@ fn pull_bundle(
 ) -> anyhow::Result<Vec<(usize, Result<(), String>)>> {
     let z = ch.zstd && shared.lock().compress_now;
     let mut list = Vec::new();
+    let mut relative = Vec::new();
     for &f in files {
         list.extend_from_slice(shared.pairs[f].src.as_bytes());
-        list.push(b'\n');
+        list.push(0);
+        relative.extend_from_slice(rel(&shared.pairs[f].src).as_bytes());
+        relative.push(0);
     }
-    ch.send(format!("G {id} {} {} 0\n", list.len(), u8::from(z)).as_bytes())?;
+    ch.send(
+        format!(
+            "G {id} {} {} {} 0\n",
+            list.len(),
+            relative.len(),
+            u8::from(z)
+        )
+        .as_bytes(),
+    )?;
     ch.send(&list)?;
+    ch.send(&relative)?;
     ch.flush()?;
     let head = ch.line()?;
     let n: usize = head
@@ -1243,8 +1288,11 @@ fn pull_bundle(
         .collect();
     let mut got: HashMap<usize, Result<(), String>> = HashMap::new();
     let head = ch.line()?;
-    let unpack = |reader: &mut dyn Read,
-                  got: &mut HashMap<usize, Result<(), String>>|
+    // Files checked and waiting for their final names.
+    let mut checked: Vec<(usize, u64)> = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut unpack = |reader: &mut dyn Read,
+                      got: &mut HashMap<usize, Result<(), String>>|
      -> anyhow::Result<()> {
         let mut ar = tar::Archive::new(reader);
         for entry in ar.entries()? {
@@ -1264,10 +1312,9 @@ fn pull_bundle(
                 continue;
             }
             let p = &shared.pairs[f];
-            let res = (|| -> anyhow::Result<()> {
+            let res = (|| -> anyhow::Result<u64> {
                 let mut out = create_part(&p.dst)?;
                 let mut h = Cksum::default();
-                let mut buf = vec![0u8; 1 << 20];
                 let mut size = 0u64;
                 loop {
                     let k = e.read(&mut buf)?;
@@ -1279,31 +1326,38 @@ fn pull_bundle(
                         .with_context(|| format!("cannot write {}{PART}", p.dst))?;
                     size += k as u64;
                 }
-                out.sync_data().ok();
                 let sum = h.finish();
                 match sums.get(&p.src) {
-                    Some(s) if *s == sum => {}
-                    Some(_) => return Err(anyhow!("checksum differs from the remote side's")),
-                    None => return Err(anyhow!("no checksum came for it")),
+                    Some(s) if *s == sum => Ok(size),
+                    Some(_) => Err(anyhow!("checksum differs from the remote side's")),
+                    None => Err(anyhow!("no checksum came for it")),
                 }
-                std::fs::rename(part_path(&p.dst), &p.dst)
-                    .with_context(|| format!("cannot rename into {}", p.dst))?;
-                shared.progress.inc(size);
-                Ok(())
             })();
-            got.insert(f, res.map_err(|e| exit::one_line(&e)));
+            match res {
+                Ok(size) => checked.push((f, size)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(part_path(&p.dst));
+                    got.insert(f, Err(exit::one_line(&e)));
+                }
+            }
         }
         Ok(())
     };
     if head == format!("T {id}") {
-        // The tar stream ends with two zero blocks (-b 1): the reader stops
-        // at the first; read the second.
-        let r = &mut ch.stdout;
-        if let Err(e) = unpack(r, &mut got) {
+        // The stream is whole records of PULL_RECORD bytes: the reader stops
+        // at the first zero block of the end; read the rest of its record.
+        let mut r = Counted {
+            inner: &mut ch.stdout,
+            n: 0,
+        };
+        if let Err(e) = unpack(&mut r, &mut got) {
             return Err(e.context("the bundle stream is out of step; channel closed"));
         }
-        let mut zero = [0u8; 512];
-        r.read_exact(&mut zero)?;
+        // (The second zero block is still to come: when the first ended a
+        // record, it fills the whole next one.)
+        let rest = PULL_RECORD - r.n % PULL_RECORD;
+        let mut zero = vec![0u8; rest as usize];
+        ch.stdout.read_exact(&mut zero)?;
         if zero.iter().any(|b| *b != 0) {
             return Err(anyhow!("the bundle stream is out of step; channel closed"));
         }
@@ -1317,6 +1371,27 @@ fn pull_bundle(
         unpack(&mut raw.as_slice(), &mut got)?;
     } else {
         return Err(anyhow!("unexpected answer {head:?}"));
+    }
+    // Durable before they get their final names: one flush per file system
+    // for the bundle, rather than one per file.
+    let mut synced = HashSet::new();
+    for &(f, _) in &checked {
+        let part = part_path(&shared.pairs[f].dst);
+        if let Ok(file) = File::open(&part) {
+            use std::os::unix::fs::MetadataExt;
+            if file.metadata().is_ok_and(|m| synced.insert(m.dev())) {
+                sync_file_system(&file);
+            }
+        }
+    }
+    for (f, size) in checked {
+        let p = &shared.pairs[f];
+        let res = std::fs::rename(part_path(&p.dst), &p.dst)
+            .with_context(|| format!("cannot rename into {}", p.dst));
+        if res.is_ok() {
+            shared.progress.inc(size);
+        }
+        got.insert(f, res.map_err(|e| exit::one_line(&e)));
     }
     let head = ch.line()?;
     let n: usize = head
@@ -1436,6 +1511,10 @@ fn pull_worker(shared: &Shared, mut ch: Channel) -> Result<(), String> {
                         if sum == remote
                             && std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == size =>
                     {
+                        // Durable before it gets its final name.
+                        if let Ok(f) = File::open(&path) {
+                            let _ = f.sync_data();
+                        }
                         std::fs::rename(&path, &p.dst)
                             .map_err(|e| format!("cannot rename into {}: {e}", p.dst))
                     }
@@ -1589,6 +1668,7 @@ pub fn transfer(
             alive: vec![true; hosts.len()],
             lost: Vec::new(),
             abort: None,
+            last_error: None,
             max_open: 0,
             compress_now,
             started,
@@ -1621,6 +1701,11 @@ pub fn transfer(
                 .failed
                 .clone()
                 .or_else(|| g.abort.clone())
+                .or_else(|| {
+                    g.last_error
+                        .as_ref()
+                        .map(|m| format!("not transferred: the channels kept failing ({m})"))
+                })
                 .unwrap_or_else(|| "not transferred".to_string()),
         })
         .collect();
@@ -1897,6 +1982,7 @@ fn channel_slot(
                             lose_host(shared, hosts, hi, &msg);
                             return;
                         }
+                        shared.lock().last_error = Some(msg);
                         failures += 1;
                         if failures > shared.opts.attempts + 2 {
                             return;
@@ -1924,6 +2010,7 @@ fn channel_slot(
                     lose_host(shared, hosts, hi, &msg);
                     return;
                 }
+                shared.lock().last_error = Some(msg);
                 failures += 1;
                 if failures > shared.opts.attempts + 2 {
                     return;
