@@ -1200,11 +1200,15 @@ fn build_push_frame(
         } => {
             let p = &shared.pairs[*file];
             let f = File::open(&p.src).with_context(|| format!("cannot read {}", p.src))?;
+            // Read straight into the buffer's spare room: no zeroing first.
             let mut buf = body;
             buf.clear();
-            buf.resize(*len as usize, 0);
-            f.read_exact_at(&mut buf, *offset)
+            let got = std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(*offset))
+                .and_then(|_| (&f).take(*len).read_to_end(&mut buf))
                 .with_context(|| format!("cannot read {}", p.src))?;
+            if got as u64 != *len {
+                anyhow::bail!("{} is shorter than when the transfer began", p.src);
+            }
             let mut z = 0;
             if want_z {
                 let packed = compress(&buf)?;
