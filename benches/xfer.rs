@@ -8,10 +8,14 @@
 //! sshd. Data on tmpfs (/dev/shm) for transfer-only figures, and once on
 //! disk (/var/tmp) end to end. Peers: scp per file (a 1,000-file sample,
 //! extrapolated), `scp -r`, `sftp -b` (put -r), `rsync -a`, `tar | ssh tar`,
-//! k parallel `tar | ssh tar` streams, and the single-channel ceiling
+//! the same with xfer's checks done by hand (checksums on both sides, a
+//! staging folder renamed into place when they agree), k parallel
+//! `tar | ssh tar` streams, and the single-channel ceiling
 //! (`ssh ... 'cat > /dev/null'` fed from a pipe). Both ends run on this
 //! machine's 2 cores, so every tool's remote half competes with its local
-//! half for CPU.
+//! half for CPU. xfer runs with its own choice of channels (2 on loopback,
+//! 8 at 20 and 40 ms); xfer, the tar rows and the ceiling are the median of
+//! `OFFLOAD_BENCH_REPS` (default 3) interleaved rounds, the rest one run.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -176,22 +180,16 @@ impl Bench {
         let _ = std::fs::remove_dir_all(self.root.join("back"));
     }
 
-    fn lists(&self, d: &Data, to: &Path) -> (PathBuf, PathBuf) {
-        let from = self.root.join(format!("{}.from", d.name));
-        let dest = self.root.join(format!("{}.to", d.name));
-        let a: String = d
+    /// A list file `NAME.WHICH`: each of the data's files under `base`.
+    fn list(&self, d: &Data, which: &str, base: &Path) -> PathBuf {
+        let path = self.root.join(format!("{}.{which}", d.name));
+        let text: String = d
             .files
             .iter()
-            .map(|f| format!("{}\n", d.dir.join(f).display()))
+            .map(|f| format!("{}\n", base.join(f).display()))
             .collect();
-        let b: String = d
-            .files
-            .iter()
-            .map(|f| format!("{}\n", to.join(f).display()))
-            .collect();
-        std::fs::write(&from, a).unwrap();
-        std::fs::write(&dest, b).unwrap();
-        (from, dest)
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     fn check(&self, d: &Data, at: &Path) {
@@ -199,63 +197,20 @@ impl Bench {
         assert_eq!(n, d.files.len(), "{} files arrived at {}", n, at.display());
     }
 
-    /// Seconds for each tool; None where a tool is not run for this case.
+    /// Seconds for each tool. xfer, the tar peers and the ceiling run in
+    /// `reps()` interleaved rounds and give their median; the slow peers
+    /// run once.
     fn run(&self, d: &Data, host: &str, full: bool) -> Vec<(String, f64)> {
         let ssh = self.ssh();
         let dst = self.dst();
         let src = &d.dir;
-        let mut out = Vec::new();
         let xfer = env!("CARGO_BIN_EXE_xfer");
-        let mut time = |name: &str, script: &str, check: bool| {
-            self.clean();
-            let t = sh(script).as_secs_f64();
-            if check {
-                self.check(d, &dst);
-            }
-            out.push((name.to_string(), t));
-        };
-        let (from, to) = self.lists(d, &dst);
-        time(
-            "xfer push",
-            &format!(
-                "OFFLOAD_SSH_CONFIG={} {xfer} push -q --host {host} --channels {K} --from {} --to {}",
-                q(&self.config),
-                q(&from),
-                q(&to)
-            ),
-            true,
-        );
-        // Pull back what was pushed.
-        let (rfrom, _) = self.lists(d, &dst);
+        // Push: the sources to dst; pull: what is in dst back to back.
         let back = self.root.join("back");
-        let (_, bto) = self.lists(d, &back);
-        let _ = std::fs::remove_dir_all(&back);
-        let t = sh(&format!(
-            "OFFLOAD_SSH_CONFIG={} {xfer} pull -q --host {host} --channels {K} --from {} --to {}",
-            q(&self.config),
-            q(&rfrom),
-            q(&bto)
-        ));
-        self.check(d, &back);
-        out.push(("xfer pull".into(), t.as_secs_f64()));
-        let mut time = |name: &str, script: &str, check: bool| {
-            self.clean();
-            let t = sh(script).as_secs_f64();
-            if check {
-                self.check(d, &dst);
-            }
-            out.push((name.to_string(), t));
-        };
-        time(
-            "tar | ssh tar",
-            &format!(
-                "tar -C {} -cf - d | {ssh} {host} 'mkdir -p {} && tar -C {} -xf -'",
-                q(src),
-                q(&dst),
-                q(&dst)
-            ),
-            true,
-        );
+        let from = self.list(d, "from", &d.dir);
+        let to = self.list(d, "to", &dst);
+        let rfrom = to.clone();
+        let bto = self.list(d, "back", &back);
         // k streams, each a k-th of the files.
         let parts: Vec<String> = (0..K)
             .map(|i| {
@@ -277,16 +232,94 @@ impl Bench {
                 )
             })
             .collect();
-        time(
-            &format!("{K} x tar | ssh tar"),
-            &format!("{} wait", parts.join(" ")),
-            true,
+        let sums = |side: &str| q(&self.root.join(format!("{side}.sums")));
+        // The same promises as xfer, by hand: checksums of the sources, the
+        // tar unpacked into a staging folder, checksums there compared, and
+        // the folder renamed into place only when they agree.
+        let checked = format!(
+            "cd {src} && find d -type f -print0 | sort -z | xargs -0 cksum > {l} && \
+             tar -cf - d | {ssh} {host} 'mkdir -p {stage} && tar -C {stage} -xf - && cd {stage} && find d -type f -print0 | sort -z | xargs -0 cksum' > {r} && \
+             cmp -s {l} {r} && {ssh} {host} 'mv {stage}/d {dst}/d && rmdir {stage}'",
+            src = q(src),
+            l = sums("local"),
+            r = sums("remote"),
+            stage = q(&dst.join(".stage")),
+            dst = q(&dst),
         );
-        time(
-            "ceiling: 1 channel",
-            &format!("tar -C {} -cf - d | {ssh} {host} 'cat > /dev/null'", q(src)),
-            false,
-        );
+        let fast: Vec<(String, String, bool)> = vec![
+            (
+                "xfer push".into(),
+                format!(
+                    "OFFLOAD_SSH_CONFIG={} {xfer} push -q --host {host} --from {} --to {}",
+                    q(&self.config),
+                    q(&from),
+                    q(&to)
+                ),
+                true,
+            ),
+            (
+                "xfer pull".into(),
+                format!(
+                    "OFFLOAD_SSH_CONFIG={} {xfer} pull -q --host {host} --from {} --to {}",
+                    q(&self.config),
+                    q(&rfrom),
+                    q(&bto)
+                ),
+                true,
+            ),
+            (
+                "tar | ssh tar".into(),
+                format!(
+                    "tar -C {} -cf - d | {ssh} {host} 'mkdir -p {} && tar -C {} -xf -'",
+                    q(src),
+                    q(&dst),
+                    q(&dst)
+                ),
+                true,
+            ),
+            ("tar | ssh tar, checked".into(), checked, true),
+            (
+                format!("{K} x tar | ssh tar"),
+                format!("{} wait", parts.join(" ")),
+                true,
+            ),
+            (
+                "ceiling: 1 channel".into(),
+                format!("tar -C {} -cf - d | {ssh} {host} 'cat > /dev/null'", q(src)),
+                false,
+            ),
+        ];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); fast.len()];
+        for _ in 0..reps() {
+            for (i, (name, script, check)) in fast.iter().enumerate() {
+                // The pull fetches what the push just placed.
+                if name != "xfer pull" {
+                    self.clean();
+                }
+                let t = sh(script).as_secs_f64();
+                if *check {
+                    let at = if name == "xfer pull" { &back } else { &dst };
+                    self.check(d, at);
+                }
+                times[i].push(t);
+            }
+        }
+        let mut out: Vec<(String, f64)> = fast
+            .iter()
+            .zip(times)
+            .map(|((name, _, _), mut t)| {
+                t.sort_by(f64::total_cmp);
+                (name.clone(), t[t.len() / 2])
+            })
+            .collect();
+        let mut time = |name: &str, script: &str, check: bool| {
+            self.clean();
+            let t = sh(script).as_secs_f64();
+            if check {
+                self.check(d, &dst);
+            }
+            out.push((name.to_string(), t));
+        };
         if full {
             time(
                 "rsync -a",
@@ -353,6 +386,15 @@ impl Bench {
     }
 }
 
+/// Rounds of the fast rows: `OFFLOAD_BENCH_REPS`, 3 unless set.
+fn reps() -> usize {
+    std::env::var("OFFLOAD_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
 fn walk_count(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -383,6 +425,7 @@ fn report(title: &str, d: &Data, rtt_ms: u64, rows: &[(String, f64)]) {
     let push = get("xfer push").unwrap();
     let pull = get("xfer pull").unwrap();
     let tar = get("tar | ssh tar").unwrap();
+    let checked = get("tar | ssh tar, checked").unwrap();
     let ceiling = get("ceiling: 1 channel").unwrap();
     println!(
         "  ratios: push/tar {:.2}x, pull/tar {:.2}x, push/ceiling {:.2}x, pull/ceiling {:.2}x",
@@ -390,6 +433,11 @@ fn report(title: &str, d: &Data, rtt_ms: u64, rows: &[(String, f64)]) {
         pull / tar,
         push / ceiling,
         pull / ceiling
+    );
+    println!(
+        "  against tar with the same checks by hand: push {:.2}x, pull {:.2}x",
+        push / checked,
+        pull / checked
     );
     if let Some(scp) = get("scp per file (extrapolated)") {
         println!("  push/scp-per-file {:.0}x", push / scp);
