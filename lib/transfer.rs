@@ -83,28 +83,32 @@ while IFS=' ' read -r kind id a b c d; do
       head -c "$a" | { tar -x --no-same-owner -f - -C / 2> "$T/e"; s=$?; cat > /dev/null; exit $s; }
     fi
     if [ $? -ne 0 ]; then
-      echo "BAD $id tar: $(one "$T/e")"
+      # Cleared before the answer: a retry may come to the same staging
+      # folder on another channel as soon as it is read.
       if [ -f "$m/D" ]; then while IFS=$'\t' read -r sd dd; do rm -rf -- "$sd"; done < "$m/D"; fi
       rm -rf -- "$m"
+      echo "BAD $id tar: $(one "$T/e")"
       # Read straight from the channel, a failed tar may have stopped short:
       # the stream can no longer be trusted. End this channel; the bundle
       # goes again on another.
       [ "$direct" = 1 ] && exit 75
       continue
     fi
+    # The answer comes last: once it is read, a retry of the bundle may
+    # reuse its names (here or on another channel).
     (
       SD=() DD=()
       while IFS=$'\t' read -r sd dd; do SD+=("$sd"); DD+=("$dd"); done < "$m/D"
       if xargs -0 cksum -- < "$m/P" > "$m/C" 2>&1 && cmp -s "$m/C" "$m/M"; then
-        ok=1
-        for i in "${!SD[@]}"; do mv -f -t "${DD[i]}" -- "${SD[i]}"/* || ok=0; done
-        rmdir -- "${SD[@]}" || ok=0
-        if [ "$ok" = 1 ]; then echo "OK $id"; else echo "BAD $id cannot move into place"; fi
+        answer="OK $id"
+        for i in "${!SD[@]}"; do mv -f -t "${DD[i]}" -- "${SD[i]}"/* || answer="BAD $id cannot move into place"; done
+        rmdir -- "${SD[@]}" || answer="BAD $id cannot move into place"
       else
-        echo "BAD $id checksum: $(one "$m/C")"
         rm -rf -- "${SD[@]}"
+        answer="BAD $id checksum: $(one "$m/C")"
       fi
       rm -rf -- "$m"
+      echo "$answer"
     ) &
     ;;
   C)
