@@ -1843,7 +1843,28 @@ fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
         }
         sizes.push(m.len());
     }
-    let remote = remote_sizes(ch, pairs.iter().map(|p| p.dst.as_str()))?;
+    // Only files whose folder exists there can be complete: ask for the
+    // folders first (a first push into new folders then stats no file).
+    let parent = |p: &Pair| -> String {
+        match p.dst.rsplit_once('/') {
+            Some(("", _)) | None => "/".to_string(),
+            Some((dir, _)) => dir.to_string(),
+        }
+    };
+    let folders: Vec<String> = pairs
+        .iter()
+        .map(parent)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let present = remote_sizes(ch, folders.iter().map(String::as_str))?;
+    let remote = remote_sizes(
+        ch,
+        pairs
+            .iter()
+            .filter(|p| present.contains_key(&parent(p)))
+            .map(|p| p.dst.as_str()),
+    )?;
     let candidates: Vec<usize> = (0..pairs.len())
         .filter(|&i| remote.get(&pairs[i].dst) == Some(&sizes[i]))
         .collect();
