@@ -166,6 +166,27 @@ fn push_and_pull_round_trip_byte_identical() {
         "{used} of {most}: {r}"
     );
     set.same("src", "remote");
+    // Every file has its final name and nothing else is left: no staging
+    // folder (new folders are renamed into place whole, or their files
+    // moved when another bundle got there first).
+    let mut found = Vec::new();
+    let mut stack = vec![set.dir.path().join("remote")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            assert!(
+                !p.to_string_lossy().contains(".offload-part"),
+                "left behind: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    assert_eq!(found.len(), set.names.len(), "{found:?}");
     let out = xfer(home.path())
         .args([
             "pull",
