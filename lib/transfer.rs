@@ -799,6 +799,15 @@ fn rel(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
+/// An absolute destination's folder ("/" at the top) and file name.
+fn folder_and_name(dst: &str) -> (&str, &str) {
+    match dst.rsplit_once('/') {
+        Some(("", base)) => ("/", base),
+        Some((dir, base)) => (dir, base),
+        None => ("/", dst),
+    }
+}
+
 /// Build a push bundle into `tar_buf` (cleared, its capacity kept). Each
 /// file travels as `DIR/.offload-part.SESSION-ID/NAME` and is moved to
 /// `DIR/NAME` once the bundle checks out. The bundle carries its own lists
@@ -813,24 +822,19 @@ fn push_bundle(
     remote_tmp: &str,
     tar_buf: Vec<u8>,
 ) -> anyhow::Result<Vec<u8>> {
-    let stage_of = |dst: &str| -> (String, String) {
-        let (dir, base) = dst.rsplit_once('/').expect("absolute destination");
-        let dir = if dir.is_empty() { "/" } else { dir };
-        (
-            format!(
-                "{}/{PART_DIR}{}-{id}",
-                dir.trim_end_matches('/'),
-                shared.session
-            ),
-            format!("{dir}\t{base}"),
-        )
-    };
+    // Each file's staged name, and each staging folder with its destination.
+    let mut staged = Vec::with_capacity(files.len());
     let mut folders = String::new();
     let mut seen = HashSet::new();
     for &f in files {
-        let (stage, dir_base) = stage_of(&shared.pairs[f].dst);
+        let (dir, base) = folder_and_name(&shared.pairs[f].dst);
+        let stage = format!(
+            "{}/{PART_DIR}{}-{id}",
+            dir.trim_end_matches('/'),
+            shared.session
+        );
+        staged.push(format!("{stage}/{base}"));
         if seen.insert(stage.clone()) {
-            let dir = dir_base.split('\t').next().unwrap_or("/");
             folders.push_str(&format!("{stage}\t{dir}\n"));
         }
     }
@@ -848,28 +852,23 @@ fn push_bundle(
     list(&mut tar, "D", folders.as_bytes())?;
     let mut manifest = String::new();
     let mut paths = Vec::new();
-    for &f in files {
+    for (&f, name) in files.iter().zip(&staged) {
         let p = &shared.pairs[f];
         let cannot = || format!("cannot read {}", p.src);
         let file = File::open(&p.src).with_context(cannot)?;
         let meta = file.metadata().with_context(cannot)?;
         let size = meta.len();
-        let (stage, dir_base) = stage_of(&p.dst);
-        let base = dir_base.split_once('\t').map(|(_, b)| b).unwrap_or("");
-        let name = format!("{stage}/{base}");
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        if let Ok(d) = meta
-            .modified()
-            .map(|t| t.duration_since(std::time::UNIX_EPOCH))
-        {
-            h.set_mtime(d.map(|d| d.as_secs()).unwrap_or(0));
+        if let Ok(t) = meta.modified() {
+            let since = t.duration_since(std::time::UNIX_EPOCH);
+            h.set_mtime(since.unwrap_or_default().as_secs());
         }
         // The header (and a long name's) from the tar crate; the data read
         // straight into the bundle after it, where it is checksummed.
-        tar.append_data(&mut h, rel(&name), std::io::empty())
+        tar.append_data(&mut h, rel(name), std::io::empty())
             .with_context(|| format!("cannot pack {}", p.src))?;
         let buf = tar.get_mut();
         let at = buf.len();
@@ -1296,8 +1295,10 @@ fn pull_bundle(
         .collect();
     let mut got: HashMap<usize, Result<(), String>> = HashMap::new();
     let head = ch.line()?;
-    // Files checked and waiting for their final names.
+    // Files checked and waiting for their final names, and one open file
+    // on each file system they are on, to flush it by.
     let mut checked: Vec<(usize, u64)> = Vec::new();
+    let mut on_device: HashMap<u64, File> = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut unpack = |reader: &mut dyn Read,
                       got: &mut HashMap<usize, Result<(), String>>|
@@ -1320,7 +1321,7 @@ fn pull_bundle(
                 continue;
             }
             let p = &shared.pairs[f];
-            let res = (|| -> anyhow::Result<u64> {
+            let res = (|| -> anyhow::Result<(u64, File)> {
                 let mut out = create_part(&p.dst)?;
                 let mut h = Cksum::default();
                 let mut size = 0u64;
@@ -1336,13 +1337,19 @@ fn pull_bundle(
                 }
                 let sum = h.finish();
                 match sums.get(&p.src) {
-                    Some(s) if *s == sum => Ok(size),
+                    Some(s) if *s == sum => Ok((size, out)),
                     Some(_) => Err(anyhow!("checksum differs from the remote side's")),
                     None => Err(anyhow!("no checksum came for it")),
                 }
             })();
             match res {
-                Ok(size) => checked.push((f, size)),
+                Ok((size, out)) => {
+                    use std::os::unix::fs::MetadataExt;
+                    if let Ok(m) = out.metadata() {
+                        on_device.entry(m.dev()).or_insert(out);
+                    }
+                    checked.push((f, size));
+                }
                 Err(e) => {
                     let _ = std::fs::remove_file(part_path(&p.dst));
                     got.insert(f, Err(exit::one_line(&e)));
@@ -1382,15 +1389,8 @@ fn pull_bundle(
     }
     // Durable before they get their final names: one flush per file system
     // for the bundle, rather than one per file.
-    let mut synced = HashSet::new();
-    for &(f, _) in &checked {
-        let part = part_path(&shared.pairs[f].dst);
-        if let Ok(file) = File::open(&part) {
-            use std::os::unix::fs::MetadataExt;
-            if file.metadata().is_ok_and(|m| synced.insert(m.dev())) {
-                sync_file_system(&file);
-            }
-        }
+    for file in on_device.values() {
+        sync_file_system(file);
     }
     for (f, size) in checked {
         let p = &shared.pairs[f];
@@ -1845,24 +1845,16 @@ fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
     }
     // Only files whose folder exists there can be complete: ask for the
     // folders first (a first push into new folders then stats no file).
-    let parent = |p: &Pair| -> String {
-        match p.dst.rsplit_once('/') {
-            Some(("", _)) | None => "/".to_string(),
-            Some((dir, _)) => dir.to_string(),
-        }
-    };
-    let folders: Vec<String> = pairs
-        .iter()
-        .map(parent)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let present = remote_sizes(ch, folders.iter().map(String::as_str))?;
+    fn folder(p: &Pair) -> &str {
+        folder_and_name(&p.dst).0
+    }
+    let folders: HashSet<&str> = pairs.iter().map(folder).collect();
+    let present = remote_sizes(ch, folders.into_iter())?;
     let remote = remote_sizes(
         ch,
         pairs
             .iter()
-            .filter(|p| present.contains_key(&parent(p)))
+            .filter(|p| present.contains_key(folder(p)))
             .map(|p| p.dst.as_str()),
     )?;
     let candidates: Vec<usize> = (0..pairs.len())
@@ -1907,7 +1899,7 @@ const WINDOW: f64 = 2.0 * 1024.0 * 1024.0;
 
 /// Channels for a host at this round trip: enough to keep `AUTO_RATE` in
 /// flight, at least 2 (one bundle is checked while the next arrives), at
-/// most `cap`. On a fast local link that is 2; at 20 ms, 10.
+/// most `cap`. On a fast local link that is 2; from about 15 ms, 8.
 pub fn channels_for(round_trip: Duration, cap: usize) -> usize {
     let need = (round_trip.as_secs_f64() * AUTO_RATE / WINDOW).ceil() as usize;
     need.max(2).min(cap.max(1))

@@ -167,25 +167,16 @@ fn push_and_pull_round_trip_byte_identical() {
     );
     set.same("src", "remote");
     // Every file has its final name and nothing else is left: no staging
-    // folder (new folders are renamed into place whole, or their files
-    // moved when another bundle got there first).
-    let mut found = Vec::new();
-    let mut stack = vec![set.dir.path().join("remote")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            assert!(
-                !p.to_string_lossy().contains(".offload-part"),
-                "left behind: {}",
-                p.display()
-            );
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                found.push(p);
-            }
-        }
+    // folder, no staged file.
+    let entries = walk(&set.dir.path().join("remote"));
+    for p in &entries {
+        assert!(
+            !p.to_string_lossy().contains(".offload-part"),
+            "left behind: {}",
+            p.display()
+        );
     }
+    let found: Vec<&PathBuf> = entries.iter().filter(|p| p.is_file()).collect();
     assert_eq!(found.len(), set.names.len(), "{found:?}");
     let out = xfer(home.path())
         .args([
@@ -223,15 +214,15 @@ fn push_and_pull_round_trip_byte_identical() {
     assert_eq!(parts, 0);
 }
 
+/// Everything under `dir`, folders included.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
             out.extend(walk(&p));
-        } else {
-            out.push(p);
         }
+        out.push(p);
     }
     out
 }
