@@ -495,10 +495,10 @@ pub fn claim_next_polled(
     actor: &Actor,
 ) -> anyhow::Result<Option<Run>> {
     if policy.is_trivial() {
-        // PostgreSQL: one statement takes the oldest. Nothing taken falls
-        // through to the general path, which says why (paused, or none).
+        // PostgreSQL: one statement takes the oldest. When it takes none,
+        // there is none to take; only a pause is left to report.
         let now = db::now();
-        if let Some(Some(run)) = db::claim_oldest_in_one_statement(
+        match db::claim_oldest_in_one_statement(
             db,
             state.as_str(),
             stale_before(),
@@ -508,7 +508,12 @@ pub fn claim_next_polled(
             actor.pid,
             now,
         )? {
-            return Ok(Some(run));
+            Some(Some(run)) => return Ok(Some(run)),
+            Some(None) => {
+                db.tx(|s| ensure_not_paused(s, &actor.tool))?;
+                return Ok(None);
+            }
+            None => {}
         }
     }
     for attempt in 0..20u64 {
