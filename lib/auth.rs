@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::exit;
-use crate::ssh::{Host, SshOptions};
+use crate::ssh::{setting, Host, SshOptions};
 use crate::target::{SchedulerKind, Target};
 
 /// What is known of one front end's master.
@@ -80,7 +80,7 @@ pub fn all_masters(cfg: &Config, now: NaiveDateTime) -> Vec<Master> {
         let target = match cfg.target(name) {
             Ok(t) => t,
             Err(e) => {
-                out.push(unresolved(name, "-", &e));
+                out.push(unresolved(name, &e));
                 continue;
             }
         };
@@ -89,16 +89,17 @@ pub fn all_masters(cfg: &Config, now: NaiveDateTime) -> Vec<Master> {
         }
         match front_ends(cfg, Some(name), &[]) {
             Ok(fes) => out.extend(fes.iter().map(|fe| probe(&fe.target, &fe.host, now))),
-            Err(e) => out.push(unresolved(name, "-", &e)),
+            Err(e) => out.push(unresolved(name, &e)),
         }
     }
     out
 }
 
-fn unresolved(target: &str, host: &str, e: &anyhow::Error) -> Master {
+/// A target whose hosts could not be worked out (host "-").
+fn unresolved(target: &str, e: &anyhow::Error) -> Master {
     Master {
         target: target.to_string(),
-        host: host.to_string(),
+        host: "-".to_string(),
         socket: String::new(),
         alive: false,
         pid: None,
@@ -272,13 +273,6 @@ fn hop(name: &str, ok: bool, detail: impl Into<String>, remedy: Option<String>) 
         detail: detail.into(),
         remedy,
     }
-}
-
-fn setting(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        k.eq_ignore_ascii_case(key).then(|| v.trim().to_string())
-    })
 }
 
 /// Connect to host:port and read the SSH banner. Err: why not.
@@ -483,7 +477,7 @@ pub fn hosts_key(hosts: &[Host]) -> String {
 pub fn record_rate(
     db: &mut crate::db::Db,
     hosts: &[Host],
-    direction: &str,
+    direction: crate::transfer::Direction,
     bytes: u64,
     seconds: f64,
 ) -> anyhow::Result<()> {
@@ -492,7 +486,7 @@ pub fn record_rate(
     }
     let row = crate::db::models::NewRate {
         host: hosts_key(hosts),
-        direction: direction.to_string(),
+        direction: direction.as_str().to_string(),
         bytes: bytes as i64,
         seconds,
         at: crate::db::now(),
@@ -505,11 +499,11 @@ pub fn record_rate(
 pub fn measured_rate(
     db: &mut crate::db::Db,
     hosts: &[Host],
-    direction: &str,
+    direction: crate::transfer::Direction,
 ) -> anyhow::Result<Option<f64>> {
     let key = vec![hosts_key(hosts)];
     let mut rates: Vec<f64> = db
-        .read(|s| s.rates(&key, direction, 10))?
+        .read(|s| s.rates(&key, direction.as_str(), 10))?
         .into_iter()
         .filter(|(_, secs)| *secs > 0.0)
         .map(|(b, secs)| b as f64 / secs)
@@ -529,7 +523,7 @@ pub fn forecast(
     db: &mut crate::db::Db,
     lifetime_hours: f64,
     hosts: &[Host],
-    direction: &str,
+    direction: crate::transfer::Direction,
     bytes: u64,
     what: &str,
 ) -> anyhow::Result<()> {

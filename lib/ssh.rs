@@ -127,12 +127,7 @@ impl SshOptions {
     /// Resolve a host's control socket from the ssh configuration.
     pub fn host(&self, alias: &str) -> anyhow::Result<Host> {
         let text = self.settings(alias)?;
-        let get = |key: &str| -> Option<String> {
-            text.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k.eq_ignore_ascii_case(key)).then(|| v.to_string())
-            })
-        };
+        let get = |key: &str| setting(&text, key);
         let path = get("controlpath").filter(|p| p != "none").ok_or_else(|| {
             exit::usage(format!(
                 "host '{alias}' has no ControlPath in the ssh configuration: offload only works over a \
@@ -316,6 +311,14 @@ impl Host {
         run_with_timeout(self.command(script), input, limit)
             .with_context(|| format!("on {}", self.alias))
     }
+}
+
+/// One setting from `ssh -G`'s output (keys in any case).
+pub fn setting(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        k.eq_ignore_ascii_case(key).then(|| v.trim().to_string())
+    })
 }
 
 /// Does ssh's complaint say the server refused another session (MaxSessions)?
