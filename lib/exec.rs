@@ -291,16 +291,15 @@ pub fn exec_run(
         db,
         target.config.master_lifetime_hours,
         &hosts,
-        "push",
+        Direction::Push,
         bytes,
         &format!("run {} not sent", run.remote_id),
     )?;
     let bar = printer.bytes_progress(Direction::Push);
     let report = transfer::transfer(&hosts, pairs, Direction::Push, &Options::default(), bar)?;
     if report.complete {
-        crate::auth::record_rate(db, &hosts, "push", report.bytes, report.seconds)?;
-    }
-    if !report.complete {
+        crate::auth::record_rate(db, &hosts, Direction::Push, report.bytes, report.seconds)?;
+    } else {
         if !report.hosts_lost.is_empty() {
             check_or_auth(db, run, &hosts, actor)?;
         }

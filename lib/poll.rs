@@ -29,6 +29,11 @@ const TOOL: &str = "poll";
 
 /// Fault of a run whose components failed (job_policy fatal).
 pub const FAULT_COMPONENTS: i32 = 30;
+/// A component's fault: its command failed (its record says how).
+pub const COMPONENT_FAILED: i32 = 1;
+/// A component's fault: no result record came back (it never ran, or its
+/// rank died).
+pub const COMPONENT_NO_RECORD: i32 = 2;
 /// Fault of a run whose job kept failing for the site's reasons.
 pub const FAULT_SITE: i32 = 31;
 /// Resubmissions after site failures (node failure, time limit, preemption,
@@ -194,9 +199,8 @@ fn fetch(
         printer.bytes_progress(Direction::Pull),
     )?;
     if report.complete {
-        crate::auth::record_rate(db, hosts, "pull", report.bytes, report.seconds)?;
-    }
-    if !report.complete {
+        crate::auth::record_rate(db, hosts, Direction::Pull, report.bytes, report.seconds)?;
+    } else {
         check_or_auth(db, run, hosts, actor)?;
         let first = report
             .failures
@@ -431,9 +435,9 @@ pub fn poll_run(
                     fault: if ok {
                         0
                     } else if rec.is_some() {
-                        1
+                        COMPONENT_FAILED
                     } else {
-                        2
+                        COMPONENT_NO_RECORD
                     },
                     result,
                     updated_at: now,

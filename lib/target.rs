@@ -129,8 +129,11 @@ fn default_queue_base() -> u64 {
 fn default_tail_bytes() -> usize {
     crate::scripts::DEFAULT_TAIL_BYTES
 }
+/// A master's expected lifetime when the target does not say (hours).
+pub const DEFAULT_MASTER_LIFETIME_HOURS: f64 = 12.0;
+
 fn default_master_lifetime() -> f64 {
-    12.0
+    DEFAULT_MASTER_LIFETIME_HOURS
 }
 fn default_command_bytes() -> usize {
     16 * 1024

@@ -211,6 +211,16 @@ pub enum Direction {
     Pull,
 }
 
+impl Direction {
+    /// "push" or "pull", as the JSON and the transfer-rate rows spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Compress {

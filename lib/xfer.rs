@@ -131,10 +131,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         compress: args.compress,
         ..Options::default()
     };
-    let direction = match args.direction {
-        Direction::Push => "push",
-        Direction::Pull => "pull",
-    };
     if let Some(db) = db.as_mut() {
         // Pushes: the local sizes are known; forecast against the masters.
         if args.direction == Direction::Push {
@@ -146,15 +142,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             let lifetime = target
                 .as_ref()
                 .map(|t| t.config.master_lifetime_hours)
-                .unwrap_or(12.0);
-            crate::auth::forecast(db, lifetime, &hosts, direction, bytes, "nothing sent")?;
+                .unwrap_or(crate::target::DEFAULT_MASTER_LIFETIME_HOURS);
+            crate::auth::forecast(db, lifetime, &hosts, args.direction, bytes, "nothing sent")?;
         }
     }
     let bar = printer.bytes_progress(args.direction);
     let report = transfer::transfer(&hosts, pairs, args.direction, &opts, bar)?;
     if let Some(db) = db.as_mut() {
         if report.complete {
-            crate::auth::record_rate(db, &hosts, direction, report.bytes, report.seconds)?;
+            crate::auth::record_rate(db, &hosts, args.direction, report.bytes, report.seconds)?;
         }
     }
     for f in report.failures.iter().take(10) {
