@@ -236,8 +236,8 @@ pub trait Store {
     ) -> QueryResult<usize>;
 }
 
-/// (label, stage, run state, runs, earliest time a run entered the state).
-pub type RunGroup = (String, String, String, i64, Option<NaiveDateTime>);
+/// (label, stage, run state, runs).
+pub type RunGroup = (String, String, String, i64);
 
 /// The active component of the work item in the outer query, if any.
 macro_rules! in_active_run {
@@ -822,7 +822,6 @@ macro_rules! impl_store {
                         remote_runs::stage,
                         remote_runs::state,
                         count_star(),
-                        diesel::dsl::min(remote_runs::state_since),
                     ))
                     .order((remote_runs::label, remote_runs::stage, remote_runs::state))
                     .load(self)

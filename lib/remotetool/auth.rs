@@ -20,7 +20,7 @@ pub const NETWORK_TOOLS: &[&str] = &["exec", "poll", "xfer"];
 /// The pause reason that marks a refresh's own pauses.
 pub const REFRESH_REASON: &str = "auth refresh";
 /// The control row of an unfinished refresh.
-const REFRESH_ROW: &str = "refresh-auth";
+pub(super) const REFRESH_ROW: &str = "refresh-auth";
 
 #[derive(Debug, clap::Args)]
 pub struct AuthArgs {
@@ -373,7 +373,7 @@ pub fn refresh(
     say(&mut steps, 1, "check", summary.join("; "));
 
     // 2. pause
-    let tools: Vec<String> = NETWORK_TOOLS.iter().map(|t| t.to_string()).collect();
+    let tools = tools_or_default(&[])?;
     let controls = db.read(|s| s.controls())?;
     let to_pause: Vec<String> = tools
         .iter()
@@ -487,19 +487,17 @@ pub fn refresh(
     );
 
     // 6. resume what the refresh paused
-    let ours: Vec<String> = db
-        .read(|s| s.controls())?
-        .into_iter()
-        .filter(|c| c.paused && c.reason.as_deref() == Some(REFRESH_REASON))
-        .map(|c| c.tool)
-        .collect();
-    if !ours.is_empty() {
-        runs::set_paused(db, &ours, false, None, actor)?;
-    }
-    let others: Vec<String> = db
+    let (ours, others): (Vec<_>, Vec<_>) = db
         .read(|s| s.controls())?
         .into_iter()
         .filter(|c| c.paused && runs::PAUSABLE.contains(&c.tool.as_str()))
+        .partition(|c| c.reason.as_deref() == Some(REFRESH_REASON));
+    let ours: Vec<String> = ours.into_iter().map(|c| c.tool).collect();
+    if !ours.is_empty() {
+        runs::set_paused(db, &ours, false, None, actor)?;
+    }
+    let others: Vec<String> = others
+        .into_iter()
         .map(|c| format!("{} ({})", c.tool, c.reason.unwrap_or_default()))
         .collect();
     say(

@@ -142,7 +142,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let item_groups = db.read(|s| s.item_groups())?;
     let active = db.read(|s| s.active_item_groups())?;
     let components = db.read(|s| s.component_report(None, None))?;
-    for (label, stage, state, n, _) in &run_groups {
+    for (label, stage, state, n) in &run_groups {
         *get(&mut groups, label, stage)
             .runs
             .entry(state.clone())
@@ -241,7 +241,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let controls = db.read(|s| s.controls())?;
     let refresh_since = controls
         .iter()
-        .find(|c| c.tool == "refresh-auth" && c.paused)
+        .find(|c| c.tool == super::auth::REFRESH_ROW && c.paused)
         .map(|c| c.changed_at);
     let paused: Vec<Control> = controls
         .into_iter()
