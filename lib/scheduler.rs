@@ -209,9 +209,7 @@ pub mod local {
         let pid = job_id.strip_prefix("local:").unwrap_or(job_id);
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let alive = String::from_utf8_lossy(&cmdline).contains("job.sh")
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ");
+            && pid.parse().is_ok_and(crate::runs::pid_alive);
         if alive {
             JobState::Active("RUNNING".into())
         } else {

@@ -100,22 +100,18 @@ pub fn component_line(id: i64, pre: &str, command: &str, post: &str, log: &str) 
             .map(|c| c.into_owned())
             .unwrap_or_default()
     };
-    if log.is_empty() {
-        format!(
-            "offload_component {id} {} {} {}\n",
-            q(pre),
-            q(command),
-            q(post)
-        )
-    } else {
-        format!(
-            "offload_component {id} {} {} {} {}\n",
-            q(pre),
-            q(command),
-            q(post),
-            q(log)
-        )
+    let mut line = format!(
+        "offload_component {id} {} {} {}",
+        q(pre),
+        q(command),
+        q(post)
+    );
+    if !log.is_empty() {
+        line.push(' ');
+        line.push_str(&q(log));
     }
+    line.push('\n');
+    line
 }
 
 /// The phases of one component, read back from its rank file line.

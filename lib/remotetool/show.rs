@@ -79,8 +79,8 @@ fn last_line(r: &ResultRecord) -> String {
 pub fn component_fault(f: i32) -> &'static str {
     match f {
         0 => "none",
-        1 => "its command failed (see exit status and phase)",
-        2 => "no result record: it never ran, or its rank died",
+        crate::poll::COMPONENT_FAILED => "its command failed (see exit status and phase)",
+        crate::poll::COMPONENT_NO_RECORD => "no result record: it never ran, or its rank died",
         _ => "unknown",
     }
 }
@@ -222,7 +222,7 @@ pub fn show(
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| "-".into()),
                     f.phase.clone().unwrap_or_else(|| "-".into()),
-                    if f.fault == 2 {
+                    if f.fault == crate::poll::COMPONENT_NO_RECORD {
                         "no result record".to_string()
                     } else {
                         f.last_line.clone()
