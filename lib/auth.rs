@@ -308,8 +308,9 @@ fn ssh_banner(host: &str, port: &str) -> Result<String, String> {
 /// the control socket (missing, stale), the master (alive, its expiry),
 /// a session through it (MaxSessions), and without a master the bastion
 /// and the front end themselves (unreachable, refused) or, when they
-/// answer, the expired authentication.
-pub fn diagnose(fe: &FrontEnd, now: NaiveDateTime) -> Vec<Hop> {
+/// answer, the expired authentication. `m` is what [`probe`] found of the
+/// master just now.
+pub fn diagnose(fe: &FrontEnd, m: &Master) -> Vec<Hop> {
     let host = &fe.host;
     let alias = &host.alias;
     let start_it = Some(format!(
@@ -317,10 +318,9 @@ pub fn diagnose(fe: &FrontEnd, now: NaiveDateTime) -> Vec<Hop> {
     ));
     let mut hops = Vec::new();
     let sock = host.socket.display().to_string();
-    match host.master_pid() {
-        Ok(pid) => {
+    match (m.pid, m.problem.clone().unwrap_or_default()) {
+        (Some(pid), _) => {
             hops.push(hop("control socket", true, sock, None));
-            let m = probe(&fe.target, host, now);
             let left = m
                 .seconds_left
                 .map(human_duration)
@@ -351,7 +351,7 @@ pub fn diagnose(fe: &FrontEnd, now: NaiveDateTime) -> Vec<Hop> {
             }
             return hops;
         }
-        Err(e) => {
+        (None, e) => {
             if host.socket.exists() {
                 hops.push(hop(
                     "control socket",

@@ -143,7 +143,7 @@ fn status_views(fes: &[FrontEnd], diagnose: bool) -> Vec<MasterView> {
     fes.iter()
         .map(|fe| {
             let master = auth::probe(&fe.target, &fe.host, now);
-            let hops = (diagnose || !master.alive).then(|| auth::diagnose(fe, now));
+            let hops = (diagnose || !master.alive).then(|| auth::diagnose(fe, &master));
             MasterView { master, hops }
         })
         .collect()
