@@ -264,12 +264,13 @@ struct ComponentView {
     history: Vec<History>,
 }
 
-/// The rank and phases of a component, from the run's local folder.
+/// The run's remote folder, and the rank and phases of a component, from
+/// the run's local folder.
 fn commands_of(
     cfg: &Config,
     run: &Run,
     cid: i64,
-) -> anyhow::Result<(Option<String>, u32, ComponentCommands)> {
+) -> anyhow::Result<(String, u32, ComponentCommands)> {
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
     let dir = crate::prepare::local_run_dir(run, &target)?;
     let tsv = std::fs::read_to_string(dir.join("components.tsv")).map_err(|e| {
@@ -290,7 +291,7 @@ fn commands_of(
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", rank_file.display()))?;
     let cmds = scripts::find_component(&text, cid)
         .ok_or_else(|| anyhow::anyhow!("component {cid} has no line in {}", rank_file.display()))?;
-    Ok((Some(target.remote_run_dir(run.remote_id)), rank, cmds))
+    Ok((target.remote_run_dir(run.remote_id), rank, cmds))
 }
 
 fn indent(text: &str) -> String {
@@ -331,13 +332,13 @@ fn show_component(
         .ok_or_else(|| no_run(component.remote_id))?;
     let attempts = db.read(|s| s.item_components(work_item.id))?;
     let history = db.read(|s| s.history(Some(run.remote_id), a.history))?;
-    let (remote_run, rank, commands, commands_unknown) = match commands_of(cfg, &run, cid) {
-        Ok((rr, rank, c)) => (rr, Some(rank), Some(c), None),
-        Err(e) => (None, None, None, Some(exit::one_line(&e))),
-    };
-    let rank_log = match (&remote_run, rank) {
-        (Some(rr), Some(r)) => Some(format!("{rr}/logs/rank-{r}.log")),
-        _ => None,
+    let (remote_run, rank, rank_log, commands, commands_unknown) = match commands_of(cfg, &run, cid)
+    {
+        Ok((rr, rank, c)) => {
+            let log = format!("{rr}/logs/rank-{rank}.log");
+            (Some(rr), Some(rank), Some(log), Some(c), None)
+        }
+        Err(e) => (None, None, None, None, Some(exit::one_line(&e))),
     };
     let view = ComponentView {
         result: record(&component),
