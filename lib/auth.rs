@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::exit;
 use crate::ssh::{setting, Host, SshOptions};
-use crate::target::{SchedulerKind, Target};
+use crate::target::Target;
 
 /// What is known of one front end's master.
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +84,7 @@ pub fn all_masters(cfg: &Config, now: NaiveDateTime) -> Vec<Master> {
                 continue;
             }
         };
-        if target.config.scheduler == SchedulerKind::Local {
+        if !target.has_masters() {
             continue;
         }
         match front_ends(cfg, Some(name), &[]) {
@@ -131,10 +131,10 @@ pub fn front_ends(
     let mut out = Vec::new();
     for name in names {
         let t = cfg.target(&name)?;
-        if t.config.scheduler == SchedulerKind::Local {
+        if !t.has_masters() {
             continue;
         }
-        let ssh = crate::exec::ssh_options(&t);
+        let ssh = t.ssh_options();
         for alias in &t.config.hosts {
             if !hosts.is_empty() && !hosts.contains(alias) {
                 continue;
@@ -481,7 +481,8 @@ pub fn record_rate(
     bytes: u64,
     seconds: f64,
 ) -> anyhow::Result<()> {
-    if bytes < RATE_MIN_BYTES || seconds <= 0.0 {
+    // Without masters (a local target) there is no link to measure.
+    if hosts.is_empty() || bytes < RATE_MIN_BYTES || seconds <= 0.0 {
         return Ok(());
     }
     let row = crate::db::models::NewRate {
@@ -527,6 +528,9 @@ pub fn forecast(
     bytes: u64,
     what: &str,
 ) -> anyhow::Result<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
     let Some(rate) = measured_rate(db, hosts, direction)? else {
         return Ok(());
     };

@@ -20,17 +20,13 @@ use crate::db::models::Run;
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
-use crate::runs::{self, Actor, Extra};
-use crate::scheduler::Slurm;
-use crate::ssh::{Host, SshOptions};
-use crate::state::RunState;
-use crate::target::{SchedulerKind, Target};
-use crate::transfer::{self, Direction, Options, Pair};
+use crate::runs::{self, Actor, Extra, OnFailure, Work};
+use crate::scheduler::{self, Site};
+use crate::state::{fault, RunState};
+use crate::target::Target;
+use crate::transfer::{self, Direction, Pair};
 
 const TOOL: &str = "exec";
-
-/// Fault recorded when exec fails for a reason a person must fix.
-pub const FAULT_EXEC: i32 = 20;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,59 +41,7 @@ pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(flatten)]
-    pub which: crate::prepare::Which,
-}
-
-/// The front ends of a target, resolved, with their ssh options.
-pub fn target_hosts(target: &Target) -> anyhow::Result<Vec<Host>> {
-    if target.config.hosts.is_empty() {
-        return Err(exit::usage(format!(
-            "target '{}' has no hosts: add hosts = [\"front-end\"] to [targets.{}]",
-            target.name, target.name
-        )));
-    }
-    let ssh = ssh_options(target);
-    target.config.hosts.iter().map(|h| ssh.host(h)).collect()
-}
-
-/// How a target's hosts are reached: `$OFFLOAD_SSH_CONFIG`, else the
-/// target's `ssh_config`, else ssh's own configuration.
-pub fn ssh_options(target: &Target) -> SshOptions {
-    SshOptions {
-        config: std::env::var_os("OFFLOAD_SSH_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| target.config.ssh_config.clone()),
-    }
-}
-
-/// Every master alive, or the run goes to `auth` (remembering where it
-/// was) and the error says which host and what to do.
-pub fn check_or_auth(db: &mut Db, run: &Run, hosts: &[Host], actor: &Actor) -> anyhow::Result<()> {
-    for h in hosts {
-        if let Err(e) = h.check() {
-            let msg = exit::one_line(&e);
-            db.tx(|s| {
-                let now = runs::get_run(s, run.remote_id)?;
-                runs::transition_in(
-                    s,
-                    &now,
-                    RunState::Auth,
-                    actor,
-                    &msg,
-                    Extra {
-                        message: Some(Some(msg.clone())),
-                        ..Extra::default()
-                    },
-                )
-            })?;
-            return Err(exit::auth(format!(
-                "run {} is now 'auth': {msg}",
-                run.remote_id
-            )));
-        }
-    }
-    Ok(())
+    pub which: runs::Which,
 }
 
 fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -135,46 +79,6 @@ fn run_pairs(local_run: &Path, remote_run: &str) -> anyhow::Result<Vec<Pair>> {
     Ok(pairs)
 }
 
-/// A `local` target: copy what is missing, start the batch script here.
-fn exec_local(db: &mut Db, run: &Run, target: &Target, actor: &Actor) -> anyhow::Result<Submitted> {
-    let local_run = crate::prepare::local_run_dir(run, target)?;
-    let remote_run = target.remote_run_dir(run.remote_id);
-    let pairs = run_pairs(&local_run, &remote_run)?;
-    let bytes: u64 = pairs
-        .iter()
-        .filter_map(|p| std::fs::metadata(&p.src).ok())
-        .map(|m| m.len())
-        .sum();
-    let (sent, present) = crate::scheduler::local::copy(&pairs)?;
-    let job_id = crate::scheduler::local::submit(&remote_run)?;
-    let name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
-    db.tx(|s| {
-        let now = runs::get_run(s, run.remote_id)?;
-        runs::transition_in(
-            s,
-            &now,
-            RunState::Run,
-            actor,
-            &format!("started job {job_id} ({name}) here"),
-            Extra {
-                job_id: Some(Some(job_id.clone())),
-                fault: Some(0),
-                message: Some(None),
-                ..Extra::default()
-            },
-        )
-    })?;
-    Ok(Submitted {
-        remote_id: run.remote_id,
-        job_id,
-        job_name: name,
-        found_existing: false,
-        files_sent: sent,
-        files_present: present,
-        bytes_sent: bytes,
-    })
-}
-
 #[derive(Debug, Serialize)]
 pub struct Submitted {
     pub remote_id: i64,
@@ -200,44 +104,29 @@ pub fn exec_run(
         )));
     }
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
-    if target.config.scheduler == SchedulerKind::Local {
-        return exec_local(db, run, &target, actor);
-    }
-    let hosts = target_hosts(&target)?;
+    let site = scheduler::site_for(&target)?;
     printer.debug(format!(
         "run {}: target '{}', masters {}",
         run.remote_id,
         target.name,
-        hosts
+        site.hosts()
             .iter()
             .map(|h| h.socket.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    check_or_auth(db, run, &hosts, actor)?;
-    let slurm = Slurm { host: &hosts[0] };
+    scheduler::check_or_auth(db, run, site.as_ref(), actor)?;
     let name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
-    let remote_run = target.remote_run_dir(run.remote_id);
-    let record = |db: &mut Db, job_id: &str, how: &str| -> anyhow::Result<()> {
-        db.tx(|s| {
-            let now = runs::get_run(s, run.remote_id)?;
-            runs::transition_in(
-                s,
-                &now,
-                RunState::Run,
-                actor,
-                &format!("{how} job {job_id} ({name}) on {}", hosts[0].alias),
-                Extra {
-                    job_id: Some(Some(job_id.to_string())),
-                    fault: Some(0),
-                    message: Some(None),
-                    ..Extra::default()
-                },
-            )
-        })
-    };
-    if let Some(job_id) = slurm.find_job(&name)? {
-        record(db, &job_id, "found the already submitted")?;
+    if let Some(job_id) = site.find_job(&name)? {
+        record_job(
+            db,
+            run,
+            site.as_ref(),
+            actor,
+            &job_id,
+            &name,
+            "found the already submitted",
+        )?;
         return Ok(Submitted {
             remote_id: run.remote_id,
             job_id,
@@ -248,7 +137,84 @@ pub fn exec_run(
             bytes_sent: 0,
         });
     }
-    let (pending, running) = slurm.queue_counts(&target.config.job_prefix)?;
+    throttle(site.as_ref(), &target, run, printer)?;
+    let remote_run = target.remote_run_dir(run.remote_id);
+    let local_run = runs::local_run_dir(run, &target)?;
+    let pairs = run_pairs(&local_run, &remote_run)?;
+    let bytes: u64 = pairs
+        .iter()
+        .filter_map(|p| std::fs::metadata(&p.src).ok())
+        .map(|m| m.len())
+        .sum();
+    check_space(site.as_ref(), &target, run, &remote_run, bytes)?;
+    crate::auth::forecast(
+        db,
+        target.config.master_lifetime_hours,
+        site.hosts(),
+        Direction::Push,
+        bytes,
+        &format!("run {} not sent", run.remote_id),
+    )?;
+    let report = site.push(pairs, printer)?;
+    if !report.complete {
+        return Err(scheduler::incomplete(
+            db,
+            run,
+            site.as_ref(),
+            actor,
+            &report,
+            "were not sent",
+        ));
+    }
+    crate::auth::record_rate(
+        db,
+        site.hosts(),
+        Direction::Push,
+        report.bytes,
+        report.seconds,
+    )?;
+    let job_id = site.submit(&remote_run, &name)?;
+    record_job(db, run, site.as_ref(), actor, &job_id, &name, "submitted")?;
+    Ok(Submitted {
+        remote_id: run.remote_id,
+        job_id,
+        job_name: name,
+        found_existing: false,
+        files_sent: report.transferred,
+        files_present: report.skipped,
+        bytes_sent: report.bytes,
+    })
+}
+
+/// The run's job is known: `pending -> run` with its id.
+fn record_job(
+    db: &mut Db,
+    run: &Run,
+    site: &dyn Site,
+    actor: &Actor,
+    job_id: &str,
+    name: &str,
+    how: &str,
+) -> anyhow::Result<()> {
+    runs::transition(
+        db,
+        run.remote_id,
+        RunState::Run,
+        actor,
+        &format!("{how} job {job_id} ({name}) {}", site.place()),
+        Extra {
+            job_id: Some(Some(job_id.to_string())),
+            fault: Some(0),
+            message: Some(None),
+            ..Extra::default()
+        },
+    )
+}
+
+/// At most `queue_factor * running + queue_base` of offload's jobs may wait
+/// in the target's queue; over it the run stays pending ("try later").
+fn throttle(site: &dyn Site, target: &Target, run: &Run, printer: &Printer) -> anyhow::Result<()> {
+    let (pending, running) = site.queue_counts(&target.config.job_prefix)?;
     printer.debug(format!(
         "queue of '{}': {pending} waiting, {running} running",
         target.name
@@ -261,70 +227,38 @@ pub fn exec_run(
             target.name, target.config.queue_factor, target.config.queue_base, run.remote_id
         )));
     }
-    let local_run = crate::prepare::local_run_dir(run, &target)?;
-    let pairs = run_pairs(&local_run, &remote_run)?;
-    let bytes: u64 = pairs
-        .iter()
-        .filter_map(|p| std::fs::metadata(&p.src).ok())
-        .map(|m| m.len())
-        .sum();
-    let free = slurm.free_bytes(&remote_run)?;
+    Ok(())
+}
+
+/// Free space under the run's remote folder, and the quota where the
+/// target names a command, against the bytes to send.
+fn check_space(
+    site: &dyn Site,
+    target: &Target,
+    run: &Run,
+    remote_run: &str,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    let free = site.free_bytes(remote_run)?;
     if free < bytes {
         return Err(anyhow::anyhow!(
-            "not enough space on {} for run {}: {bytes} bytes to send at most, {free} free under {}; nothing was sent",
-            hosts[0].alias,
+            "not enough space {} for run {}: {bytes} bytes to send at most, {free} free under {}; nothing was sent",
+            site.place(),
             run.remote_id,
             remote_run
         ));
     }
     if let Some(cmd) = &target.config.quota_command {
-        let left = slurm.quota_bytes(cmd)?;
+        let left = site.quota_bytes(cmd)?;
         if left < bytes {
             return Err(anyhow::anyhow!(
-                "over quota on {} for run {}: {bytes} bytes to send at most, the quota leaves {left}; nothing was sent",
-                hosts[0].alias,
+                "over quota {} for run {}: {bytes} bytes to send at most, the quota leaves {left}; nothing was sent",
+                site.place(),
                 run.remote_id
             ));
         }
     }
-    crate::auth::forecast(
-        db,
-        target.config.master_lifetime_hours,
-        &hosts,
-        Direction::Push,
-        bytes,
-        &format!("run {} not sent", run.remote_id),
-    )?;
-    let bar = printer.bytes_progress(Direction::Push);
-    let report = transfer::transfer(&hosts, pairs, Direction::Push, &Options::default(), bar)?;
-    if report.complete {
-        crate::auth::record_rate(db, &hosts, Direction::Push, report.bytes, report.seconds)?;
-    } else {
-        if !report.hosts_lost.is_empty() {
-            check_or_auth(db, run, &hosts, actor)?;
-        }
-        let first = report
-            .failures
-            .first()
-            .map(|f| format!("{}: {}", f.src, f.reason))
-            .unwrap_or_default();
-        return Err(anyhow::anyhow!(
-            "{} of {} files were not sent ({first})",
-            report.failed,
-            report.files
-        ));
-    }
-    let job_id = slurm.submit(&remote_run, &name)?;
-    record(db, &job_id, "submitted")?;
-    Ok(Submitted {
-        remote_id: run.remote_id,
-        job_id,
-        job_name: name,
-        found_existing: false,
-        files_sent: report.transferred,
-        files_present: report.skipped,
-        bytes_sent: report.bytes,
-    })
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
@@ -336,30 +270,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         mut db,
         registration: _registration,
     } = crate::cli::Session::open_worker(TOOL, g)?;
-    let run = runs::claim_which(
-        &mut db,
-        args.which.remote_id,
-        RunState::Pending,
-        None,
-        &cfg.claim_policy(&actor.host)?,
-        &actor,
-        "no pending runs to submit",
-    )?;
-    let result = exec_run(&mut db, &cfg, &run, &printer, &actor);
-    if let Err(e) = &result {
-        let st = exit::status_of(e);
-        if matches!(st, ExitStatus::Failure | ExitStatus::Usage) {
-            let msg = format!("exec failed: {}", exit::one_line(e));
-            if let Err(e2) = runs::record_fault(&mut db, run.remote_id, FAULT_EXEC, &msg, &actor) {
-                printer.warn(format!(
-                    "could not record the fault: {}",
-                    exit::one_line(&e2)
-                ));
-            }
-        }
-    }
-    runs::release(&mut db, run.remote_id, &actor)?;
-    let s = result.with_context(|| format!("run {}", run.remote_id))?;
+    let work = Work {
+        which: &args.which,
+        state: RunState::Pending,
+        polled_before: None,
+        none: "no pending runs to submit",
+        on_failure: Some(OnFailure {
+            fault: fault::EXEC,
+            what: "exec failed",
+            when: runs::needs_a_person,
+        }),
+    };
+    let policy = cfg.claim_policy(&actor.host)?;
+    let s = runs::work_on(&mut db, &policy, &actor, &printer, work, |db, run| {
+        exec_run(db, &cfg, run, &printer, &actor)
+    })?;
     printer.info(format!(
         "run {}: {} job {} ({} files sent, {} already there)",
         s.remote_id,

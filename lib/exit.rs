@@ -89,20 +89,21 @@ pub fn auth(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// The exit status an error maps to: the first `Status` in its chain, a busy
-/// database is "try later", anything else is a failure.
+/// The exit status an error maps to: the first `Status` in its chain (the
+/// module that raised the error says which kind it is: the database, for
+/// one, marks its busy errors "try later"); anything else is a failure.
 pub fn status_of(err: &anyhow::Error) -> ExitStatus {
-    for cause in err.chain() {
-        if let Some(s) = cause.downcast_ref::<Status>() {
-            return s.status;
-        }
-        if let Some(d) = cause.downcast_ref::<diesel::result::Error>() {
-            if crate::db::is_busy(d) {
-                return ExitStatus::TryLater;
-            }
-        }
-    }
-    ExitStatus::Failure
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Status>().map(|s| s.status))
+        .unwrap_or(ExitStatus::Failure)
+}
+
+/// `err` with the status `status` in its chain, its text unchanged.
+pub fn with_status(err: anyhow::Error, status: ExitStatus) -> anyhow::Error {
+    err.context(Status {
+        status,
+        message: String::new(),
+    })
 }
 
 /// One line: the error and its chain, joined by ": ".

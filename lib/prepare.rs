@@ -27,15 +27,12 @@ use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::recipe::{Recipe, RenderError, Values, BUILTINS};
-use crate::runs::{self, Actor, Extra};
+use crate::runs::{self, Actor, Extra, OnFailure, Work};
 use crate::scripts;
-use crate::state::RunState;
+use crate::state::{fault, RunState};
 use crate::target::{bad_path_char, Target};
 
 const TOOL: &str = "prepare";
-
-/// Fault recorded on a run whose preparation failed.
-pub const FAULT_PREPARE: i32 = 10;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,22 +46,11 @@ pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(flatten)]
-    pub which: Which,
+    pub which: runs::Which,
     /// Folder of stage recipes [default: `recipes` of the configuration,
     /// else ~/.config/offload/recipes]
     #[arg(long, value_name = "DIR")]
     pub recipes: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
-pub struct Which {
-    /// Prepare this run (new, or pending to prepare it again)
-    #[arg(long, value_name = "N")]
-    pub remote_id: Option<i64>,
-    /// Claim and prepare the oldest new run
-    #[arg(long)]
-    pub next: bool,
 }
 
 /// One input file of a run: each file once, however many components read it.
@@ -617,25 +603,6 @@ pub fn write(
     Ok(())
 }
 
-/// The local folder of a run: path_base (through the target's path rules
-/// when it is a storage URL) / run-N.
-pub fn local_run_dir(run: &Run, target: &Target) -> anyhow::Result<PathBuf> {
-    let base = if run.path_base.contains("://") {
-        match target.translate(&run.path_base) {
-            Some((local, _)) => local.into_owned(),
-            None => {
-                return Err(exit::usage(format!(
-                    "path_base {:?} of run {} matches no path rule of target '{}'",
-                    run.path_base, run.remote_id, target.name
-                )))
-            }
-        }
-    } else {
-        run.path_base.clone()
-    };
-    Ok(Path::new(&base).join(format!("run-{}", run.remote_id)))
-}
-
 /// Prepare one run already claimed. Errors leave the database as it was.
 pub fn prepare_run(
     db: &mut Db,
@@ -686,7 +653,7 @@ pub fn prepare_run(
         time_cost,
         time_cost_source: source.clone(),
     };
-    let dir = local_run_dir(run, &target)?;
+    let dir = runs::local_run_dir(run, &target)?;
     printer.debug(format!(
         "run {}: recipe {}, target '{}', time cost {time_cost} s ({source}), folder {}",
         run.remote_id,
@@ -750,32 +717,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         mut db,
         registration: _registration,
     } = crate::cli::Session::open_worker(TOOL, g)?;
-    let run = runs::claim_which(
-        &mut db,
-        args.which.remote_id,
-        RunState::New,
-        None,
-        &cfg.claim_policy(&actor.host)?,
-        &actor,
-        "no new runs to prepare",
-    )?;
     let recipes = cfg.recipes_dir(args.recipes.as_deref());
-    let result = prepare_run(&mut db, &cfg, &run, &recipes, &printer, &actor);
-    if let Err(e) = &result {
-        if run.state == RunState::New.as_str() {
-            let msg = format!("prepare failed: {}", exit::one_line(e));
-            if let Err(e2) = runs::record_fault(&mut db, run.remote_id, FAULT_PREPARE, &msg, &actor)
-            {
-                printer.warn(format!(
-                    "could not record the fault on run {}: {}",
-                    run.remote_id,
-                    exit::one_line(&e2)
-                ));
-            }
-        }
-    }
-    runs::release(&mut db, run.remote_id, &actor)?;
-    let summary = result.with_context(|| format!("run {}", run.remote_id))?;
+    let work = Work {
+        which: &args.which,
+        state: RunState::New,
+        polled_before: None,
+        none: "no new runs to prepare",
+        // A pending run prepared again keeps its earlier files and no fault.
+        on_failure: Some(OnFailure {
+            fault: fault::PREPARE,
+            what: "prepare failed",
+            when: |run, _| run.state == RunState::New.as_str(),
+        }),
+    };
+    let policy = cfg.claim_policy(&actor.host)?;
+    let summary = runs::work_on(&mut db, &policy, &actor, &printer, work, |db, run| {
+        prepare_run(db, &cfg, run, &recipes, &printer, &actor)
+    })?;
     printer.info(format!(
         "run {}: {} components, {} input files ({} bytes), {} ranks on {} nodes x {} -> {}",
         summary.remote_id,

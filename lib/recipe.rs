@@ -350,7 +350,7 @@ impl Template {
                 Piece::Output(i) => ("out", std::borrow::Cow::Borrowed(v.output(*i))),
             };
             if shell {
-                match shlex::try_quote(&value) {
+                match crate::shell::try_quote(&value) {
                     Ok(q) => out.push_str(&q),
                     Err(_) => {
                         return Err(RenderError {

@@ -95,11 +95,7 @@ offload_component() {
 /// One component's line in its rank file; `log` is the remote path of the
 /// component's kept log, or empty.
 pub fn component_line(id: i64, pre: &str, command: &str, post: &str, log: &str) -> String {
-    let q = |s: &str| {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .unwrap_or_default()
-    };
+    let q = crate::shell::quote;
     let mut line = format!(
         "offload_component {id} {} {} {}",
         q(pre),
@@ -248,11 +244,7 @@ pub fn job_name(prefix: &str, remote_id: i64, attempt: i32) -> String {
 /// The Slurm batch script.
 pub fn slurm_job(j: &JobSpec<'_>) -> String {
     let a = j.alloc;
-    let q = |s: &str| {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .unwrap_or_default()
-    };
+    let q = crate::shell::quote;
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
     s.push_str(&format!(

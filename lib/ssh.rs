@@ -10,7 +10,7 @@
 //! hangs a tool.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -92,6 +92,17 @@ fn run_with_timeout(mut cmd: Command, input: &[u8], limit: Duration) -> anyhow::
 }
 
 impl SshOptions {
+    /// How a target's hosts are reached: `$OFFLOAD_SSH_CONFIG`, else the
+    /// target's `ssh_config`, else ssh's own configuration.
+    pub fn for_target(ssh_config: Option<&Path>) -> SshOptions {
+        SshOptions {
+            config: std::env::var_os("OFFLOAD_SSH_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| ssh_config.map(Path::to_path_buf)),
+        }
+    }
+
     fn base(&self) -> Command {
         let mut c = Command::new("ssh");
         if let Some(f) = &self.config {
@@ -291,11 +302,11 @@ impl Host {
     pub fn command_with(&self, script: &str, args: &[&str]) -> Command {
         let mut line = format!(
             "exec bash --norc -c {} offload",
-            shlex::try_quote(script).expect("scripts hold no NUL")
+            crate::shell::quote(script)
         );
         for a in args {
             line.push(' ');
-            line.push_str(&shlex::try_quote(a).expect("arguments hold no NUL"));
+            line.push_str(&crate::shell::quote(a));
         }
         let mut c = self.mux();
         c.arg("-T").arg(PLACEHOLDER).arg("--").arg(line);

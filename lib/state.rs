@@ -1,5 +1,8 @@
-//! The life of a remote run: its states and the one table of legal
-//! transitions. Every change of state goes through [`check`].
+//! The states of everything offload tracks, as typed values mapped to the
+//! text the database stores: a run's states and the one table of legal
+//! transitions (every change of state goes through [`check`]), a
+//! component's and a work item's states, the job policies, and the fault
+//! numbers ([`fault`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -111,6 +114,135 @@ impl Serialize for RunState {
     }
 }
 
+/// Text names for the database and the command line, for the small state
+/// enums below.
+macro_rules! named {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!(concat!("unknown ", $what, " '{}' (one of: {})"), s, names.join(", "))
+                })
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// State of a `remote_components` row: one work item in one run.
+    ComponentState, "component state" {
+        /// In a run whose job has not come back yet.
+        Queued = "queued",
+        /// Its result came back and it worked.
+        Done = "done",
+        /// It came back failed, or without a result.
+        Failed = "failed",
+    }
+}
+
+named! {
+    /// State of a local pipeline's work item.
+    ItemState, "work item state" {
+        /// Ready to be bundled into a run (or in one now).
+        Ready = "ready",
+        /// A run brought back its result.
+        Done = "done",
+        /// Failed (kept for the record).
+        Failed = "failed",
+        /// Failed as many times as it may be tried.
+        Abandoned = "abandoned",
+    }
+}
+
+/// What a run does with failed components when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPolicy {
+    /// A failed component puts the run in `error` for a person.
+    Fatal,
+    /// The run ends `full` whatever failed.
+    Ignore,
+}
+
+impl JobPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPolicy::Fatal => "fatal",
+            JobPolicy::Ignore => "ignore",
+        }
+    }
+
+    /// The policy a run row stores (anything but `ignore` is fatal).
+    pub fn of(text: &str) -> JobPolicy {
+        if text == JobPolicy::Ignore.as_str() {
+            JobPolicy::Ignore
+        } else {
+            JobPolicy::Fatal
+        }
+    }
+}
+
+/// Fault numbers: a run's `fault` says why it needs a person (0: none); a
+/// component's, why it failed. The README's Faults table lists them.
+pub mod fault {
+    /// Run: prepare failed (the run stays `new`).
+    pub const PREPARE: i32 = 10;
+    /// Run: exec failed for a reason a person must fix.
+    pub const EXEC: i32 = 20;
+    /// Run: components failed (job_policy fatal).
+    pub const COMPONENTS: i32 = 30;
+    /// Run: the job kept failing for the site's reasons.
+    pub const SITE: i32 = 31;
+    /// Run: a person aborted its job.
+    pub const ABORTED: i32 = 40;
+
+    /// Component: its command failed (its record says how).
+    pub const COMPONENT_FAILED: i32 = 1;
+    /// Component: no result record came back (it never ran, or its rank
+    /// died).
+    pub const COMPONENT_NO_RECORD: i32 = 2;
+
+    /// What a component's fault means, for people.
+    pub fn component_meaning(fault: i32) -> &'static str {
+        match fault {
+            0 => "none",
+            COMPONENT_FAILED => "its command failed (see exit status and phase)",
+            COMPONENT_NO_RECORD => "no result record: it never ran, or its rank died",
+            _ => "unknown",
+        }
+    }
+}
+
 /// Refuse a transition that is not in [`TRANSITIONS`], naming both states and
 /// where the run may go instead.
 pub fn check(from: RunState, to: RunState) -> Result<(), String> {
@@ -151,6 +283,18 @@ mod tests {
         for s in ALL {
             assert_eq!(s.as_str().parse::<RunState>().unwrap(), *s);
         }
+        for s in ComponentState::ALL {
+            assert_eq!(s.as_str().parse::<ComponentState>().unwrap(), *s);
+        }
+        for s in ItemState::ALL {
+            assert_eq!(s.as_str().parse::<ItemState>().unwrap(), *s);
+        }
+        assert!("x"
+            .parse::<ItemState>()
+            .unwrap_err()
+            .contains("work item state 'x'"));
+        assert_eq!(JobPolicy::of("ignore"), JobPolicy::Ignore);
+        assert_eq!(JobPolicy::of("fatal"), JobPolicy::Fatal);
         assert!("bogus".parse::<RunState>().unwrap_err().contains("one of"));
     }
 

@@ -34,6 +34,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::exit;
+use crate::ssh::{Host, SshOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,6 +187,29 @@ pub fn bad_path_char(p: &str) -> Option<&'static str> {
 }
 
 impl Target {
+    /// How this target's hosts are reached (see [`SshOptions::for_target`]).
+    pub fn ssh_options(&self) -> SshOptions {
+        SshOptions::for_target(self.config.ssh_config.as_deref())
+    }
+
+    /// Whether runs go through front ends' masters (every scheduler but
+    /// `local`).
+    pub fn has_masters(&self) -> bool {
+        self.config.scheduler != SchedulerKind::Local
+    }
+
+    /// The front ends, resolved, with their ssh options.
+    pub fn hosts(&self) -> anyhow::Result<Vec<Host>> {
+        if self.config.hosts.is_empty() {
+            return Err(exit::usage(format!(
+                "target '{}' has no hosts: add hosts = [\"front-end\"] to [targets.{}]",
+                self.name, self.name
+            )));
+        }
+        let ssh = self.ssh_options();
+        self.config.hosts.iter().map(|h| ssh.host(h)).collect()
+    }
+
     pub fn new(name: &str, config: TargetConfig) -> anyhow::Result<Target> {
         let bad = |m: String| exit::usage(format!("target '{name}' in the configuration: {m}"));
         let c = &config;

@@ -540,7 +540,7 @@ fn many_processes(db: &common::TestDb, workers: usize, runs: usize) {
                     limit: Some(1),
                     path_base: site.runs.display().to_string(),
                     target: None,
-                    job_policy: offload::runs::JobPolicy::Fatal,
+                    job_policy: offload::state::JobPolicy::Fatal,
                 },
                 &actor,
             )

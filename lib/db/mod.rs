@@ -82,6 +82,7 @@ impl Db {
             Location::Postgres(url) => open_postgres(url).map(Db::Postgres),
         }
         .with_context(|| format!("database {}", loc.display()))
+        .map_err(busy_means_later)
     }
 
     pub fn backend(&self) -> Backend {
@@ -102,6 +103,7 @@ impl Db {
             Db::Sqlite(c) => c.immediate_transaction(|c| f(c)),
             Db::Postgres(c) => c.transaction(|c| f(c)),
         }
+        .map_err(busy_means_later)
     }
 
     /// One statement on its own (committed by itself), no transaction
@@ -118,10 +120,11 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut dyn Store) -> QueryResult<T>,
     ) -> anyhow::Result<T> {
-        Ok(match self {
-            Db::Sqlite(c) => f(c)?,
-            Db::Postgres(c) => f(c)?,
-        })
+        match self {
+            Db::Sqlite(c) => f(c),
+            Db::Postgres(c) => f(c),
+        }
+        .map_err(|e| busy_means_later(e.into()))
     }
 }
 
@@ -246,8 +249,22 @@ pub fn claim_oldest_in_one_statement(
     .bind::<Text, _>(host)
     .bind::<Integer, _>(pid)
     .bind::<Timestamp, _>(now)
-    .load(c)?;
+    .load(c)
+    .map_err(|e| busy_means_later(e.into()))?;
     Ok(Some(rows.into_iter().next()))
+}
+
+/// An error of the database that means "busy" carries the status "try
+/// later" (exit 4): the same command may succeed then.
+pub fn busy_means_later(e: anyhow::Error) -> anyhow::Error {
+    let busy = e
+        .chain()
+        .any(|c| c.downcast_ref::<DieselError>().is_some_and(is_busy));
+    if busy {
+        crate::exit::with_status(e, crate::exit::ExitStatus::TryLater)
+    } else {
+        e
+    }
 }
 
 /// A lock wait that ran out, or a conflict with a concurrent writer: the

@@ -22,12 +22,17 @@ use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::runs::{self, Actor, Extra};
-use crate::scheduler::Slurm;
-use crate::state::RunState;
-use crate::target::SchedulerKind;
+use crate::state::{fault, ItemState, RunState};
 
-/// Fault of a run whose job a person aborted.
-pub const FAULT_ABORTED: i32 = 40;
+/// Runs that can be aborted whatever they hold: not yet ended.
+const OPEN: &[RunState] = &[
+    RunState::New,
+    RunState::Pending,
+    RunState::Run,
+    RunState::Auth,
+];
+/// Runs whose failed work `retry` puts back.
+const RETRYABLE: &[RunState] = &[RunState::Error, RunState::Full];
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["remote_id", "label"])))]
@@ -59,7 +64,7 @@ pub struct RetryArgs {
     #[arg(long, value_enum)]
     pub state: Option<RunState>,
     /// A work item is tried this many times in all (as poll's --attempts)
-    #[arg(long, default_value_t = crate::poll::DEFAULT_ATTEMPTS, value_name = "N")]
+    #[arg(long, default_value_t = runs::DEFAULT_ATTEMPTS, value_name = "N")]
     pub attempts: i32,
     /// Put failed work items back even past the attempt limit
     #[arg(long)]
@@ -128,18 +133,15 @@ fn each_run<T>(
 
 fn cancel_job(cfg: &Config, run: &Run, job_id: &str) -> anyhow::Result<()> {
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
-    if target.config.scheduler == SchedulerKind::Local {
-        return crate::scheduler::local::cancel(job_id);
-    }
-    let hosts = crate::exec::target_hosts(&target)?;
-    hosts[0].check().map_err(|e| {
+    let site = crate::scheduler::site_for(&target)?;
+    site.check().map_err(|e| {
         exit::auth(format!(
             "cannot cancel job {job_id} of run {}: {}; refresh the master, or pass --no-cancel-job if the job is gone",
             run.remote_id,
             exit::one_line(&e)
         ))
     })?;
-    Slurm { host: &hosts[0] }.cancel(job_id)
+    site.cancel(job_id)
 }
 
 pub fn abort(
@@ -159,7 +161,7 @@ pub fn abort(
             .ok_or_else(|| exit::usage(format!("no run with remote_id {id}")))?],
         None => db.read(|s| {
             s.runs(&RunFilter {
-                states: ["new", "pending", "run", "auth"].map(String::from).to_vec(),
+                states: OPEN.iter().map(|s| s.as_str().to_string()).collect(),
                 label: a.label.clone(),
                 ..RunFilter::default()
             })
@@ -174,10 +176,7 @@ pub fn abort(
     let done = each_run(db, found, actor, printer, |db, run| {
         let from = runs::run_state(run)?;
         let has_active = db.read(|s| s.run_has_active(run.remote_id))?;
-        let abortable = matches!(
-            from,
-            RunState::New | RunState::Pending | RunState::Run | RunState::Auth
-        ) || (from == RunState::Error && has_active);
+        let abortable = OPEN.contains(&from) || (from == RunState::Error && has_active);
         if !abortable {
             return Err(exit::usage(format!(
                 "run {} is '{from}'{}: nothing to abort",
@@ -221,7 +220,7 @@ pub fn abort(
                 }
             );
             if runs::run_state(&now)? == RunState::Error {
-                runs::record_fault_in(s, run.remote_id, FAULT_ABORTED, &msg, actor)?;
+                runs::record_fault_in(s, run.remote_id, fault::ABORTED, &msg, actor)?;
             } else {
                 runs::transition_in(
                     s,
@@ -230,7 +229,7 @@ pub fn abort(
                     actor,
                     &msg,
                     Extra {
-                        fault: Some(FAULT_ABORTED),
+                        fault: Some(fault::ABORTED),
                         message: Some(Some(msg.clone())),
                         ..Extra::default()
                     },
@@ -272,7 +271,7 @@ pub fn retry(
     actor: &Actor,
 ) -> anyhow::Result<ExitStatus> {
     let state = a.state.unwrap_or(RunState::Error);
-    if !matches!(state, RunState::Error | RunState::Full) {
+    if !RETRYABLE.contains(&state) {
         return Err(exit::usage(format!(
             "retry takes runs in 'error' or 'full', not '{state}'"
         )));
@@ -285,7 +284,7 @@ pub fn retry(
             let run = db
                 .read(|s| s.run(id))?
                 .ok_or_else(|| exit::usage(format!("no run with remote_id {id}")))?;
-            if !matches!(run.state.as_str(), "error" | "full") {
+            if !runs::run_state(&run).is_ok_and(|st| RETRYABLE.contains(&st)) {
                 return Err(exit::usage(format!(
                     "run {id} is '{}': retry takes runs in 'error' or 'full' (abort it first)",
                     run.state
@@ -341,12 +340,17 @@ pub fn retry(
             }
             let now = crate::db::now();
             for (_, w) in s.run_failed_components(run.remote_id, i64::MAX)? {
-                match w.state.as_str() {
-                    "ready" => r.already_ready += 1,
-                    "abandoned" if a.ignore_limit || w.attempts < a.attempts => {
-                        r.ready_again += s.reset_item(w.id, "abandoned", "ready", now)?;
+                match w.state.parse::<ItemState>() {
+                    Ok(ItemState::Ready) => r.already_ready += 1,
+                    Ok(ItemState::Abandoned) if a.ignore_limit || w.attempts < a.attempts => {
+                        r.ready_again += s.reset_item(
+                            w.id,
+                            ItemState::Abandoned.as_str(),
+                            ItemState::Ready.as_str(),
+                            now,
+                        )?;
                     }
-                    "abandoned" => r.over_limit += 1,
+                    Ok(ItemState::Abandoned) => r.over_limit += 1,
                     _ => {}
                 }
             }

@@ -8,7 +8,7 @@ mod auth;
 mod show;
 mod status;
 
-pub use abort::{AbortArgs, RetryArgs, FAULT_ABORTED};
+pub use abort::{AbortArgs, RetryArgs};
 pub use auth::{AuthArgs, RefreshArgs, WaitArgs};
 pub use show::ShowArgs;
 pub use status::StatusArgs;
@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -27,8 +26,8 @@ use crate::db::models::{Control, Run, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
-use crate::runs::{self, Actor, DefineRequest, JobPolicy};
-use crate::state::RunState;
+use crate::runs::{self, Actor, DefineRequest};
+use crate::state::{ComponentState, JobPolicy, RunState};
 use crate::table;
 use crate::workitems;
 
@@ -523,41 +522,15 @@ fn clean(
     for run in found {
         let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
         let folder = target.remote_run_dir(run.remote_id);
-        if target.config.scheduler == crate::target::SchedulerKind::Local {
-            if std::path::Path::new(&folder).exists() {
-                std::fs::remove_dir_all(&folder)
-                    .with_context(|| format!("cannot remove {folder}"))?;
-            }
-        } else {
-            let hosts = crate::exec::target_hosts(&target)?;
-            hosts[0].check()?;
-            let out = hosts[0].run(
-                &format!(
-                    "rm -rf -- {}",
-                    shlex::try_quote(&folder).unwrap_or_default()
-                ),
-                b"",
-                std::time::Duration::from_secs(600),
-            )?;
-            if out.status != Some(0) {
-                return Err(anyhow::anyhow!(
-                    "cannot remove {folder} on {}: {}",
-                    hosts[0].alias,
-                    out.stderr.trim()
-                ));
-            }
-        }
-        db.tx(|s| {
-            let now = runs::get_run(s, run.remote_id)?;
-            runs::transition_in(
-                s,
-                &now,
-                RunState::Cleaned,
-                actor,
-                &format!("removed {folder}"),
-                Default::default(),
-            )
-        })?;
+        crate::scheduler::site_for(&target)?.remove(&folder)?;
+        runs::transition(
+            db,
+            run.remote_id,
+            RunState::Cleaned,
+            actor,
+            &format!("removed {folder}"),
+            Default::default(),
+        )?;
         printer.info(format!("run {}: removed {folder}", run.remote_id));
         done.push(Cleaned {
             remote_id: run.remote_id,
@@ -605,9 +578,9 @@ fn report(
                 stage,
                 ..Default::default()
             });
-        match state.as_str() {
-            "done" => r.done += n,
-            "failed" => r.failed += n,
+        match state.parse::<ComponentState>() {
+            Ok(ComponentState::Done) => r.done += n,
+            Ok(ComponentState::Failed) => r.failed += n,
             _ => r.queued += n,
         }
         r.runtime_hours += runtime.unwrap_or(0.0) / 3600.0;

@@ -10,8 +10,8 @@ use crate::config::Config;
 use crate::db::models::{Component, History, Run, WorkItem};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
-use crate::poll::ResultRecord;
 use crate::printer::Printer;
+use crate::record::ResultRecord;
 use crate::scripts::{self, ComponentCommands};
 use crate::table;
 
@@ -73,16 +73,6 @@ fn last_line(r: &ResultRecord) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
-}
-
-/// What a component fault number means.
-pub fn component_fault(f: i32) -> &'static str {
-    match f {
-        0 => "none",
-        crate::poll::COMPONENT_FAILED => "its command failed (see exit status and phase)",
-        crate::poll::COMPONENT_NO_RECORD => "no result record: it never ran, or its rank died",
-        _ => "unknown",
-    }
 }
 
 pub(super) fn history_table(rows: &[History]) -> String {
@@ -222,7 +212,7 @@ pub fn show(
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| "-".into()),
                     f.phase.clone().unwrap_or_else(|| "-".into()),
-                    if f.fault == crate::poll::COMPONENT_NO_RECORD {
+                    if f.fault == crate::state::fault::COMPONENT_NO_RECORD {
                         "no result record".to_string()
                     } else {
                         f.last_line.clone()
@@ -272,7 +262,7 @@ fn commands_of(
     cid: i64,
 ) -> anyhow::Result<(String, u32, ComponentCommands)> {
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
-    let dir = crate::prepare::local_run_dir(run, &target)?;
+    let dir = crate::runs::local_run_dir(run, &target)?;
     let tsv = std::fs::read_to_string(dir.join("components.tsv")).map_err(|e| {
         anyhow::anyhow!(
             "cannot read {}: {e} (the run is not prepared, or its folder was removed)",
@@ -342,7 +332,7 @@ fn show_component(
     };
     let view = ComponentView {
         result: record(&component),
-        fault_meaning: component_fault(component.fault),
+        fault_meaning: crate::state::fault::component_meaning(component.fault),
         component,
         work_item,
         run,
@@ -422,7 +412,7 @@ fn show_component(
             out.push_str("  # to run it by hand on the front end:\n");
             out.push_str(&format!(
                 "  export OFFLOAD_RUN={}\n",
-                shlex::try_quote(rr).unwrap_or_default()
+                crate::shell::quote(rr)
             ));
             for (name, text) in [
                 ("pre", &cmds.pre),

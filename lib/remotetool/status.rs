@@ -15,7 +15,7 @@ use crate::db::models::{Control, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
-use crate::state::{RunState, ALL};
+use crate::state::{ComponentState, ItemState, RunState, ALL};
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -150,10 +150,10 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     }
     for (label, stage, state, n) in &item_groups {
         let g = get(&mut groups, label, stage);
-        match state.as_str() {
-            "ready" => g.waiting += n,
-            "done" => g.done += n,
-            "abandoned" => g.abandoned += n,
+        match state.parse::<ItemState>() {
+            Ok(ItemState::Ready) => g.waiting += n,
+            Ok(ItemState::Done) => g.done += n,
+            Ok(ItemState::Abandoned) => g.abandoned += n,
             _ => {}
         }
     }
@@ -163,7 +163,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         g.waiting -= n;
     }
     for (label, stage, state, n, _) in &components {
-        if state == "failed" {
+        if state == ComponentState::Failed.as_str() {
             get(&mut groups, label, stage).failed += n;
         }
     }

@@ -1,0 +1,237 @@
+//! A Slurm site: its front ends, reached through the operators' masters.
+//! Jobs are asked about and submitted on the first front end (squeue,
+//! sbatch, sacct, scancel; df for the space); files move over all of them
+//! with the transfer engine.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use super::{JobState, Listing, Site};
+use crate::printer::Printer;
+use crate::shell::quote as q;
+use crate::ssh::Host;
+use crate::transfer::{self, Direction, Options, Pair, Report};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Removing a run's folder may take a while on a busy file system.
+const REMOVE_LIMIT: Duration = Duration::from_secs(600);
+
+pub struct SlurmSite {
+    hosts: Vec<Host>,
+}
+
+impl SlurmSite {
+    /// A site of these front ends (at least one).
+    pub fn new(hosts: Vec<Host>) -> SlurmSite {
+        assert!(!hosts.is_empty(), "a Slurm site has front ends");
+        SlurmSite { hosts }
+    }
+
+    fn host(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    fn run(&self, script: &str) -> anyhow::Result<String> {
+        let out = self.host().run(script, b"", LIMIT)?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "`{script}` failed on {}: {}",
+                self.host().alias,
+                out.stderr.trim().replace('\n', "; ")
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn transfer(
+        &self,
+        pairs: Vec<Pair>,
+        dir: Direction,
+        printer: &Printer,
+    ) -> anyhow::Result<Report> {
+        transfer::transfer(
+            &self.hosts,
+            pairs,
+            dir,
+            &Options::default(),
+            printer.bytes_progress(dir),
+        )
+    }
+}
+
+impl Site for SlurmSite {
+    fn place(&self) -> String {
+        format!("on {}", self.host().alias)
+    }
+
+    fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        self.hosts.iter().try_for_each(Host::check)
+    }
+
+    fn listing(&self, remote_run: &str) -> anyhow::Result<Listing> {
+        let out = self.host().run(
+            &format!(
+                "cd {} 2>/dev/null && {{ ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }}; true",
+                q(remote_run)
+            ),
+            b"",
+            Duration::from_secs(60),
+        )?;
+        Ok(Listing::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn remove(&self, folder: &str) -> anyhow::Result<()> {
+        self.host().check()?;
+        let out = self
+            .host()
+            .run(&format!("rm -rf -- {}", q(folder)), b"", REMOVE_LIMIT)?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "cannot remove {folder} on {}: {}",
+                self.host().alias,
+                out.stderr.trim()
+            ));
+        }
+        Ok(())
+    }
+
+    fn push(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report> {
+        self.transfer(pairs, Direction::Push, printer)
+    }
+
+    fn pull(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report> {
+        self.transfer(pairs, Direction::Pull, printer)
+    }
+
+    /// The id of a queued or running job with this name, if any.
+    fn find_job(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let out = self.run(&format!("squeue -h -n {} -o %i", q(name)))?;
+        Ok(out.split_whitespace().next().map(str::to_string))
+    }
+
+    /// Submit `job.sh` in the run's folder (clearing what an earlier attempt
+    /// left); the job id.
+    fn submit(&self, remote_run: &str, name: &str) -> anyhow::Result<String> {
+        let out = self
+            .run(&format!(
+                "cd {} && rm -rf -- results job-summary.txt && sbatch --parsable --job-name={} job.sh",
+                q(remote_run),
+                q(name)
+            ))
+            .context("sbatch refused the job")?;
+        let id = out.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
+            return Err(anyhow!("sbatch printed no job id: {out:?}"));
+        }
+        Ok(id)
+    }
+
+    fn state(&self, job_id: &str) -> anyhow::Result<JobState> {
+        let out = self
+            .host()
+            .run(&format!("squeue -h -j {} -o %T", q(job_id)), b"", LIMIT)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status == Some(0) {
+            if let Some(s) = text.split_whitespace().next() {
+                if !matches!(
+                    s,
+                    "COMPLETED"
+                        | "FAILED"
+                        | "CANCELLED"
+                        | "TIMEOUT"
+                        | "NODE_FAIL"
+                        | "PREEMPTED"
+                        | "OUT_OF_MEMORY"
+                        | "BOOT_FAIL"
+                        | "DEADLINE"
+                ) {
+                    return Ok(JobState::Active(s.to_string()));
+                }
+                return Ok(JobState::Ended(Some(s.to_string())));
+            }
+        }
+        // Gone from the queue: accounting, where the site keeps it.
+        let acct = self.host().run(
+            &format!("sacct -n -X -P -j {} -o State", q(job_id)),
+            b"",
+            LIMIT,
+        )?;
+        let state = (acct.status == Some(0))
+            .then(|| {
+                String::from_utf8_lossy(&acct.stdout)
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .flatten();
+        Ok(JobState::Ended(state))
+    }
+
+    /// Cancel a job (`scancel`). A job that has already ended is not an
+    /// error: there is nothing left to cancel.
+    fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
+        let out = self
+            .host()
+            .run(&format!("scancel {}", q(job_id)), b"", LIMIT)?;
+        let err = out.stderr.trim();
+        let gone =
+            err.contains("already completing or completed") || err.contains("Invalid job id");
+        if out.status == Some(0) || gone {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "scancel {job_id} failed on {}: {}",
+            self.host().alias,
+            err.replace('\n', "; ")
+        ))
+    }
+
+    /// (pending, running) jobs of offload (names `PREFIX-r...`) in the queue.
+    fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)> {
+        let mine = format!("{prefix}-r");
+        let out = self.run("squeue -h -o '%j %t'")?;
+        let mut pending = 0;
+        let mut running = 0;
+        for l in out.lines() {
+            let mut f = l.split_whitespace();
+            if let (Some(name), Some(st)) = (f.next(), f.next()) {
+                if name.starts_with(&mine) {
+                    match st {
+                        "PD" => pending += 1,
+                        "R" | "CG" | "CF" => running += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok((pending, running))
+    }
+
+    /// Bytes the account may still write, from the site's quota command.
+    fn quota_bytes(&self, command: &str) -> anyhow::Result<u64> {
+        let out = self.run(command)?;
+        out.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                anyhow!("the quota command `{command}` printed no number of bytes: {out:?}")
+            })
+    }
+
+    /// Free bytes where `path` lives (its nearest existing parent).
+    fn free_bytes(&self, path: &str) -> anyhow::Result<u64> {
+        let out = self.run(&format!(
+            "p={}; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; df -P -B1 -- \"$p\" | tail -n 1",
+            q(path)
+        ))?;
+        out.split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("cannot read free space from df: {out:?}"))
+    }
+}
