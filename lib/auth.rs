@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::exit;
+use crate::printer::human_duration;
 use crate::ssh::{setting, Host, SshOptions};
 use crate::target::Target;
 
@@ -311,154 +312,220 @@ fn ssh_banner(host: &str, port: &str) -> Result<String, String> {
 /// answer, the expired authentication. `m` is what [`probe`] found of the
 /// master just now.
 pub fn diagnose(fe: &FrontEnd, m: &Master) -> Vec<Hop> {
-    let host = &fe.host;
-    let alias = &host.alias;
-    let start_it = Some(format!(
-        "start it with the key card: `remotetool auth start {alias}` (or `remotetool refresh-auth`)"
-    ));
     let mut hops = Vec::new();
-    let sock = host.socket.display().to_string();
-    match (m.pid, m.problem.clone().unwrap_or_default()) {
-        (Some(pid), _) => {
-            hops.push(hop("control socket", true, sock, None));
-            let left = m
-                .seconds_left
-                .map(human_duration)
-                .unwrap_or_else(|| "?".into());
-            let expiring = m.seconds_left.is_some_and(|s| s < 3600);
-            hops.push(hop(
-                "master",
-                !expiring,
-                format!("alive, pid {pid}, expected expiry in {left}"),
-                expiring.then(|| "refresh soon: `remotetool refresh-auth`".to_string()),
-            ));
-            match host.try_session() {
-                Ok(()) => hops.push(hop("session", true, "a command runs through the master", None)),
-                Err(e) if crate::ssh::session_refused(&e) => hops.push(hop(
-                    "session",
-                    false,
-                    format!("MaxSessions reached: the front end refuses another session ({e})"),
-                    Some("wait for transfers to end, or give xfer fewer --channels".into()),
-                )),
-                Err(e) => hops.push(hop(
-                    "session",
-                    false,
-                    format!("the master is up but a command fails: {e}"),
-                    Some(format!(
-                        "authentication expired on the far side: `remotetool auth stop {alias}`, then start it again"
-                    )),
-                )),
-            }
-            return hops;
-        }
-        (None, e) => {
-            if host.socket.exists() {
-                hops.push(hop(
-                    "control socket",
-                    false,
-                    format!("stale: {sock} exists but no master answers ({e})"),
-                    Some(format!(
-                        "remove it and start the master: `remotetool auth stop {alias}` then `remotetool auth start {alias}`"
-                    )),
-                ));
-            } else {
-                hops.push(hop(
-                    "control socket",
-                    false,
-                    format!("{sock} does not exist"),
-                    None,
-                ));
-            }
-        }
+    walk(fe, m, &mut hops);
+    hops
+}
+
+/// Add the hops to `hops` in order, up to the first that blocks the way
+/// (then None).
+fn walk(fe: &FrontEnd, m: &Master, hops: &mut Vec<Hop>) -> Option<()> {
+    hops.push(control_socket_hop(&fe.host, m));
+    if let Some(pid) = m.pid {
+        hops.push(master_hop(pid, m));
+        hops.push(session_hop(&fe.host));
+        return Some(());
     }
     // No master: is the way there open?
-    let settings = match fe.ssh.settings(alias) {
-        Ok(s) => s,
-        Err(e) => {
-            hops.push(hop(
-                "configuration",
-                false,
-                exit::one_line(&e),
-                Some("fix the ssh configuration".into()),
-            ));
-            return hops;
+    let way = match way(fe) {
+        Ok(w) => w,
+        Err(h) => {
+            hops.push(h);
+            return None;
         }
     };
-    let hostname = setting(&settings, "hostname").unwrap_or_else(|| alias.clone());
-    let port = setting(&settings, "port").unwrap_or_else(|| "22".into());
-    let jump = setting(&settings, "proxyjump").filter(|j| j != "none");
-    if let Some(j) = jump {
-        let first = j.split(',').next().unwrap_or(&j).to_string();
-        let (jhost, jport) = match fe
-            .ssh
-            .settings(first.split('@').next_back().unwrap_or(&first))
-        {
-            Ok(t) => (
-                setting(&t, "hostname").unwrap_or_else(|| first.clone()),
-                setting(&t, "port").unwrap_or_else(|| "22".into()),
-            ),
-            Err(_) => (first.clone(), "22".to_string()),
-        };
-        match ssh_banner(&jhost, &jport) {
-            Ok(b) => hops.push(hop(
-                "bastion",
-                true,
-                format!("{first} ({jhost}:{jport}) answers: {b}"),
-                None,
+    if let Some(jump) = &way.jump {
+        pass(hops, bastion_hop(fe, jump))?;
+    }
+    pass(hops, front_end_hop(&way))?;
+    hops.push(authentication_hop(fe));
+    Some(())
+}
+
+/// Add a hop the rest of the way goes through: None when it is not ok.
+fn pass(hops: &mut Vec<Hop>, h: Hop) -> Option<()> {
+    let ok = h.ok;
+    hops.push(h);
+    ok.then_some(())
+}
+
+/// The control socket: there with a master, stale, or absent.
+fn control_socket_hop(host: &Host, m: &Master) -> Hop {
+    let alias = &host.alias;
+    let sock = host.socket.display().to_string();
+    if m.pid.is_some() {
+        return hop("control socket", true, sock, None);
+    }
+    let e = m.problem.clone().unwrap_or_default();
+    if host.socket.exists() {
+        hop(
+            "control socket",
+            false,
+            format!("stale: {sock} exists but no master answers ({e})"),
+            Some(format!(
+                "remove it and start the master: `remotetool auth stop {alias}` then `remotetool auth start {alias}`"
             )),
-            Err(e) => {
-                hops.push(hop(
-                    "bastion",
-                    false,
-                    format!("bastion {first} unreachable: {e}"),
-                    Some("check the network (VPN, firewall) to the bastion; nothing else can work until it answers".into()),
-                ));
-                return hops;
-            }
-        }
-        hops.push(hop(
+        )
+    } else {
+        hop(
+            "control socket",
+            false,
+            format!("{sock} does not exist"),
+            None,
+        )
+    }
+}
+
+/// A live master and its expected expiry: not ok within the last hour.
+fn master_hop(pid: u32, m: &Master) -> Hop {
+    let left = m
+        .seconds_left
+        .map(human_duration)
+        .unwrap_or_else(|| "?".into());
+    let expiring = m.seconds_left.is_some_and(|s| s < 3600);
+    hop(
+        "master",
+        !expiring,
+        format!("alive, pid {pid}, expected expiry in {left}"),
+        expiring.then(|| "refresh soon: `remotetool refresh-auth`".to_string()),
+    )
+}
+
+/// A command through the master.
+fn session_hop(host: &Host) -> Hop {
+    let alias = &host.alias;
+    match host.try_session() {
+        Ok(()) => hop("session", true, "a command runs through the master", None),
+        Err(e) if crate::ssh::session_refused(&e) => hop(
+            "session",
+            false,
+            format!("MaxSessions reached: the front end refuses another session ({e})"),
+            Some("wait for transfers to end, or give xfer fewer --channels".into()),
+        ),
+        Err(e) => hop(
+            "session",
+            false,
+            format!("the master is up but a command fails: {e}"),
+            Some(format!(
+                "authentication expired on the far side: `remotetool auth stop {alias}`, then start it again"
+            )),
+        ),
+    }
+}
+
+/// Where the ssh configuration sends a front end.
+struct Way {
+    hostname: String,
+    port: String,
+    /// The ProxyJump setting, when there is one.
+    jump: Option<String>,
+}
+
+/// The front end's address and jump host from the ssh configuration; Err:
+/// the configuration hop, which blocks the way.
+fn way(fe: &FrontEnd) -> Result<Way, Hop> {
+    let alias = &fe.host.alias;
+    let settings = fe.ssh.settings(alias).map_err(|e| {
+        hop(
+            "configuration",
+            false,
+            exit::one_line(&e),
+            Some("fix the ssh configuration".into()),
+        )
+    })?;
+    Ok(Way {
+        hostname: setting(&settings, "hostname").unwrap_or_else(|| alias.clone()),
+        port: setting(&settings, "port").unwrap_or_else(|| "22".into()),
+        jump: setting(&settings, "proxyjump").filter(|j| j != "none"),
+    })
+}
+
+/// The first jump host of `jump` (a ProxyJump value): does it answer?
+fn bastion_hop(fe: &FrontEnd, jump: &str) -> Hop {
+    let first = jump.split(',').next().unwrap_or(jump).to_string();
+    let (jhost, jport) = match fe
+        .ssh
+        .settings(first.split('@').next_back().unwrap_or(&first))
+    {
+        Ok(t) => (
+            setting(&t, "hostname").unwrap_or_else(|| first.clone()),
+            setting(&t, "port").unwrap_or_else(|| "22".into()),
+        ),
+        Err(_) => (first.clone(), "22".to_string()),
+    };
+    match ssh_banner(&jhost, &jport) {
+        Ok(b) => hop(
+            "bastion",
+            true,
+            format!("{first} ({jhost}:{jport}) answers: {b}"),
+            None,
+        ),
+        Err(e) => hop(
+            "bastion",
+            false,
+            format!("bastion {first} unreachable: {e}"),
+            Some("check the network (VPN, firewall) to the bastion; nothing else can work until it answers".into()),
+        ),
+    }
+}
+
+/// The front end itself: does it answer? Behind a bastion only logging in
+/// tells.
+fn front_end_hop(way: &Way) -> Hop {
+    let Way { hostname, port, .. } = way;
+    if way.jump.is_some() {
+        return hop(
             "front end",
             true,
             format!("{hostname}:{port} is behind the bastion: checked only by logging in"),
             None,
-        ));
-    } else {
-        match ssh_banner(&hostname, &port) {
-            Ok(b) => hops.push(hop(
+        );
+    }
+    match ssh_banner(hostname, port) {
+        Ok(b) => hop(
+            "front end",
+            true,
+            format!("{hostname}:{port} answers: {b}"),
+            None,
+        ),
+        Err(e) => {
+            let refused = e.contains("refused");
+            hop(
                 "front end",
-                true,
-                format!("{hostname}:{port} answers: {b}"),
-                None,
-            )),
-            Err(e) => {
-                let refused = e.contains("refused");
-                hops.push(hop(
-                    "front end",
-                    false,
-                    format!(
-                        "{} {e}",
-                        if refused { "front end refused the connection:" } else { "front end unreachable:" }
-                    ),
-                    Some(if refused {
-                        "its sshd is down or the port is wrong: ask the site, or check Port in the ssh configuration".into()
+                false,
+                format!(
+                    "{} {e}",
+                    if refused {
+                        "front end refused the connection:"
                     } else {
-                        "check the network to the front end and HostName in the ssh configuration".into()
-                    }),
-                ));
-                return hops;
-            }
+                        "front end unreachable:"
+                    }
+                ),
+                Some(if refused {
+                    "its sshd is down or the port is wrong: ask the site, or check Port in the ssh configuration".into()
+                } else {
+                    "check the network to the front end and HostName in the ssh configuration"
+                        .into()
+                }),
+            )
         }
     }
-    hops.push(hop(
+}
+
+/// The way is open but no master is logged in.
+fn authentication_hop(fe: &FrontEnd) -> Hop {
+    let alias = &fe.host.alias;
+    hop(
         "authentication",
         false,
         format!(
             "expired: the way is open but no master is logged in (the site cuts connections after {} h)",
             fe.target.config.master_lifetime_hours
         ),
-        start_it,
-    ));
-    hops
+        Some(format!(
+            "start it with the key card: `remotetool auth start {alias}` (or `remotetool refresh-auth`)"
+        )),
+    )
 }
 
 /// Transfers smaller than this say little about the rate; not recorded.
@@ -561,33 +628,4 @@ pub fn forecast(
         )));
     }
     Ok(())
-}
-
-/// "3h 05m", "12m", "-1h 10m" (overdue).
-pub fn human_duration(seconds: i64) -> String {
-    let sign = if seconds < 0 { "-" } else { "" };
-    let s = seconds.unsigned_abs();
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d > 0 {
-        format!("{sign}{d}d {h:02}h")
-    } else if h > 0 {
-        format!("{sign}{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{sign}{m}m")
-    } else {
-        format!("{sign}{s}s")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_read_well() {
-        use super::human_duration as h;
-        assert_eq!(h(42), "42s");
-        assert_eq!(h(12 * 60), "12m");
-        assert_eq!(h(3 * 3600 + 5 * 60), "3h 05m");
-        assert_eq!(h(-(3600 + 600)), "-1h 10m");
-        assert_eq!(h(2 * 86_400 + 3600), "2d 01h");
-    }
 }

@@ -111,3 +111,32 @@ impl Printer {
         bar
     }
 }
+
+/// "3h 05m", "12m", "-1h 10m" (overdue).
+pub fn human_duration(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.unsigned_abs();
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d > 0 {
+        format!("{sign}{d}d {h:02}h")
+    } else if h > 0 {
+        format!("{sign}{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{sign}{m}m")
+    } else {
+        format!("{sign}{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_well() {
+        use super::human_duration as h;
+        assert_eq!(h(42), "42s");
+        assert_eq!(h(12 * 60), "12m");
+        assert_eq!(h(3 * 3600 + 5 * 60), "3h 05m");
+        assert_eq!(h(-(3600 + 600)), "-1h 10m");
+        assert_eq!(h(2 * 86_400 + 3600), "2d 01h");
+    }
+}

@@ -82,7 +82,7 @@ pub fn dead(p: &Process, this_host: &str, now: chrono::NaiveDateTime) -> Option<
     runs::holder_gone(&p.host, p.pid, p.heartbeat_at, this_host, now).map(|g| match g {
         runs::Gone::Process => "its process is gone".to_string(),
         runs::Gone::Silent(secs) => {
-            format!("no heartbeat for {}", crate::auth::human_duration(secs))
+            format!("no heartbeat for {}", crate::printer::human_duration(secs))
         }
     })
 }

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::auth::{self, human_duration, FrontEnd, Hop, Master};
+use crate::auth::{self, FrontEnd, Hop, Master};
 use crate::config::Config;
 use crate::db::models::Control;
 use crate::db::{self, Db};
 use crate::exit::{self, ExitStatus};
-use crate::printer::Printer;
+use crate::printer::{human_duration, Printer};
 use crate::runs::{self, Actor};
 use crate::table;
 use crate::workers;

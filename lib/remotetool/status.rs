@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::auth::{self, human_duration, Master};
+use crate::auth::{self, Master};
 use crate::config::Config;
 use crate::db::models::{Control, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
-use crate::printer::Printer;
+use crate::printer::{human_duration, Printer};
 use crate::state::{ComponentState, ItemState, RunState, ALL};
 use crate::table;
 
