@@ -1,12 +1,28 @@
 //! offload: bundle local pipeline work items into a few big batch jobs on a
 //! remote HPC centre reached over SSH, and drive them to the end.
 //!
-//! Each tool's logic lives in the module named after it (`remotetool`);
-//! each concern in its own: `db` (schema, models, queries, migrations),
-//! `state` (the run state machine), `runs` (run lifecycle), `workitems`
-//! (the local pipeline's items), `config`, `exit` (exit statuses), `cli`,
-//! `printer`, `legacy` (the original single-dash command lines), `auth` (the
-//! operators' masters).
+//! Imports run one way, never back up (`tests/layers.rs` checks it, and
+//! that no two modules import each other however indirectly):
+//!
+//! binaries (`bins/`, each only parses and dispatches)
+//! -> **tools**, one module each, named after it, never importing another
+//! tool: `remotetool` (the database tool, a folder of its commands),
+//! `prepare`, `exec`, `poll`, `xfer`
+//! -> **shared services**: `cli` (what every tool starts with: the command
+//! line, the session, errors to exit statuses), `scheduler` (the remote
+//! site: its jobs and its files, one implementation per kind of site),
+//! `transfer` (the bundled parallel transfer engine), `auth` (the
+//! operators' masters), `workers` (tool processes at work), `runs` (runs'
+//! lifecycle, claims and leases, their folders), `workitems` (the local
+//! pipeline's items)
+//! -> **foundations**: `db` (schema, models, queries, migrations per
+//! backend), `config`, `target` (a remote target's settings and path
+//! rules), `recipe` (stage recipes), `record` (a component's result
+//! record), `scripts` (the remote-side scripts prepare writes), `alloc`
+//! (the allocation formula), `ssh` (hosts and their masters), `shell`
+//! (quoting), `state` (every state, policy and fault number), `exit` (exit
+//! statuses), `printer` (stdout for data, stderr for the rest), `table`,
+//! `legacy` (the original single-dash command lines).
 
 pub mod alloc;
 pub mod auth;

@@ -25,7 +25,7 @@ pub struct Which {
     pub next: bool,
 }
 /// A lease (or a registered process) whose heartbeat is older than this is
-/// taken over: several heartbeats ([`crate::workers::HEARTBEAT`]) missed.
+/// taken over: several heartbeats (`workers::HEARTBEAT`) missed.
 pub const LEASE_STALE: Duration = Duration::from_secs(120);
 
 fn stale_before() -> chrono::NaiveDateTime {
