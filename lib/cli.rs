@@ -116,6 +116,27 @@ impl Session {
         Session::open_as(tool, g, true)
     }
 
+    /// Claim the run `work` names, do `f` on it with this session's
+    /// configuration, printer and actor, and give it back (see
+    /// [`crate::runs::work_on`]).
+    pub fn work_on<T>(
+        &mut self,
+        work: crate::runs::Work<'_>,
+        f: impl FnOnce(
+            &mut crate::db::Db,
+            &crate::config::Config,
+            &crate::printer::Printer,
+            &crate::runs::Actor,
+            &crate::db::models::Run,
+        ) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let policy = self.config.claim_policy(&self.actor.host)?;
+        let (db, cfg, printer, actor) = (&mut self.db, &self.config, &self.printer, &self.actor);
+        crate::runs::work_on(db, &policy, actor, printer, work, |db, run| {
+            f(db, cfg, printer, actor, run)
+        })
+    }
+
     fn open_as(tool: &'static str, g: &GlobalArgs, worker: bool) -> anyhow::Result<Session> {
         let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
         let config = crate::config::Config::load(g.config.as_deref())?;

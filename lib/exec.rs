@@ -97,12 +97,7 @@ pub fn exec_run(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<Submitted> {
-    if runs::run_state(run)? != RunState::Pending {
-        return Err(exit::usage(format!(
-            "run {} is '{}': exec takes pending runs",
-            run.remote_id, run.state
-        )));
-    }
+    runs::expect_state(run, RunState::Pending, "exec takes pending runs")?;
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
     let site = scheduler::site_for(&target)?;
     printer.debug(format!(
@@ -263,13 +258,8 @@ fn check_space(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let crate::cli::Session {
-        printer,
-        config: cfg,
-        actor,
-        mut db,
-        registration: _registration,
-    } = crate::cli::Session::open_worker(TOOL, g)?;
+    // Registered as at work until the session is dropped.
+    let mut session = crate::cli::Session::open_worker(TOOL, g)?;
     let work = Work {
         which: &args.which,
         state: RunState::Pending,
@@ -281,10 +271,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             when: runs::needs_a_person,
         }),
     };
-    let policy = cfg.claim_policy(&actor.host)?;
-    let s = runs::work_on(&mut db, &policy, &actor, &printer, work, |db, run| {
-        exec_run(db, &cfg, run, &printer, &actor)
+    let s = session.work_on(work, |db, cfg, printer, actor, run| {
+        exec_run(db, cfg, run, printer, actor)
     })?;
+    let printer = &session.printer;
     printer.info(format!(
         "run {}: {} job {} ({} files sent, {} already there)",
         s.remote_id,

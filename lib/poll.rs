@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::models::Run;
 use crate::db::queries::{ComponentChanges, RunChanges};
 use crate::db::{self, Db, Store};
-use crate::exit::{self, ExitStatus};
+use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::record::{parse_results, Record};
 use crate::runs::{self, Actor, Extra, Work};
@@ -148,12 +148,7 @@ pub fn poll_run(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<Polled> {
-    if runs::run_state(run)? != RunState::Run {
-        return Err(exit::usage(format!(
-            "run {} is '{}': poll takes runs in 'run'",
-            run.remote_id, run.state
-        )));
-    }
+    runs::expect_state(run, RunState::Run, "poll takes runs in 'run'")?;
     let job_id = run
         .job_id
         .clone()
@@ -528,13 +523,8 @@ fn settle(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let crate::cli::Session {
-        printer,
-        config: cfg,
-        actor,
-        mut db,
-        registration: _registration,
-    } = crate::cli::Session::open_worker(TOOL, g)?;
+    // Registered as at work until the session is dropped.
+    let mut session = crate::cli::Session::open_worker(TOOL, g)?;
     // --next: only runs not polled for the interval (a named run is polled now).
     let due = db::now() - chrono::TimeDelta::seconds(args.interval.max(0));
     let work = Work {
@@ -544,10 +534,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         none: "no runs due for a poll",
         on_failure: None,
     };
-    let policy = cfg.claim_policy(&actor.host)?;
-    let p = runs::work_on(&mut db, &policy, &actor, &printer, work, |db, run| {
-        poll_run(db, &cfg, run, &args, &printer, &actor)
+    let p = session.work_on(work, |db, cfg, printer, actor, run| {
+        poll_run(db, cfg, run, &args, printer, actor)
     })?;
+    let printer = &session.printer;
     printer.info(format!(
         "run {}: job {} {}{}",
         p.remote_id,

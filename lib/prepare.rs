@@ -710,14 +710,9 @@ pub fn prepare_run(
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let crate::cli::Session {
-        printer,
-        config: cfg,
-        actor,
-        mut db,
-        registration: _registration,
-    } = crate::cli::Session::open_worker(TOOL, g)?;
-    let recipes = cfg.recipes_dir(args.recipes.as_deref());
+    // Registered as at work until the session is dropped.
+    let mut session = crate::cli::Session::open_worker(TOOL, g)?;
+    let recipes = session.config.recipes_dir(args.recipes.as_deref());
     let work = Work {
         which: &args.which,
         state: RunState::New,
@@ -730,10 +725,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             when: |run, _| run.state == RunState::New.as_str(),
         }),
     };
-    let policy = cfg.claim_policy(&actor.host)?;
-    let summary = runs::work_on(&mut db, &policy, &actor, &printer, work, |db, run| {
-        prepare_run(db, &cfg, run, &recipes, &printer, &actor)
+    let summary = session.work_on(work, |db, cfg, printer, actor, run| {
+        prepare_run(db, cfg, run, &recipes, printer, actor)
     })?;
+    let printer = &session.printer;
     printer.info(format!(
         "run {}: {} components, {} input files ({} bytes), {} ranks on {} nodes x {} -> {}",
         summary.remote_id,

@@ -319,7 +319,19 @@ impl Host {
 
     /// Run a script there with input; wait at most `limit`.
     pub fn run(&self, script: &str, input: &[u8], limit: Duration) -> anyhow::Result<Output> {
-        run_with_timeout(self.command(script), input, limit)
+        self.run_with(script, &[], input, limit)
+    }
+
+    /// Run a script there with `args` as its `$1`..., and input; wait at
+    /// most `limit`.
+    pub fn run_with(
+        &self,
+        script: &str,
+        args: &[&str],
+        input: &[u8],
+        limit: Duration,
+    ) -> anyhow::Result<Output> {
+        run_with_timeout(self.command_with(script, args), input, limit)
             .with_context(|| format!("on {}", self.alias))
     }
 }

@@ -261,6 +261,17 @@ trait RowLock {
     ) -> QueryResult<Option<Run>>;
 }
 
+/// A run's active components joined with their work items, in id order.
+macro_rules! active_components {
+    ($remote_id:expr) => {
+        remote_components::table
+            .inner_join(work_items::table)
+            .filter(remote_components::remote_id.eq($remote_id))
+            .filter(remote_components::active.eq(true))
+            .order(remote_components::id.asc())
+    };
+}
+
 /// Runs in `state` with no live lease, polled before the time (or never).
 macro_rules! claimable {
     ($state:expr, $stale:expr, $polled:expr) => {{
@@ -533,11 +544,7 @@ macro_rules! impl_store {
             }
 
             fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>> {
-                remote_components::table
-                    .inner_join(work_items::table)
-                    .filter(remote_components::remote_id.eq(remote_id))
-                    .filter(remote_components::active.eq(true))
-                    .order(remote_components::id.asc())
+                active_components!(remote_id)
                     .select((
                         remote_components::id,
                         work_items::id,
@@ -650,11 +657,7 @@ macro_rules! impl_store {
             }
 
             fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<(i64, i64, i64, i32)>> {
-                remote_components::table
-                    .inner_join(work_items::table)
-                    .filter(remote_components::remote_id.eq(remote_id))
-                    .filter(remote_components::active.eq(true))
-                    .order(remote_components::id.asc())
+                active_components!(remote_id)
                     .select((
                         remote_components::id,
                         work_items::id,

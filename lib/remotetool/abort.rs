@@ -16,6 +16,7 @@
 
 use serde::Serialize;
 
+use super::print_runs;
 use crate::config::Config;
 use crate::db::models::{Run, RunFilter};
 use crate::db::Db;
@@ -131,6 +132,22 @@ fn each_run<T>(
     }
 }
 
+fn one_run(db: &mut Db, remote_id: i64) -> anyhow::Result<Run> {
+    db.read(|s| s.run(remote_id))?
+        .ok_or_else(|| exit::usage(format!("no run with remote_id {remote_id}")))
+}
+
+/// The runs in these states (of this label).
+fn runs_in(db: &mut Db, states: &[RunState], label: Option<&str>) -> anyhow::Result<Vec<Run>> {
+    db.read(|s| {
+        s.runs(&RunFilter {
+            states: states.iter().map(|s| s.as_str().to_string()).collect(),
+            label: label.map(str::to_string),
+            ..RunFilter::default()
+        })
+    })
+}
+
 fn cancel_job(cfg: &Config, run: &Run, job_id: &str) -> anyhow::Result<()> {
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
     let site = crate::scheduler::site_for(&target)?;
@@ -156,16 +173,8 @@ pub fn abort(
         return Err(exit::usage("--reason must say why the run is aborted"));
     }
     let found = match a.remote_id {
-        Some(id) => vec![db
-            .read(|s| s.run(id))?
-            .ok_or_else(|| exit::usage(format!("no run with remote_id {id}")))?],
-        None => db.read(|s| {
-            s.runs(&RunFilter {
-                states: OPEN.iter().map(|s| s.as_str().to_string()).collect(),
-                label: a.label.clone(),
-                ..RunFilter::default()
-            })
-        })?,
+        Some(id) => vec![one_run(db, id)?],
+        None => runs_in(db, OPEN, a.label.as_deref())?,
     };
     if found.is_empty() {
         return Err(exit::nothing_to_do(format!(
@@ -254,13 +263,7 @@ pub fn abort(
             job_cancelled: cancelled,
         })
     })?;
-    if json {
-        printer.json(&done)?;
-    } else {
-        let ids: Vec<String> = done.iter().map(|d| d.remote_id.to_string()).collect();
-        printer.data(ids.join("\n"))?;
-    }
-    Ok(ExitStatus::Success)
+    print_runs(printer, json, &done, |d| d.remote_id)
 }
 
 pub fn retry(
@@ -281,9 +284,7 @@ pub fn retry(
     }
     let found = match a.remote_id {
         Some(id) => {
-            let run = db
-                .read(|s| s.run(id))?
-                .ok_or_else(|| exit::usage(format!("no run with remote_id {id}")))?;
+            let run = one_run(db, id)?;
             if !runs::run_state(&run).is_ok_and(|st| RETRYABLE.contains(&st)) {
                 return Err(exit::usage(format!(
                     "run {id} is '{}': retry takes runs in 'error' or 'full' (abort it first)",
@@ -292,13 +293,7 @@ pub fn retry(
             }
             vec![run]
         }
-        None => db.read(|s| {
-            s.runs(&RunFilter {
-                states: vec![state.as_str().to_string()],
-                label: a.label.clone(),
-                ..RunFilter::default()
-            })
-        })?,
+        None => runs_in(db, &[state], a.label.as_deref())?,
     };
     if found.is_empty() {
         return Err(exit::nothing_to_do(format!(
@@ -395,11 +390,5 @@ pub fn retry(
         }
         Ok(out)
     })?;
-    if json {
-        printer.json(&done)?;
-    } else {
-        let ids: Vec<String> = done.iter().map(|d| d.remote_id.to_string()).collect();
-        printer.data(ids.join("\n"))?;
-    }
-    Ok(ExitStatus::Success)
+    print_runs(printer, json, &done, |d| d.remote_id)
 }

@@ -244,13 +244,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             for r in &done {
                 printer.info(format!("run {}: {} -> {}", r.remote_id, r.from, r.to));
             }
-            if g.json {
-                printer.json(&done)?;
-            } else {
-                let ids: Vec<String> = done.iter().map(|r| r.remote_id.to_string()).collect();
-                printer.data(ids.join("\n"))?;
-            }
-            Ok(ExitStatus::Success)
+            print_runs(&printer, g.json, &done, |r| r.remote_id)
         }
         Command::Pause(a) => {
             runs::set_paused(&mut db, &a.tools, true, a.reason.as_deref(), &actor)?;
@@ -537,13 +531,7 @@ fn clean(
             folder,
         });
     }
-    if json {
-        printer.json(&done)?;
-    } else {
-        let ids: Vec<String> = done.iter().map(|c| c.remote_id.to_string()).collect();
-        printer.data(ids.join("\n"))?;
-    }
-    Ok(ExitStatus::Success)
+    print_runs(printer, json, &done, |c| c.remote_id)
 }
 
 #[derive(Serialize, Default)]
@@ -634,5 +622,22 @@ fn report(
         ],
         &table_rows,
     ))?;
+    Ok(ExitStatus::Success)
+}
+
+/// What a command that acts on runs prints: the runs as JSON, or their ids
+/// one a line.
+fn print_runs<T: serde::Serialize>(
+    printer: &Printer,
+    json: bool,
+    done: &[T],
+    id: impl Fn(&T) -> i64,
+) -> anyhow::Result<ExitStatus> {
+    if json {
+        printer.json(&done)?;
+    } else {
+        let ids: Vec<String> = done.iter().map(|d| id(d).to_string()).collect();
+        printer.data(ids.join("\n"))?;
+    }
     Ok(ExitStatus::Success)
 }

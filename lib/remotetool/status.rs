@@ -68,18 +68,15 @@ pub struct Attention {
     pub why: String,
 }
 
+/// A run's lease: the run and the process that holds it.
 #[derive(Debug, Serialize)]
 pub struct Holder {
     pub remote_id: i64,
-    pub tool: String,
-    pub host: String,
-    pub pid: i32,
-    pub since: NaiveDateTime,
-    pub heartbeat_seconds: i64,
-    pub stale: bool,
+    #[serde(flatten)]
+    pub by: Worker,
 }
 
-/// A tool process at work, from the registry.
+/// A tool process at work, from the registry (or holding a lease).
 #[derive(Debug, Serialize)]
 pub struct Worker {
     pub tool: String,
@@ -88,6 +85,23 @@ pub struct Worker {
     pub since: NaiveDateTime,
     pub heartbeat_seconds: i64,
     pub stale: bool,
+}
+
+impl Worker {
+    /// The table's cells: tool, host:pid, since, heartbeat (`stale` says
+    /// what a stale one means).
+    fn cells(&self, stale: &str) -> Vec<String> {
+        vec![
+            self.tool.clone(),
+            format!("{}:{}", self.host, self.pid),
+            table::time(&self.since),
+            format!(
+                "{} ago{}",
+                human_duration(self.heartbeat_seconds),
+                if self.stale { stale } else { "" }
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -253,12 +267,14 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         .into_iter()
         .map(|l| Holder {
             remote_id: l.remote_id,
-            tool: l.tool,
-            host: l.host,
-            pid: l.pid,
-            since: l.acquired_at,
-            heartbeat_seconds: secs(l.heartbeat_at),
-            stale: secs(l.heartbeat_at) > stale,
+            by: Worker {
+                tool: l.tool,
+                host: l.host,
+                pid: l.pid,
+                since: l.acquired_at,
+                heartbeat_seconds: secs(l.heartbeat_at),
+                stale: secs(l.heartbeat_at) > stale,
+            },
         })
         .collect();
     let workers = db
@@ -458,17 +474,9 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             .holders
             .iter()
             .map(|h| {
-                vec![
-                    h.remote_id.to_string(),
-                    h.tool.clone(),
-                    format!("{}:{}", h.host, h.pid),
-                    table::time(&h.since),
-                    format!(
-                        "{} ago{}",
-                        human_duration(h.heartbeat_seconds),
-                        if h.stale { " (stale)" } else { "" }
-                    ),
-                ]
+                let mut row = vec![h.remote_id.to_string()];
+                row.extend(h.by.cells(" (stale)"));
+                row
             })
             .collect();
         out.push_str(&table::render_fit(
@@ -482,22 +490,7 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
         let rows: Vec<Vec<String>> = st
             .workers
             .iter()
-            .map(|w| {
-                vec![
-                    w.tool.clone(),
-                    format!("{}:{}", w.host, w.pid),
-                    table::time(&w.since),
-                    format!(
-                        "{} ago{}",
-                        human_duration(w.heartbeat_seconds),
-                        if w.stale {
-                            " (stale: `remotetool wait` reclaims it)"
-                        } else {
-                            ""
-                        }
-                    ),
-                ]
-            })
+            .map(|w| w.cells(" (stale: `remotetool wait` reclaims it)"))
             .collect();
         out.push_str(&table::render_fit(
             &["TOOL", "HOST:PID", "SINCE", "HEARTBEAT"],

@@ -225,6 +225,18 @@ pub fn run_state(run: &Run) -> anyhow::Result<RunState> {
     })
 }
 
+/// The run is in `state`, or a usage error naming its state and what the
+/// tool takes (`what`, e.g. "exec takes pending runs").
+pub fn expect_state(run: &Run, state: RunState, what: &str) -> anyhow::Result<()> {
+    if run_state(run)? != state {
+        return Err(exit::usage(format!(
+            "run {} is '{}': {what}",
+            run.remote_id, run.state
+        )));
+    }
+    Ok(())
+}
+
 /// Extra columns a transition writes.
 #[derive(Debug, Clone, Default)]
 pub struct Extra {

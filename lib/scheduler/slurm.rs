@@ -9,7 +9,6 @@ use anyhow::{anyhow, Context};
 
 use super::{JobState, Listing, Site};
 use crate::printer::Printer;
-use crate::shell::quote as q;
 use crate::ssh::Host;
 use crate::transfer::{self, Direction, Options, Pair, Report};
 
@@ -32,11 +31,18 @@ impl SlurmSite {
         &self.hosts[0]
     }
 
-    fn run(&self, script: &str) -> anyhow::Result<String> {
-        let out = self.host().run(script, b"", LIMIT)?;
+    /// Run a script on the first front end with `args` as `$1`...; its
+    /// stdout, or an error with its stderr.
+    fn run(&self, script: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.host().run_with(script, args, b"", LIMIT)?;
         if out.status != Some(0) {
+            let with = if args.is_empty() {
+                String::new()
+            } else {
+                format!(" (with {})", crate::shell::join(args.iter().copied()))
+            };
             return Err(anyhow!(
-                "`{script}` failed on {}: {}",
+                "`{script}`{with} failed on {}: {}",
                 self.host().alias,
                 out.stderr.trim().replace('\n', "; ")
             ));
@@ -74,11 +80,9 @@ impl Site for SlurmSite {
     }
 
     fn listing(&self, remote_run: &str) -> anyhow::Result<Listing> {
-        let out = self.host().run(
-            &format!(
-                "cd {} 2>/dev/null && {{ ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }}; true",
-                q(remote_run)
-            ),
+        let out = self.host().run_with(
+            "cd \"$1\" 2>/dev/null && { ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }; true",
+            &[remote_run],
             b"",
             Duration::from_secs(60),
         )?;
@@ -89,7 +93,7 @@ impl Site for SlurmSite {
         self.host().check()?;
         let out = self
             .host()
-            .run(&format!("rm -rf -- {}", q(folder)), b"", REMOVE_LIMIT)?;
+            .run_with("rm -rf -- \"$1\"", &[folder], b"", REMOVE_LIMIT)?;
         if out.status != Some(0) {
             return Err(anyhow!(
                 "cannot remove {folder} on {}: {}",
@@ -110,7 +114,7 @@ impl Site for SlurmSite {
 
     /// The id of a queued or running job with this name, if any.
     fn find_job(&self, name: &str) -> anyhow::Result<Option<String>> {
-        let out = self.run(&format!("squeue -h -n {} -o %i", q(name)))?;
+        let out = self.run("squeue -h -n \"$1\" -o %i", &[name])?;
         Ok(out.split_whitespace().next().map(str::to_string))
     }
 
@@ -118,11 +122,10 @@ impl Site for SlurmSite {
     /// left); the job id.
     fn submit(&self, remote_run: &str, name: &str) -> anyhow::Result<String> {
         let out = self
-            .run(&format!(
-                "cd {} && rm -rf -- results job-summary.txt && sbatch --parsable --job-name={} job.sh",
-                q(remote_run),
-                q(name)
-            ))
+            .run(
+                "cd \"$1\" && rm -rf -- results job-summary.txt && sbatch --parsable --job-name=\"$2\" job.sh",
+                &[remote_run, name],
+            )
             .context("sbatch refused the job")?;
         let id = out.trim().split(';').next().unwrap_or("").to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
@@ -134,7 +137,7 @@ impl Site for SlurmSite {
     fn state(&self, job_id: &str) -> anyhow::Result<JobState> {
         let out = self
             .host()
-            .run(&format!("squeue -h -j {} -o %T", q(job_id)), b"", LIMIT)?;
+            .run_with("squeue -h -j \"$1\" -o %T", &[job_id], b"", LIMIT)?;
         let text = String::from_utf8_lossy(&out.stdout);
         if out.status == Some(0) {
             if let Some(s) = text.split_whitespace().next() {
@@ -156,11 +159,9 @@ impl Site for SlurmSite {
             }
         }
         // Gone from the queue: accounting, where the site keeps it.
-        let acct = self.host().run(
-            &format!("sacct -n -X -P -j {} -o State", q(job_id)),
-            b"",
-            LIMIT,
-        )?;
+        let acct =
+            self.host()
+                .run_with("sacct -n -X -P -j \"$1\" -o State", &[job_id], b"", LIMIT)?;
         let state = (acct.status == Some(0))
             .then(|| {
                 String::from_utf8_lossy(&acct.stdout)
@@ -177,7 +178,7 @@ impl Site for SlurmSite {
     fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
         let out = self
             .host()
-            .run(&format!("scancel {}", q(job_id)), b"", LIMIT)?;
+            .run_with("scancel \"$1\"", &[job_id], b"", LIMIT)?;
         let err = out.stderr.trim();
         let gone =
             err.contains("already completing or completed") || err.contains("Invalid job id");
@@ -194,7 +195,7 @@ impl Site for SlurmSite {
     /// (pending, running) jobs of offload (names `PREFIX-r...`) in the queue.
     fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)> {
         let mine = format!("{prefix}-r");
-        let out = self.run("squeue -h -o '%j %t'")?;
+        let out = self.run("squeue -h -o '%j %t'", &[])?;
         let mut pending = 0;
         let mut running = 0;
         for l in out.lines() {
@@ -214,7 +215,7 @@ impl Site for SlurmSite {
 
     /// Bytes the account may still write, from the site's quota command.
     fn quota_bytes(&self, command: &str) -> anyhow::Result<u64> {
-        let out = self.run(command)?;
+        let out = self.run(command, &[])?;
         out.split_whitespace()
             .next()
             .and_then(|v| v.parse().ok())
@@ -225,10 +226,10 @@ impl Site for SlurmSite {
 
     /// Free bytes where `path` lives (its nearest existing parent).
     fn free_bytes(&self, path: &str) -> anyhow::Result<u64> {
-        let out = self.run(&format!(
-            "p={}; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; df -P -B1 -- \"$p\" | tail -n 1",
-            q(path)
-        ))?;
+        let out = self.run(
+            "p=$1; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; df -P -B1 -- \"$p\" | tail -n 1",
+            &[path],
+        )?;
         out.split_whitespace()
             .nth(3)
             .and_then(|v| v.parse().ok())

@@ -37,60 +37,7 @@ pub const DEFAULT_TAIL_BYTES: usize = 2000;
 /// tails (`OFFLOAD_TAIL` bytes each) go into the result line, the whole of
 /// them to the rank log, and to the component's log file when the recipe
 /// keeps one.
-pub const RUNNER: &str = r#"#!/bin/bash
-# offload rank runner: runs this rank's components one after another
-# (pre; command; post) and appends one result line per component.
-export LC_ALL=C
-rank=$1
-: "${OFFLOAD_RUN:?OFFLOAD_RUN is not set}"
-tail_bytes=${OFFLOAD_TAIL:-2000}
-results="$OFFLOAD_RUN/results/rank-$rank.tsv"
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-rank-$rank.XXXXXX") || exit 92
-trap 'rm -rf "$scratch"' EXIT
-now() {
-    if [ -n "${EPOCHREALTIME:-}" ]; then printf '%s' "$EPOCHREALTIME"; else date +%s.%N; fi
-}
-# The last tail_bytes of a file on one line: \ -> \\, tab -> \t, newline -> \n, CR -> \r.
-one_line_tail() {
-    local s
-    [ "$tail_bytes" -gt 0 ] && [ -s "$1" ] || return 0
-    s=$(tail -c "$tail_bytes" "$1" | tr -d '\000')
-    s=${s//\\/\\\\}
-    s=${s//$'\t'/\\t}
-    s=${s//$'\n'/\\n}
-    s=${s//$'\r'/\\r}
-    printf '%s' "$s"
-}
-offload_component() {
-    local id=$1 pre=$2 cmd=$3 post=$4 keep=${5:-} status=0 phase=ok stats= t0 t1
-    local out="$scratch/$id.out" err="$scratch/$id.err"
-    : > "$out"; : > "$err"
-    t0=$(now)
-    if [ -n "$pre" ]; then
-        bash -c "$pre" >> "$out" 2>> "$err"; status=$?
-        [ "$status" -ne 0 ] && phase=pre
-    fi
-    if [ "$status" -eq 0 ]; then
-        bash -c "$cmd" >> "$out" 2>> "$err"; status=$?
-        [ "$status" -ne 0 ] && phase=command
-    fi
-    if [ "$status" -eq 0 ] && [ -n "$post" ]; then
-        stats=$(bash -c "$post" 2>> "$err"); status=$?
-        [ "$status" -ne 0 ] && phase=post
-    fi
-    t1=$(now)
-    stats=${stats//[$'\t\r\n']/ }
-    echo "== offload component $id: exit $status ($phase)"
-    cat "$out"; cat "$err" >&2
-    if [ -n "$keep" ]; then
-        { echo "== offload component $id: exit $status ($phase)"; echo "== stdout"; cat "$out"; echo "== stderr"; cat "$err"; } > "$keep.offload-tmp" && mv -f "$keep.offload-tmp" "$keep"
-    fi
-    printf 'R\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$status" "$phase" "$t0" "$t1" "${stats:0:4000}" \
-        "$(one_line_tail "$out")" "$(one_line_tail "$err")" >> "$results"
-    rm -f "$out" "$err"
-}
-. "$OFFLOAD_RUN/tasks/rank-$rank.sh"
-"#;
+pub const RUNNER: &str = include_str!("run.sh");
 
 /// One component's line in its rank file; `log` is the remote path of the
 /// component's kept log, or empty.
