@@ -1,12 +1,11 @@
-//! The transfer: preflight, plan, channels, report.
+//! The transfer: checks, preflight, plan, channels, report.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use super::bundle::sample_compression;
-use super::plan::{check_pairs, open_preflight_channel, pull_preflight, push_preflight};
-use super::queue::{run_channels, FileState, Inner, Job, Shared};
+use super::plan::{check_pairs, plan_jobs, preflight, Preflight};
+use super::queue::{run_channels, Inner, Shared};
 use super::{Compress, Direction, Failure, Options, Pair, Report};
 use crate::exit;
 use crate::ssh::Host;
@@ -31,109 +30,23 @@ pub fn transfer(
         h.check()?;
     }
     // Sizes, and what is already complete at the destination.
-    let session = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let (first_host, mut first) = open_preflight_channel(hosts, &session)?;
-    let (sizes, skip) = match dir {
-        Direction::Push => push_preflight(&mut first, &pairs)?,
-        Direction::Pull => pull_preflight(&mut first, &pairs)?,
-    };
-    let total: u64 = sizes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !skip[*i])
-        .map(|(_, s)| *s)
-        .sum();
-    progress.set_length(total);
+    let session = session_token();
+    let Preflight {
+        host: first_host,
+        channel: first,
+        sizes,
+        skip,
+    } = preflight(hosts, &pairs, dir, &session)?;
+    progress.set_length(bytes_to_send(&sizes, &skip));
     let ratio = match opts.compress {
         Compress::Never => None,
         _ => sample_compression(&pairs, dir).map(|(r, _)| r),
     };
-    let compress_now = opts.compress == Compress::Always;
-    // Plan the jobs.
-    let mut queue = VecDeque::new();
-    let mut next_id = 1u64;
-    let mut files: Vec<FileState> = sizes
-        .iter()
-        .map(|&size| FileState {
-            size,
-            chunks_left: 0,
-            done: false,
-            failed: None,
-        })
-        .collect();
-    let mut bundle: Vec<usize> = Vec::new();
-    let mut bundle_bytes = 0u64;
-    for (i, &size) in sizes.iter().enumerate() {
-        if skip[i] {
-            files[i].done = true;
-            continue;
-        }
-        if size > opts.chunk_bytes {
-            let n = size.div_ceil(opts.chunk_bytes);
-            files[i].chunks_left = n as usize;
-            for k in 0..n {
-                let offset = k * opts.chunk_bytes;
-                queue.push_back(Job::Chunk {
-                    id: next_id,
-                    file: i,
-                    offset,
-                    len: opts.chunk_bytes.min(size - offset),
-                });
-                next_id += 1;
-            }
-            continue;
-        }
-        bundle.push(i);
-        bundle_bytes += size + 512;
-        if bundle_bytes >= opts.bundle_bytes || bundle.len() >= opts.bundle_files {
-            queue.push_back(Job::Bundle {
-                id: next_id,
-                files: std::mem::take(&mut bundle),
-            });
-            next_id += 1;
-            bundle_bytes = 0;
-        }
-    }
-    if !bundle.is_empty() {
-        queue.push_back(Job::Bundle {
-            id: next_id,
-            files: bundle,
-        });
-        next_id += 1;
-    }
+    let plan = plan_jobs(&sizes, &skip, opts);
     let skipped = skip.iter().filter(|s| **s).count();
-    let outstanding = queue.len();
+    let outstanding = plan.queue.len();
     let shared = Shared {
-        inner: Mutex::new(Inner {
-            queue,
-            attempts: HashMap::new(),
-            outstanding,
-            files,
-            next_id,
-            bytes_done: 0,
-            files_done: 0,
-            retries: 0,
-            refusals: 0,
-            compressed: 0,
-            open: vec![0; hosts.len()],
-            cap: vec![opts.channels.max(1); hosts.len()],
-            sized: vec![!opts.auto_channels; hosts.len()],
-            round_trip: vec![None; hosts.len()],
-            alive: vec![true; hosts.len()],
-            lost: Vec::new(),
-            abort: None,
-            last_error: None,
-            max_open: 0,
-            compress_now,
-            started,
-        }),
+        inner: Mutex::new(Inner::new(plan, hosts.len(), opts, started)),
         cv: Condvar::new(),
         pairs,
         opts: opts.clone(),
@@ -149,6 +62,33 @@ pub fn transfer(
         first.close();
     }
     shared.progress.finish_and_clear();
+    Ok(report(&shared, hosts, skipped, started))
+}
+
+/// This transfer's token for the remote agents' temporary names.
+fn session_token() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// The bytes of the files not skipped.
+fn bytes_to_send(sizes: &[u64], skip: &[bool]) -> u64 {
+    sizes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip[*i])
+        .map(|(_, s)| *s)
+        .sum()
+}
+
+/// What the channels did: each file left over failed, with its reason.
+fn report(shared: &Shared, hosts: &[Host], skipped: usize, started: Instant) -> Report {
     let g = shared.lock();
     let failures: Vec<Failure> = g
         .files
@@ -172,8 +112,8 @@ pub fn transfer(
         .collect();
     let seconds = started.elapsed().as_secs_f64();
     let bytes = g.bytes_done;
-    Ok(Report {
-        direction: dir,
+    Report {
+        direction: shared.dir,
         complete: failures.is_empty(),
         files: shared.pairs.len(),
         transferred: g.files_done,
@@ -194,5 +134,5 @@ pub fn transfer(
             .zip(&g.round_trip)
             .filter_map(|(h, rt)| Some((h.alias.clone(), rt.as_ref()?.as_secs_f64() * 1e3)))
             .collect(),
-    })
+    }
 }

@@ -1,14 +1,15 @@
 //! Before anything moves: the pairs checked, the sizes and what is
 //! complete already found out over a first channel (the preflight).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::bundle::folder_and_name;
 use super::channel::{Channel, OpenError};
 use super::checksum::{cksum_file, parse_sums};
-use super::{Direction, Pair};
+use super::queue::{FileState, Job};
+use super::{Direction, Options, Pair};
 use crate::exit;
 use crate::ssh::Host;
 use crate::target::bad_path_char;
@@ -109,12 +110,37 @@ fn ends(p: &Pair, dir: Direction) -> (&str, &str) {
     }
 }
 
+/// What the preflight found out, over the channel it opened (on host
+/// `host`): each file's size, and whether it is complete already.
+pub(super) struct Preflight {
+    pub(super) host: usize,
+    pub(super) channel: Channel,
+    pub(super) sizes: Vec<u64>,
+    pub(super) skip: Vec<bool>,
+}
+
+pub(super) fn preflight(
+    hosts: &[Host],
+    pairs: &[Pair],
+    dir: Direction,
+    session: &str,
+) -> anyhow::Result<Preflight> {
+    let (host, mut channel) = open_preflight_channel(hosts, session)?;
+    let (sizes, skip) = match dir {
+        Direction::Push => push_preflight(&mut channel, pairs)?,
+        Direction::Pull => pull_preflight(&mut channel, pairs)?,
+    };
+    Ok(Preflight {
+        host,
+        channel,
+        sizes,
+        skip,
+    })
+}
+
 /// A channel for the preflight listings: any host will do; a host whose
 /// sessions are all taken (MaxSessions) is waited for, not failed.
-pub(super) fn open_preflight_channel(
-    hosts: &[Host],
-    session: &str,
-) -> anyhow::Result<(usize, Channel)> {
+fn open_preflight_channel(hosts: &[Host], session: &str) -> anyhow::Result<(usize, Channel)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut wait = Duration::from_millis(100);
     loop {
@@ -141,10 +167,7 @@ pub(super) fn open_preflight_channel(
     }
 }
 
-pub(super) fn push_preflight(
-    ch: &mut Channel,
-    pairs: &[Pair],
-) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
+fn push_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
     let mut sizes = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
         let m = std::fs::metadata(&p.src).map_err(|e| {
@@ -184,10 +207,7 @@ pub(super) fn push_preflight(
     Ok((sizes, skip))
 }
 
-pub(super) fn pull_preflight(
-    ch: &mut Channel,
-    pairs: &[Pair],
-) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
+fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>, Vec<bool>)> {
     let remote = remote_sizes(ch, pairs.iter().map(|p| p.src.as_str()))?;
     let mut sizes = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
@@ -211,6 +231,76 @@ pub(super) fn pull_preflight(
         .collect();
     let skip = already_complete(ch, pairs, &candidates, Direction::Pull)?;
     Ok((sizes, skip))
+}
+
+/// The jobs, in order, and the state of each file.
+pub(super) struct Plan {
+    pub(super) queue: VecDeque<Job>,
+    pub(super) files: Vec<FileState>,
+    /// The id the next job made will have.
+    pub(super) next_id: u64,
+}
+
+/// Plan the jobs: files larger than a chunk go in chunks; the others in
+/// bundles of up to `bundle_bytes` or `bundle_files`. Skipped files are
+/// done already.
+pub(super) fn plan_jobs(sizes: &[u64], skip: &[bool], opts: &Options) -> Plan {
+    let mut queue = VecDeque::new();
+    let mut next_id = 1u64;
+    let mut files: Vec<FileState> = sizes
+        .iter()
+        .map(|&size| FileState {
+            size,
+            chunks_left: 0,
+            done: false,
+            failed: None,
+        })
+        .collect();
+    let mut bundle: Vec<usize> = Vec::new();
+    let mut bundle_bytes = 0u64;
+    for (i, &size) in sizes.iter().enumerate() {
+        if skip[i] {
+            files[i].done = true;
+            continue;
+        }
+        if size > opts.chunk_bytes {
+            let n = size.div_ceil(opts.chunk_bytes);
+            files[i].chunks_left = n as usize;
+            for k in 0..n {
+                let offset = k * opts.chunk_bytes;
+                queue.push_back(Job::Chunk {
+                    id: next_id,
+                    file: i,
+                    offset,
+                    len: opts.chunk_bytes.min(size - offset),
+                });
+                next_id += 1;
+            }
+            continue;
+        }
+        bundle.push(i);
+        bundle_bytes += size + 512;
+        if bundle_bytes >= opts.bundle_bytes || bundle.len() >= opts.bundle_files {
+            queue.push_back(Job::Bundle {
+                id: next_id,
+                files: std::mem::take(&mut bundle),
+            });
+            next_id += 1;
+            bundle_bytes = 0;
+        }
+    }
+    if !bundle.is_empty() {
+        queue.push_back(Job::Bundle {
+            id: next_id,
+            files: bundle,
+        });
+        next_id += 1;
+    }
+    Plan {
+        queue,
+        files,
+        next_id,
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,14 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::channel::{Channel, OpenError};
+use super::plan::Plan;
 use super::pull::pull_worker;
 use super::push::push_worker;
 use super::{channels_for, compression_pays, Compress, Direction, Options, Pair};
 use crate::ssh::Host;
 
+/// One piece of work for a channel: a bundle of small files, a chunk of a
+/// large one, or the check and rename that finishes a chunked file.
 #[derive(Debug, Clone)]
 pub(super) enum Job {
     Bundle {
@@ -43,6 +46,7 @@ impl Job {
     }
 }
 
+/// Where one file of the transfer stands.
 pub(super) struct FileState {
     pub(super) size: u64,
     pub(super) chunks_left: usize,
@@ -50,6 +54,7 @@ pub(super) struct FileState {
     pub(super) failed: Option<String>,
 }
 
+/// A transfer's state, under `Shared`'s lock.
 pub(super) struct Inner {
     pub(super) queue: VecDeque<Job>,
     pub(super) attempts: HashMap<u64, u32>,
@@ -82,6 +87,37 @@ pub(super) struct Inner {
     pub(super) started: Instant,
 }
 
+impl Inner {
+    /// The state before any channel opens: the plan's jobs queued, every
+    /// host alive, none sized yet with automatic channel counts.
+    pub(super) fn new(plan: Plan, hosts: usize, opts: &Options, started: Instant) -> Inner {
+        Inner {
+            outstanding: plan.queue.len(),
+            queue: plan.queue,
+            attempts: HashMap::new(),
+            files: plan.files,
+            next_id: plan.next_id,
+            bytes_done: 0,
+            files_done: 0,
+            retries: 0,
+            refusals: 0,
+            compressed: 0,
+            open: vec![0; hosts],
+            cap: vec![opts.channels.max(1); hosts],
+            sized: vec![!opts.auto_channels; hosts],
+            round_trip: vec![None; hosts],
+            alive: vec![true; hosts],
+            lost: Vec::new(),
+            abort: None,
+            last_error: None,
+            max_open: 0,
+            compress_now: opts.compress == Compress::Always,
+            started,
+        }
+    }
+}
+
+/// What a transfer's channels share.
 pub(super) struct Shared {
     pub(super) inner: Mutex<Inner>,
     pub(super) cv: Condvar,
