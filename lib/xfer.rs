@@ -1,6 +1,6 @@
 //! `xfer`: bundled, parallel transfers over the operators' ControlMasters,
 //! in both directions. Element i of the source list goes to element i of the
-//! destination list. The engine is `transfer.rs`; connections are `ssh.rs`.
+//! destination list. The engine is `transfer/`; connections are `ssh.rs`.
 
 use std::path::PathBuf;
 

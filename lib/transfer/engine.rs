@@ -1,0 +1,138 @@
+//! The transfer: checks, preflight, plan, channels, report.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use super::bundle::sample_compression;
+use super::plan::{check_pairs, plan_jobs, preflight, Preflight};
+use super::queue::{run_channels, Inner, Shared};
+use super::{Compress, Direction, Failure, Options, Pair, Report};
+use crate::exit;
+use crate::ssh::Host;
+
+/// Copy `pairs` in `dir` through the masters of `hosts`. Err only when
+/// nothing could start (bad lists, a missing source, no live master);
+/// otherwise the report says complete or partial.
+pub fn transfer(
+    hosts: &[Host],
+    pairs: Vec<Pair>,
+    dir: Direction,
+    opts: &Options,
+    progress: indicatif::ProgressBar,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    if hosts.is_empty() {
+        return Err(exit::usage("no hosts given"));
+    }
+    check_pairs(&pairs, dir)?;
+    // Every master must be alive before anything moves.
+    for h in hosts {
+        h.check()?;
+    }
+    // Sizes, and what is already complete at the destination.
+    let session = session_token();
+    let Preflight {
+        host: first_host,
+        channel: first,
+        sizes,
+        skip,
+    } = preflight(hosts, &pairs, dir, &session)?;
+    progress.set_length(bytes_to_send(&sizes, &skip));
+    let ratio = match opts.compress {
+        Compress::Never => None,
+        _ => sample_compression(&pairs, dir).map(|(r, _)| r),
+    };
+    let plan = plan_jobs(&sizes, &skip, opts);
+    let skipped = skip.iter().filter(|s| **s).count();
+    let outstanding = plan.queue.len();
+    let shared = Shared {
+        inner: Mutex::new(Inner::new(plan, hosts.len(), opts, started)),
+        cv: Condvar::new(),
+        pairs,
+        opts: opts.clone(),
+        dir,
+        progress,
+        ratio,
+        session,
+    };
+    if outstanding > 0 {
+        // The preflight channel goes on as the first of its host's.
+        run_channels(&shared, hosts, first_host, first);
+    } else {
+        first.close();
+    }
+    shared.progress.finish_and_clear();
+    Ok(report(&shared, hosts, skipped, started))
+}
+
+/// This transfer's token for the remote agents' temporary names.
+fn session_token() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// The bytes of the files not skipped.
+fn bytes_to_send(sizes: &[u64], skip: &[bool]) -> u64 {
+    sizes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip[*i])
+        .map(|(_, s)| *s)
+        .sum()
+}
+
+/// What the channels did: each file left over failed, with its reason.
+fn report(shared: &Shared, hosts: &[Host], skipped: usize, started: Instant) -> Report {
+    let g = shared.lock();
+    let failures: Vec<Failure> = g
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.done)
+        .map(|(i, f)| Failure {
+            src: shared.pairs[i].src.clone(),
+            dst: shared.pairs[i].dst.clone(),
+            reason: f
+                .failed
+                .clone()
+                .or_else(|| g.abort.clone())
+                .or_else(|| {
+                    g.last_error
+                        .as_ref()
+                        .map(|m| format!("not transferred: the channels kept failing ({m})"))
+                })
+                .unwrap_or_else(|| "not transferred".to_string()),
+        })
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = g.bytes_done;
+    Report {
+        direction: shared.dir,
+        complete: failures.is_empty(),
+        files: shared.pairs.len(),
+        transferred: g.files_done,
+        skipped,
+        failed: failures.len(),
+        bytes,
+        seconds,
+        mb_per_s: bytes as f64 / 1e6 / seconds.max(1e-9),
+        hosts: hosts.iter().map(|h| h.alias.clone()).collect(),
+        channels: g.max_open,
+        retries: g.retries,
+        refusals: g.refusals,
+        compressed_frames: g.compressed,
+        failures,
+        hosts_lost: g.lost.clone(),
+        round_trip_ms: hosts
+            .iter()
+            .zip(&g.round_trip)
+            .filter_map(|(h, rt)| Some((h.alias.clone(), rt.as_ref()?.as_secs_f64() * 1e3)))
+            .collect(),
+    }
+}

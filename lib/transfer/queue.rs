@@ -1,0 +1,386 @@
+//! The work shared by a transfer's channels: the queue of jobs, the state
+//! of each file, and the channel slots of each host that take jobs from it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::channel::{Channel, OpenError};
+use super::plan::Plan;
+use super::pull::pull_worker;
+use super::push::push_worker;
+use super::{channels_for, compression_pays, Compress, Direction, Options, Pair};
+use crate::ssh::Host;
+
+/// One piece of work for a channel: a bundle of small files, a chunk of a
+/// large one, or the check and rename that finishes a chunked file.
+#[derive(Debug, Clone)]
+pub(super) enum Job {
+    Bundle {
+        id: u64,
+        files: Vec<usize>,
+    },
+    Chunk {
+        id: u64,
+        file: usize,
+        offset: u64,
+        len: u64,
+    },
+    Finish {
+        id: u64,
+        file: usize,
+    },
+}
+
+impl Job {
+    pub(super) fn id(&self) -> u64 {
+        match self {
+            Job::Bundle { id, .. } | Job::Chunk { id, .. } | Job::Finish { id, .. } => *id,
+        }
+    }
+    pub(super) fn files(&self) -> Vec<usize> {
+        match self {
+            Job::Bundle { files, .. } => files.clone(),
+            Job::Chunk { file, .. } | Job::Finish { file, .. } => vec![*file],
+        }
+    }
+}
+
+/// Where one file of the transfer stands.
+pub(super) struct FileState {
+    pub(super) size: u64,
+    pub(super) chunks_left: usize,
+    pub(super) done: bool,
+    pub(super) failed: Option<String>,
+}
+
+/// A transfer's state, under `Shared`'s lock.
+pub(super) struct Inner {
+    pub(super) queue: VecDeque<Job>,
+    pub(super) attempts: HashMap<u64, u32>,
+    /// Jobs queued or in flight.
+    pub(super) outstanding: usize,
+    pub(super) files: Vec<FileState>,
+    pub(super) next_id: u64,
+    pub(super) bytes_done: u64,
+    pub(super) files_done: usize,
+    pub(super) retries: u64,
+    pub(super) refusals: u64,
+    pub(super) compressed: u64,
+    /// Open channels per host index.
+    pub(super) open: Vec<usize>,
+    /// Channel cap per host index (lowered on refusals).
+    pub(super) cap: Vec<usize>,
+    /// Whether the host's channel count is settled (with `auto_channels`,
+    /// once its round trip is measured); other slots wait for it.
+    pub(super) sized: Vec<bool>,
+    /// Measured round trip per host index.
+    pub(super) round_trip: Vec<Option<Duration>>,
+    pub(super) alive: Vec<bool>,
+    pub(super) lost: Vec<String>,
+    pub(super) abort: Option<String>,
+    /// What the last channel to fail said: the reason given for files left
+    /// over when every channel has given up.
+    pub(super) last_error: Option<String>,
+    pub(super) max_open: usize,
+    pub(super) compress_now: bool,
+    pub(super) started: Instant,
+}
+
+impl Inner {
+    /// The state before any channel opens: the plan's jobs queued, every
+    /// host alive, none sized yet with automatic channel counts.
+    pub(super) fn new(plan: Plan, hosts: usize, opts: &Options, started: Instant) -> Inner {
+        Inner {
+            outstanding: plan.queue.len(),
+            queue: plan.queue,
+            attempts: HashMap::new(),
+            files: plan.files,
+            next_id: plan.next_id,
+            bytes_done: 0,
+            files_done: 0,
+            retries: 0,
+            refusals: 0,
+            compressed: 0,
+            open: vec![0; hosts],
+            cap: vec![opts.channels.max(1); hosts],
+            sized: vec![!opts.auto_channels; hosts],
+            round_trip: vec![None; hosts],
+            alive: vec![true; hosts],
+            lost: Vec::new(),
+            abort: None,
+            last_error: None,
+            max_open: 0,
+            compress_now: opts.compress == Compress::Always,
+            started,
+        }
+    }
+}
+
+/// What a transfer's channels share.
+pub(super) struct Shared {
+    pub(super) inner: Mutex<Inner>,
+    pub(super) cv: Condvar,
+    pub(super) pairs: Vec<Pair>,
+    pub(super) opts: Options,
+    pub(super) dir: Direction,
+    pub(super) progress: indicatif::ProgressBar,
+    /// Compressible sample ratio (compressed / raw), when measured.
+    pub(super) ratio: Option<f64>,
+    /// This transfer's token for the remote agents' temporary names.
+    pub(super) session: String,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job, waiting while others are in flight; None when all is
+    /// done or the transfer was aborted.
+    pub(super) fn next(&self) -> Option<Job> {
+        let mut g = self.lock();
+        loop {
+            if g.abort.is_some() || g.outstanding == 0 {
+                return None;
+            }
+            if let Some(j) = g.queue.pop_front() {
+                return Some(j);
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub(super) fn succeed(&self, job: &Job) {
+        let mut g = self.lock();
+        g.outstanding -= 1;
+        match job {
+            Job::Bundle { files, .. } => {
+                for &f in files {
+                    g.files[f].done = true;
+                    g.files_done += 1;
+                    g.bytes_done += g.files[f].size;
+                    self.progress.inc(g.files[f].size);
+                }
+            }
+            Job::Chunk { file, len, .. } => {
+                g.bytes_done += len;
+                self.progress.inc(*len);
+                g.files[*file].chunks_left -= 1;
+                if g.files[*file].chunks_left == 0 && g.files[*file].failed.is_none() {
+                    let id = g.next_id;
+                    g.next_id += 1;
+                    g.outstanding += 1;
+                    g.queue.push_front(Job::Finish { id, file: *file });
+                }
+            }
+            Job::Finish { file, .. } => {
+                g.files[*file].done = true;
+                g.files_done += 1;
+            }
+        }
+        self.progress.set_message(format!("{} files", g.files_done));
+        self.cv.notify_all();
+        drop(g);
+        self.consider_compression();
+    }
+
+    /// A job failed: again, up to the attempt limit; then its files fail.
+    pub(super) fn fail(&self, job: Job, reason: &str) {
+        let mut g = self.lock();
+        let n = {
+            let a = g.attempts.entry(job.id()).or_insert(0);
+            *a += 1;
+            *a
+        };
+        if n < self.opts.attempts && g.abort.is_none() {
+            g.retries += 1;
+            g.queue.push_back(job);
+        } else {
+            g.outstanding -= 1;
+            for f in job.files() {
+                if g.files[f].failed.is_none() && !g.files[f].done {
+                    g.files[f].failed = Some(reason.to_string());
+                }
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Put a job back without counting an attempt (its channel went away).
+    pub(super) fn requeue(&self, job: Job) {
+        let mut g = self.lock();
+        g.queue.push_front(job);
+        self.cv.notify_all();
+    }
+
+    /// With automatic compression: on once the rate so far shows it pays.
+    fn consider_compression(&self) {
+        let Some(ratio) = self.ratio else { return };
+        let mut g = self.lock();
+        if g.compress_now || self.opts.compress != Compress::Auto || g.bytes_done < (64 << 20) {
+            return;
+        }
+        let rate = g.bytes_done as f64 / 1e6 / g.started.elapsed().as_secs_f64().max(1e-6);
+        // zstd level 1 runs at a few hundred MB/s per core.
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        if compression_pays(ratio, 300.0 * cores, rate) {
+            g.compress_now = true;
+        }
+    }
+}
+
+/// Keep up to `channels` channels per live host busy until the work is
+/// done: refused sessions lower that host's cap; a lost master takes the
+/// host out; when no host is left, the transfer stops. `first` (already
+/// open, on host `first_host`) is used as that host's first channel.
+pub(super) fn run_channels(shared: &Shared, hosts: &[Host], first_host: usize, first: Channel) {
+    let mut first = Some(first);
+    std::thread::scope(|scope| {
+        for (hi, host) in hosts.iter().enumerate() {
+            for slot in 0..shared.opts.channels.max(1) {
+                let initial = if hi == first_host && slot == 0 {
+                    first.take()
+                } else {
+                    None
+                };
+                scope.spawn(move || channel_slot(shared, hosts, hi, host, slot, initial));
+                // Stagger channel set-up a little.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+}
+
+/// Slot `slot` of host `hi`: open a channel (or use `initial`) and work it
+/// until the queue is empty, opening again after a failure. With automatic
+/// channel counts, the first slot to get a channel measures the round trip
+/// and sets the host's cap; the others wait for that before opening.
+fn channel_slot(
+    shared: &Shared,
+    hosts: &[Host],
+    hi: usize,
+    host: &Host,
+    slot: usize,
+    initial: Option<Channel>,
+) {
+    let mut initial = initial;
+    let mut failures = 0u32;
+    // However this slot ends, a host must not stay unsized: the slots
+    // waiting on it would wait for ever.
+    struct Settle<'a>(&'a Shared, usize);
+    impl Drop for Settle<'_> {
+        fn drop(&mut self) {
+            let mut g = self.0.lock();
+            if !g.sized[self.1] {
+                g.sized[self.1] = true;
+                self.0.cv.notify_all();
+            }
+        }
+    }
+    let _settle = (slot == 0).then(|| Settle(shared, hi));
+    loop {
+        {
+            let mut g = shared.lock();
+            while slot > 0 && !g.sized[hi] && g.abort.is_none() && g.outstanding > 0 && g.alive[hi]
+            {
+                g = shared
+                    .cv
+                    .wait_timeout(g, Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if g.abort.is_some() || g.outstanding == 0 || !g.alive[hi] || slot >= g.cap[hi] {
+                return;
+            }
+        }
+        let opened = match initial.take() {
+            Some(ch) => Ok(ch),
+            None => Channel::open(host, &shared.session),
+        };
+        match opened {
+            Ok(mut ch) => {
+                if slot == 0 && !shared.lock().sized[hi] {
+                    let rt = ch.round_trip();
+                    let mut g = shared.lock();
+                    if let Ok(rt) = rt {
+                        g.round_trip[hi] = Some(rt);
+                        g.cap[hi] = channels_for(rt, g.cap[hi]);
+                    }
+                    g.sized[hi] = true;
+                    shared.cv.notify_all();
+                }
+                {
+                    let mut g = shared.lock();
+                    g.open[hi] += 1;
+                    let total: usize = g.open.iter().sum();
+                    g.max_open = g.max_open.max(total);
+                }
+                let r = match shared.dir {
+                    Direction::Push => push_worker(shared, ch),
+                    Direction::Pull => pull_worker(shared, ch),
+                };
+                shared.lock().open[hi] -= 1;
+                match r {
+                    Ok(()) => return,
+                    Err(msg) => {
+                        if host.check().is_err() {
+                            lose_host(shared, hosts, hi, &msg);
+                            return;
+                        }
+                        shared.lock().last_error = Some(msg);
+                        failures += 1;
+                        if failures > shared.opts.attempts + 2 {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200 * failures as u64));
+                    }
+                }
+            }
+            Err(OpenError::Refused(_)) => {
+                // MaxSessions: carry on with fewer channels on this host.
+                let mut g = shared.lock();
+                g.refusals += 1;
+                if g.cap[hi] > 1 {
+                    g.cap[hi] -= 1;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(100 + 50 * slot as u64));
+            }
+            Err(OpenError::Gone(msg)) => {
+                lose_host(shared, hosts, hi, &msg);
+                return;
+            }
+            Err(OpenError::Other(msg)) => {
+                if host.check().is_err() {
+                    lose_host(shared, hosts, hi, &msg);
+                    return;
+                }
+                shared.lock().last_error = Some(msg);
+                failures += 1;
+                if failures > shared.opts.attempts + 2 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200 * failures as u64));
+            }
+        }
+    }
+}
+
+fn lose_host(shared: &Shared, hosts: &[Host], hi: usize, msg: &str) {
+    let mut g = shared.lock();
+    if g.alive[hi] {
+        g.alive[hi] = false;
+        g.lost.push(hosts[hi].alias.clone());
+    }
+    if g.alive.iter().all(|a| !a) && g.abort.is_none() {
+        g.abort = Some(format!(
+            "the master connection to {} went away during the transfer ({}); open it again, then rerun: what is complete is skipped",
+            hosts[hi].alias,
+            msg.lines().next().unwrap_or("")
+        ));
+    }
+    shared.cv.notify_all();
+}
