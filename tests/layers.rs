@@ -148,8 +148,8 @@ fn no_import_loops() {
         path.push(m.to_string());
         for dep in graph
             .get(m)
-            .map(|d| d.keys().cloned().collect())
-            .unwrap_or_else(Vec::new)
+            .map(|d| d.keys().cloned().collect::<Vec<String>>())
+            .unwrap_or_default()
         {
             if let Some(c) = visit(&dep, graph, path, done) {
                 return Some(c);
