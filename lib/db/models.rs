@@ -56,6 +56,24 @@ pub struct Run {
     pub updated_at: NaiveDateTime,
     /// When the run entered its current state.
     pub state_since: NaiveDateTime,
+    /// `--next` leaves the run alone until then (a fault's back-off, or
+    /// [`held_for_a_person`] until a person acts); None: not held.
+    pub held_until: Option<NaiveDateTime>,
+    /// Faults recorded in a row (the back-off grows with it).
+    pub fault_count: i32,
+    /// Polls in a row that failed (not the job: the poll itself).
+    pub poll_failures: i32,
+    /// Since when the polls fail.
+    pub poll_failed_since: Option<NaiveDateTime>,
+    /// The last failed poll's error.
+    pub poll_error: Option<String>,
+}
+
+/// `held_until` of a run held until a person acts.
+pub fn held_for_a_person() -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("a valid date")
 }
 
 #[derive(Debug, Clone, Insertable)]

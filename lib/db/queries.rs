@@ -30,6 +30,11 @@ pub struct RunChanges {
     pub job_id: Option<Option<String>>,
     pub attempt: Option<i32>,
     pub state_since: Option<NaiveDateTime>,
+    pub held_until: Option<Option<NaiveDateTime>>,
+    pub fault_count: Option<i32>,
+    pub poll_failures: Option<i32>,
+    pub poll_failed_since: Option<Option<NaiveDateTime>>,
+    pub poll_error: Option<Option<String>>,
 }
 
 impl RunChanges {
@@ -45,6 +50,11 @@ impl RunChanges {
             job_id: None,
             attempt: None,
             state_since: None,
+            held_until: None,
+            fault_count: None,
+            poll_failures: None,
+            poll_failed_since: None,
+            poll_error: None,
         }
     }
 }

@@ -34,6 +34,11 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         state_since -> Timestamp,
+        held_until -> Nullable<Timestamp>,
+        fault_count -> Integer,
+        poll_failures -> Integer,
+        poll_failed_since -> Nullable<Timestamp>,
+        poll_error -> Nullable<Text>,
     }
 }
 
