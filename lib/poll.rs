@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::models::Run;
 use crate::db::queries::{ComponentChanges, RunChanges};
 use crate::db::{self, Db, Store};
-use crate::exit::ExitStatus;
+use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::record::{parse_results, Record};
 use crate::runs::{self, Actor, Extra, Work};
@@ -99,6 +99,41 @@ fn fetch(
     )
 }
 
+/// Count polls that fail in a row (not for the job's reasons, nor "auth"
+/// or "try later": the poll itself), with the last error and since when;
+/// a poll that works clears the count.
+fn note_poll(db: &mut Db, run: &Run, polled: &anyhow::Result<Polled>) -> anyhow::Result<()> {
+    let counted = match polled {
+        Ok(_) => false,
+        Err(e) => matches!(exit::status_of(e), ExitStatus::Failure | ExitStatus::Usage),
+    };
+    if polled.is_err() && !counted {
+        return Ok(());
+    }
+    db.tx(|s| {
+        let now = runs::get_run(s, run.remote_id)?;
+        if !counted && now.poll_failures == 0 {
+            return Ok(());
+        }
+        let changes = match polled {
+            Err(e) if counted => RunChanges {
+                poll_failures: Some(now.poll_failures + 1),
+                poll_failed_since: Some(Some(now.poll_failed_since.unwrap_or_else(db::now))),
+                poll_error: Some(Some(exit::one_line(e))),
+                ..RunChanges::to(&now.state)
+            },
+            _ => RunChanges {
+                poll_failures: Some(0),
+                poll_failed_since: Some(None),
+                poll_error: Some(None),
+                ..RunChanges::to(&now.state)
+            },
+        };
+        s.set_run_state(run.remote_id, &now.state, &changes)?;
+        Ok(())
+    })
+}
+
 fn touch_poll(db: &mut Db, run: &Run) -> anyhow::Result<()> {
     db.tx(|s| {
         let changes = RunChanges {
@@ -114,8 +149,12 @@ fn touch_poll(db: &mut Db, run: &Run) -> anyhow::Result<()> {
 enum Decision {
     /// Still queued or running: the scheduler's state.
     Running(String),
-    /// Ended without its summary, or cut by the site: why.
+    /// Ended without its summary, or cut by the site, before any component
+    /// wrote a result; or its inputs were missing at the site: why.
     SiteFailure(String),
+    /// Cut short (a time limit, a node failure, no summary) after some
+    /// components wrote their result lines: why, and what it left.
+    Cut(String, Listing),
     /// Ended: what it left.
     Ended(Listing),
 }
@@ -128,6 +167,8 @@ struct Fetched {
     rejected: Vec<String>,
     /// Outputs brought back.
     outputs: usize,
+    /// Components whose result came back but an output did not: why.
+    output_failed: HashMap<i64, String>,
 }
 
 /// What applying the results did.
@@ -183,8 +224,10 @@ pub fn poll_run(
             let to = settle_site_failure(db, run, actor, &why)?;
             return Ok(polled(to.as_str()));
         }
-        Decision::Ended(listing) => listing,
+        Decision::Cut(why, listing) => (Some(why), listing),
+        Decision::Ended(listing) => (None, listing),
     };
+    let (cut, listing) = listing;
     let local_run = runs::local_run_dir(run, &target)?;
     let members = db.read(|s| s.run_members(run.remote_id))?;
     let fetched = fetch_all(
@@ -198,10 +241,18 @@ pub fn poll_run(
         printer,
         actor,
     )?;
+    if cut.is_some() && fetched.result_of.is_empty() {
+        let why = format!("{}: the site's failure", cut.unwrap_or_default());
+        let to = settle_site_failure(db, run, actor, &why)?;
+        return Ok(polled(to.as_str()));
+    }
     let attempts_limit = args.attempts.max(1);
     let (to, applied) = db.tx(|s| {
-        let applied = apply(s, &members, &fetched.result_of, attempts_limit)?;
-        let to = settle(s, run, &job_id, &applied, actor)?;
+        let applied = apply(s, &members, &fetched, attempts_limit, cut.is_some())?;
+        let to = match &cut {
+            Some(why) => settle_cut(s, run, why, &applied, actor)?,
+            None => settle(s, run, &job_id, &applied, actor)?,
+        };
         Ok((to, applied))
     })?;
     Ok(Polled {
@@ -230,15 +281,26 @@ fn decide(
         JobState::Ended(s) => s,
     };
     let listing = site.listing(remote_run)?;
+    if listing.summary && listing.inputs_missing > 0 {
+        return Ok(Decision::SiteFailure(format!(
+            "job {job_id} found {} of the run's inputs missing at the site (first: {}) and ran nothing: the site's failure (its scratch was purged?)",
+            listing.inputs_missing,
+            listing.inputs_missing_first.join(", ")
+        )));
+    }
     let cut = matches!(
         final_state.as_deref(),
         Some("TIMEOUT" | "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE")
     );
     if cut || !listing.summary {
-        return Ok(Decision::SiteFailure(format!(
-            "job {job_id} ended {} without its summary: the site's failure",
+        let why = format!(
+            "job {job_id} ended {} without its summary",
             final_state.as_deref().unwrap_or("(no accounting)")
-        )));
+        );
+        if listing.rank_files.is_empty() {
+            return Ok(Decision::SiteFailure(format!("{why}: the site's failure")));
+        }
+        return Ok(Decision::Cut(why, listing));
     }
     Ok(Decision::Ended(listing))
 }
@@ -313,13 +375,15 @@ fn fetch_all(
                 .into_owned(),
         })
         .collect();
-    pairs.push(Pair {
-        src: format!("{remote_run}/job-summary.txt"),
-        dst: local_run
-            .join("job-summary.txt")
-            .to_string_lossy()
-            .into_owned(),
-    });
+    if listing.summary {
+        pairs.push(Pair {
+            src: format!("{remote_run}/job-summary.txt"),
+            dst: local_run
+                .join("job-summary.txt")
+                .to_string_lossy()
+                .into_owned(),
+        });
+    }
     let result_files: Vec<String> = pairs
         .iter()
         .filter(|p| p.dst.ends_with(".tsv"))
@@ -335,16 +399,103 @@ fn fetch_all(
         ));
     }
     let outputs = outputs_to_fetch(local_run, &result_of)?;
-    let n_outputs = outputs.len();
-    if !outputs.is_empty() {
-        fetch(db, run, site, outputs, printer, actor)
-            .with_context(|| format!("outputs of run {} did not come back", run.remote_id))?;
-    }
+    let (n_outputs, output_failed) = fetch_outputs(db, run, site, outputs, printer, actor)
+        .with_context(|| format!("outputs of run {} did not come back", run.remote_id))?;
     Ok(Fetched {
         result_of,
         rejected,
         outputs: n_outputs,
+        output_failed,
     })
+}
+
+/// An output to bring back.
+struct Output {
+    pair: Pair,
+    component: i64,
+    /// The component's kept log (brought back whether it worked or not;
+    /// a log that does not come back fails nothing).
+    log: bool,
+}
+
+/// A path that climbs out of where it is put.
+fn climbs(path: &str) -> bool {
+    path.split('/').any(|c| c == "..")
+}
+
+/// Bring back the outputs. One refused (a path with `..`), missing, not a
+/// regular file there, or failing its check fails only its component: the
+/// components that failed so, with why. A master that went away puts the
+/// run in `auth` (an error).
+fn fetch_outputs(
+    db: &mut Db,
+    run: &Run,
+    site: &dyn Site,
+    outputs: Vec<Output>,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<(usize, HashMap<i64, String>)> {
+    let mut failed: HashMap<i64, String> = HashMap::new();
+    let mut fail = |o: &Output, why: String| {
+        if o.log {
+            printer.warn(format!(
+                "run {}: the log of component {} did not come back: {why}",
+                run.remote_id, o.component
+            ));
+        } else {
+            failed.entry(o.component).or_insert(why);
+        }
+    };
+    let (outputs, refused): (Vec<Output>, Vec<Output>) = outputs
+        .into_iter()
+        .partition(|o| !climbs(&o.pair.src) && !climbs(&o.pair.dst));
+    for o in &refused {
+        fail(
+            o,
+            format!("output {} refused: its path holds '..'", o.pair.src),
+        );
+    }
+    let srcs: Vec<&str> = outputs.iter().map(|o| o.pair.src.as_str()).collect();
+    let regular = if srcs.is_empty() {
+        HashSet::new()
+    } else {
+        site.regular_files(&srcs)?
+    };
+    let (outputs, absent): (Vec<Output>, Vec<Output>) = outputs
+        .into_iter()
+        .partition(|o| regular.contains(&o.pair.src));
+    for o in &absent {
+        fail(
+            o,
+            format!("output {} is missing or not a regular file", o.pair.src),
+        );
+    }
+    if outputs.is_empty() {
+        return Ok((0, failed));
+    }
+    let of_dst: HashMap<&str, &Output> = outputs.iter().map(|o| (o.pair.dst.as_str(), o)).collect();
+    let report = site.pull(outputs.iter().map(|o| o.pair.clone()).collect(), printer)?;
+    if report.complete {
+        crate::auth::record_rate(
+            db,
+            site.hosts(),
+            Direction::Pull,
+            report.bytes,
+            report.seconds,
+        )?;
+    } else {
+        scheduler::check_or_auth(db, run, site, actor)?;
+        for f in &report.failures {
+            match of_dst.get(f.dst.as_str()) {
+                Some(o) => fail(
+                    o,
+                    format!("output {} did not come back: {}", f.src, f.reason),
+                ),
+                None => return Err(anyhow::anyhow!("{}: {}", f.src, f.reason)),
+            }
+        }
+    }
+    Ok((outputs.len() - report.failed.min(outputs.len()), failed))
 }
 
 /// The result lines of the run's components, by component id, and the
@@ -381,20 +532,24 @@ fn read_results(
 fn outputs_to_fetch(
     local_run: &Path,
     result_of: &HashMap<i64, Record>,
-) -> anyhow::Result<Vec<Pair>> {
+) -> anyhow::Result<Vec<Output>> {
     Ok(std::fs::read_to_string(local_run.join("outputs.list"))
         .with_context(|| format!("cannot read {}/outputs.list", local_run.display()))?
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             let cid: i64 = f.get(2)?.parse().ok()?;
-            let is_log = f.get(3) == Some(&"log");
+            let log = f.get(3) == Some(&"log");
             result_of
                 .get(&cid)
-                .filter(|r| r.exit == 0 || is_log)
-                .map(|_| Pair {
-                    src: f[0].to_string(),
-                    dst: f[1].to_string(),
+                .filter(|r| r.exit == 0 || log)
+                .map(|_| Output {
+                    pair: Pair {
+                        src: f[0].to_string(),
+                        dst: f[1].to_string(),
+                    },
+                    component: cid,
+                    log,
                 })
         })
         .collect())
@@ -406,8 +561,9 @@ fn outputs_to_fetch(
 fn apply(
     s: &mut dyn Store,
     members: &[Member],
-    result_of: &HashMap<i64, Record>,
+    fetched: &Fetched,
     attempts_limit: i32,
+    partial: bool,
 ) -> anyhow::Result<Applied> {
     let now = db::now();
     let mut a = Applied {
@@ -418,9 +574,22 @@ fn apply(
         failed_ids: Vec::new(),
     };
     for &(cid, wid, stage_id, attempts) in members {
-        let rec = result_of.get(&cid);
-        let ok = rec.is_some_and(|r| r.exit == 0);
-        let result = rec.map(|r| serde_json::to_string(&r.result)).transpose()?;
+        let rec = fetched.result_of.get(&cid);
+        if partial && rec.is_none() {
+            // It goes round again in the run's next attempt.
+            continue;
+        }
+        let output_error = fetched.output_failed.get(&cid);
+        let ok = rec.is_some_and(|r| r.exit == 0) && output_error.is_none();
+        let result = rec
+            .map(|r| {
+                let mut result = r.result.clone();
+                if let Some(e) = output_error {
+                    result.output_error = e.clone();
+                }
+                serde_json::to_string(&result)
+            })
+            .transpose()?;
         s.update_component(
             cid,
             &ComponentChanges {
@@ -435,12 +604,11 @@ fn apply(
                 attempts: 1,
                 exit_status: rec.map(|r| r.exit),
                 runtime: rec.map(|r| r.result.runtime),
-                fault: if ok {
-                    0
-                } else if rec.is_some() {
-                    fault::COMPONENT_FAILED
-                } else {
-                    fault::COMPONENT_NO_RECORD
+                fault: match rec {
+                    _ if ok => 0,
+                    None => fault::COMPONENT_NO_RECORD,
+                    Some(r) if r.exit != 0 => fault::COMPONENT_FAILED,
+                    Some(_) => fault::COMPONENT_OUTPUT,
                 },
                 result,
                 updated_at: now,
@@ -463,6 +631,42 @@ fn apply(
         s.set_work_item(wid, item.as_str(), true, now)?;
     }
     Ok(a)
+}
+
+/// A job cut short after some components came back, inside the caller's
+/// transaction: those were applied; the run goes back to `new` as its next
+/// attempt, to be prepared again for the components that did not come back
+/// (sized anew from the runtimes just measured) and submitted again.
+fn settle_cut(
+    s: &mut dyn Store,
+    run: &Run,
+    why: &str,
+    a: &Applied,
+    actor: &Actor,
+) -> anyhow::Result<RunState> {
+    let now_run = runs::get_run(s, run.remote_id)?;
+    let left = s.run_members(run.remote_id)?.len();
+    let msg = format!(
+        "{why}: {} components came back ({} done, {} failed); the other {left} go again as attempt {}",
+        a.done + a.failed,
+        a.done,
+        a.failed,
+        now_run.attempt + 1
+    );
+    runs::transition_in(
+        s,
+        &now_run,
+        RunState::New,
+        actor,
+        &msg,
+        Extra {
+            attempt: Some(now_run.attempt + 1),
+            job_id: Some(None),
+            message: Some(Some(msg.clone())),
+            ..Extra::default()
+        },
+    )?;
+    Ok(RunState::New)
 }
 
 /// The run ends, inside the caller's transaction: `full` when nothing
@@ -535,7 +739,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         on_failure: None,
     };
     let p = session.work_on(work, |db, cfg, printer, actor, run| {
-        poll_run(db, cfg, run, &args, printer, actor)
+        let polled = poll_run(db, cfg, run, &args, printer, actor);
+        if let Err(e) = note_poll(db, run, &polled) {
+            printer.warn(format!(
+                "run {}: could not record how the poll went: {}",
+                run.remote_id,
+                exit::one_line(&e)
+            ));
+        }
+        polled
     })?;
     let printer = &session.printer;
     printer.info(format!(

@@ -279,7 +279,7 @@ fn render_component(
         None => job.time_cost,
     };
     Ok(Rendered {
-        line: scripts::component_line(c.component_id, &pre, &command, &post, &log),
+        line: scripts::component_line(c.component_id, &pre, &command, &post, &log, &v.outputs),
         cost,
         inputs,
         outputs,
@@ -627,7 +627,7 @@ pub fn prepare_run(
         .map(ComponentSpec::from_row)
         .collect::<anyhow::Result<_>>()?;
     let mut samples = db.read(|s| s.stage_runtimes(&run.stage, 10_000))?;
-    let (time_cost, source) = if samples.len() as i64 >= recipe.min_samples {
+    let (mut time_cost, mut source) = if samples.len() as i64 >= recipe.min_samples {
         let p = alloc::percentile(&mut samples, recipe.percentile).expect("samples");
         (
             p.max(1.0),
@@ -643,6 +643,18 @@ pub fn prepare_run(
             format!("recipe {}", recipe.path.display()),
         )
     };
+    // A run prepared again after its job was cut short: what did not come
+    // back takes at least as long as the longest that did.
+    let own = db.read(|s| s.run_runtimes(run.remote_id))?;
+    if let Some(longest) = own.iter().copied().reduce(f64::max) {
+        if longest > time_cost {
+            time_cost = longest;
+            source = format!(
+                "the longest of {} runtimes measured in this run's earlier attempts",
+                own.len()
+            );
+        }
+    }
     let job = Job {
         remote_id: run.remote_id,
         attempt: run.attempt,

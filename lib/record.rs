@@ -10,7 +10,8 @@ use crate::scripts::unescape_tail;
 /// What is stored with a component, and what `remotetool show` reads back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResultRecord {
-    /// `ok`, or the phase that failed: `pre`, `command` or `post`.
+    /// `ok`, or the phase that failed: `pre`, `command`, `post`, or
+    /// `output` (a declared output missing or not a regular file).
     #[serde(default)]
     pub phase: String,
     /// The post phase's stdout, on one line.
@@ -23,6 +24,10 @@ pub struct ResultRecord {
     pub stdout_tail: String,
     #[serde(default)]
     pub stderr_tail: String,
+    /// Why an output of a component that worked did not come back (its
+    /// component fault is then [`crate::state::fault::COMPONENT_OUTPUT`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_error: String,
 }
 
 /// One component's result line, as the rank runner wrote it.
@@ -35,7 +40,7 @@ pub struct Record {
 }
 
 /// The phases a result line may name.
-pub const PHASES: &[&str] = &["ok", "pre", "command", "post"];
+pub const PHASES: &[&str] = &["ok", "pre", "command", "post", "output"];
 
 /// Parse result lines (7 fields, or 9 with the log tails); malformed ones
 /// are returned apart (their first 200 characters), never run.
@@ -71,6 +76,7 @@ fn parse_line(line: &str) -> Option<Record> {
             stats: f[6].to_string(),
             stdout_tail: f.get(7).map(|t| unescape_tail(t)).unwrap_or_default(),
             stderr_tail: f.get(8).map(|t| unescape_tail(t)).unwrap_or_default(),
+            output_error: String::new(),
         },
     })
 }
@@ -96,6 +102,7 @@ mod tests {
                     stats: "inputs=5".into(),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
+                    output_error: String::new(),
                 },
             }
         );

@@ -45,6 +45,8 @@ pub const TRANSITIONS: &[(RunState, RunState)] = &[
     (Run, Error),
     (Run, Auth),
     (Run, Pending),
+    // A job cut short: prepared again for what did not come back.
+    (Run, New),
     (Run, Cancelled),
     (Auth, Pending),
     (Auth, Run),
@@ -212,6 +214,10 @@ impl JobPolicy {
     }
 }
 
+/// Polls in a row that failed (the poll itself, not the job) before the run
+/// is listed as needing a person.
+pub const POLL_FAILURES_NEED_A_PERSON: i32 = 3;
+
 /// Fault numbers: a run's `fault` says why it needs a person (0: none); a
 /// component's, why it failed. The README's Faults table lists them.
 pub mod fault {
@@ -232,12 +238,19 @@ pub mod fault {
     /// died).
     pub const COMPONENT_NO_RECORD: i32 = 2;
 
+    /// Component: its result came back but an output did not (missing, not
+    /// a regular file, refused, or failing its check).
+    pub const COMPONENT_OUTPUT: i32 = 3;
+
     /// What a component's fault means, for people.
     pub fn component_meaning(fault: i32) -> &'static str {
         match fault {
             0 => "none",
             COMPONENT_FAILED => "its command failed (see exit status and phase)",
             COMPONENT_NO_RECORD => "no result record: it never ran, or its rank died",
+            COMPONENT_OUTPUT => {
+                "an output did not come back (missing, not a regular file, refused)"
+            }
             _ => "unknown",
         }
     }

@@ -131,6 +131,9 @@ pub trait Store {
     fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>>;
     /// Runtimes (s) of the most recent finished components of a stage.
     fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>>;
+    /// Measured runtimes of a run's components that came back (from its
+    /// earlier attempts).
+    fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>>;
 
     /// Runs in a state with no live lease (none, or a heartbeat not after
     /// `stale_before`), oldest first.
@@ -574,6 +577,15 @@ macro_rules! impl_store {
                     .filter(remote_components::runtime.is_not_null())
                     .order(remote_components::id.desc())
                     .limit(limit)
+                    .select(remote_components::runtime)
+                    .load(self)?;
+                Ok(rows.into_iter().flatten().collect())
+            }
+
+            fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>> {
+                let rows: Vec<Option<f64>> = remote_components::table
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::runtime.is_not_null())
                     .select(remote_components::runtime)
                     .load(self)?;
                 Ok(rows.into_iter().flatten().collect())

@@ -62,6 +62,9 @@ fn record(c: &Component) -> Option<ResultRecord> {
 }
 
 fn last_line(r: &ResultRecord) -> String {
+    if !r.output_error.is_empty() {
+        return r.output_error.clone();
+    }
     let pick = if r.stderr_tail.trim().is_empty() {
         &r.stdout_tail
     } else {
@@ -402,6 +405,14 @@ fn show_component(
             view.rank.map(|r| r.to_string()).unwrap_or_else(none),
         ),
         ("rank log", view.rank_log.clone().unwrap_or_else(none)),
+        (
+            "output error",
+            view.result
+                .as_ref()
+                .map(|r| r.output_error.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(none),
+        ),
     ];
     for (k, v) in fields {
         out.push_str(&format!("{k:<12} {v}\n"));

@@ -15,7 +15,7 @@ use crate::db::models::{Control, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::{human_duration, Printer};
-use crate::state::{ComponentState, ItemState, RunState, ALL};
+use crate::state::{ComponentState, ItemState, RunState, ALL, POLL_FAILURES_NEED_A_PERSON};
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -209,6 +209,14 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let mut attention = Vec::new();
     for r in &runs {
         let why = match r.state.parse::<RunState>() {
+            Ok(RunState::Run) if r.poll_failures >= POLL_FAILURES_NEED_A_PERSON => Some(format!(
+                "poll failed {} times in a row since {}: {}",
+                r.poll_failures,
+                r.poll_failed_since
+                    .map(|t| table::time(&t))
+                    .unwrap_or_else(|| "-".into()),
+                r.poll_error.as_deref().unwrap_or("(no message)")
+            )),
             Ok(RunState::Run) => {
                 let last = r.last_poll.unwrap_or(r.state_since);
                 (secs(last) > a.stuck_after).then(|| {

@@ -2,6 +2,7 @@
 //! batch script runs here in a session of its own (job id `local:PID`),
 //! files are copied under a temporary name renamed into place.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -81,10 +82,22 @@ impl Site for LocalSite {
                 text.push('\n');
             }
         }
-        if dir.join("job-summary.txt").is_file() {
+        if let Ok(summary) = std::fs::read_to_string(dir.join("job-summary.txt")) {
             text.push_str("SUMMARY\n");
+            for l in summary.lines().filter(|l| l.starts_with("inputs_missing")) {
+                text.push_str(l);
+                text.push('\n');
+            }
         }
         Ok(Listing::parse(&text))
+    }
+
+    fn regular_files(&self, paths: &[&str]) -> anyhow::Result<HashSet<String>> {
+        Ok(paths
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()))
+            .map(|p| p.to_string())
+            .collect())
     }
 
     fn remove(&self, folder: &str) -> anyhow::Result<()> {

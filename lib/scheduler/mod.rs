@@ -12,6 +12,8 @@
 //! This module and the transfer engine are the only ones that write shell
 //! text for the remote side (with [`crate::shell::quote`]).
 
+use std::collections::HashSet;
+
 use crate::db::models::Run;
 use crate::db::Db;
 use crate::exit;
@@ -41,16 +43,25 @@ pub struct Listing {
     pub rank_files: Vec<String>,
     /// Whether `job-summary.txt` is there (the job reached its end).
     pub summary: bool,
+    /// Inputs the job found missing at the site before it started anything
+    /// (`inputs_missing=` of the summary), with the first few names.
+    pub inputs_missing: u64,
+    pub inputs_missing_first: Vec<String>,
 }
 
 impl Listing {
     /// Read the listing a site prints: one result file name a line, and
-    /// `SUMMARY` when the summary is there.
+    /// `SUMMARY` when the summary is there, followed by the summary's
+    /// `inputs_missing` lines.
     pub fn parse(text: &str) -> Listing {
         let mut l = Listing::default();
         for line in text.lines() {
             if line == "SUMMARY" {
                 l.summary = true;
+            } else if let Some(n) = line.strip_prefix("inputs_missing=") {
+                l.inputs_missing = n.trim().parse().unwrap_or(1);
+            } else if let Some(f) = line.strip_prefix("inputs_missing_first=") {
+                l.inputs_missing_first.push(f.to_string());
             } else if is_rank_file(line) {
                 l.rank_files.push(line.to_string());
             }
@@ -93,6 +104,9 @@ pub trait Site {
     fn quota_bytes(&self, command: &str) -> anyhow::Result<u64>;
     /// The result files and the summary an ended job left in its folder.
     fn listing(&self, remote_run: &str) -> anyhow::Result<Listing>;
+    /// Which of these paths are regular files there (not links, not
+    /// folders, not missing).
+    fn regular_files(&self, paths: &[&str]) -> anyhow::Result<HashSet<String>>;
     /// Remove a run's folder with everything in it.
     fn remove(&self, folder: &str) -> anyhow::Result<()>;
     /// Send files there (only what is missing or different).
@@ -167,6 +181,12 @@ mod tests {
         let l = Listing::parse("rank-1.tsv\nrank-0.tsv\nrank-x.tsv\n../rank-2.tsv\nSUMMARY\n");
         assert_eq!(l.rank_files, vec!["rank-0.tsv", "rank-1.tsv"]);
         assert!(l.summary);
+        assert_eq!(l.inputs_missing, 0);
+        let l = Listing::parse(
+            "SUMMARY\ninputs_missing=7\ninputs_missing_first=/s/a b\ninputs_missing_first=/s/c\n",
+        );
+        assert_eq!((l.inputs_missing, l.inputs_missing_first.len()), (7, 2));
+        assert_eq!(l.inputs_missing_first[0], "/s/a b");
         assert!(!Listing::parse("rank-0.tsv\n").summary);
     }
 }

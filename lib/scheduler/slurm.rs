@@ -3,6 +3,7 @@
 //! sbatch, sacct, scancel; df for the space); files move over all of them
 //! with the transfer engine.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -81,12 +82,39 @@ impl Site for SlurmSite {
 
     fn listing(&self, remote_run: &str) -> anyhow::Result<Listing> {
         let out = self.host().run_with(
-            "cd \"$1\" 2>/dev/null && { ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && echo SUMMARY; }; true",
+            "cd \"$1\" 2>/dev/null && { ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && { echo SUMMARY; grep '^inputs_missing' job-summary.txt; }; }; true",
             &[remote_run],
             b"",
             Duration::from_secs(60),
         )?;
         Ok(Listing::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn regular_files(&self, paths: &[&str]) -> anyhow::Result<HashSet<String>> {
+        let mut input = Vec::new();
+        for p in paths {
+            input.extend_from_slice(p.as_bytes());
+            input.push(0);
+        }
+        let out = self.host().run_with(
+            "while IFS= read -r -d '' f; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done",
+            &[],
+            &input,
+            LIMIT,
+        )?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "cannot look at the outputs on {}: {}",
+                self.host().alias,
+                out.stderr.trim()
+            ));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
     }
 
     fn remove(&self, folder: &str) -> anyhow::Result<()> {

@@ -41,7 +41,16 @@ pub const RUNNER: &str = include_str!("run.sh");
 
 /// One component's line in its rank file; `log` is the remote path of the
 /// component's kept log, or empty.
-pub fn component_line(id: i64, pre: &str, command: &str, post: &str, log: &str) -> String {
+/// `outputs` are the remote paths of its declared outputs: the runner
+/// checks each is there, a regular file, once the post phase worked.
+pub fn component_line(
+    id: i64,
+    pre: &str,
+    command: &str,
+    post: &str,
+    log: &str,
+    outputs: &[String],
+) -> String {
     let q = crate::shell::quote;
     let mut line = format!(
         "offload_component {id} {} {} {}",
@@ -49,9 +58,13 @@ pub fn component_line(id: i64, pre: &str, command: &str, post: &str, log: &str) 
         q(command),
         q(post)
     );
-    if !log.is_empty() {
+    if !log.is_empty() || !outputs.is_empty() {
         line.push(' ');
         line.push_str(&q(log));
+    }
+    for o in outputs {
+        line.push(' ');
+        line.push_str(&q(o));
     }
     line.push('\n');
     line
@@ -65,6 +78,8 @@ pub struct ComponentCommands {
     pub post: String,
     /// Remote path of the kept log, when the recipe keeps one.
     pub log: Option<String>,
+    /// Remote paths of the declared outputs the runner checks.
+    pub outputs: Vec<String>,
 }
 
 /// Find component `id`'s line in a rank file and split it back into its
@@ -92,6 +107,7 @@ pub fn find_component(rank_file: &str, id: i64) -> Option<ComponentCommands> {
         command: words[3].clone(),
         post: words[4].clone(),
         log: words.get(5).cloned().filter(|l| !l.is_empty()),
+        outputs: words.get(6..).map(<[String]>::to_vec).unwrap_or_default(),
     })
 }
 
@@ -188,6 +204,33 @@ pub fn job_name(prefix: &str, remote_id: i64, attempt: i32) -> String {
     format!("{prefix}-r{remote_id}-a{attempt}")
 }
 
+/// The batch script's check, before any component starts, that every input
+/// of the run is there (the site's scratch may have been purged while the
+/// job waited in the queue): one pass over `inputs.list`. Any missing: it
+/// runs nothing and says so in the job summary (`inputs_missing=N` and the
+/// first few names), which poll takes for the site's failure.
+const INPUTS_CHECK: &str = r#"# Every input must be there: the scratch may have been purged while the job waited.
+missing=0
+first=()
+if [ -s inputs.list ]; then
+    while IFS=$'\t' read -r _ f _; do
+        if [ ! -e "$f" ]; then
+            missing=$((missing + 1))
+            [ "$missing" -le 5 ] && first+=("$f")
+        fi
+    done < inputs.list
+fi
+if [ "$missing" -gt 0 ]; then
+    {
+        echo "job_id=${SLURM_JOB_ID:-}"
+        echo "inputs_missing=$missing"
+        for f in "${first[@]}"; do echo "inputs_missing_first=$f"; done
+    } > job-summary.txt.tmp && mv job-summary.txt.tmp job-summary.txt
+    echo "offload: $missing inputs of this run are missing at the site; nothing ran" >&2
+    exit 93
+fi
+"#;
+
 /// The Slurm batch script.
 pub fn slurm_job(j: &JobSpec<'_>) -> String {
     let a = j.alloc;
@@ -233,6 +276,7 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     s.push_str(
         "if [ -s mkdirs.list ]; then xargs -d '\\n' mkdir -p -- < mkdirs.list || exit 91; fi\n",
     );
+    s.push_str(INPUTS_CHECK);
     s.push_str("status=0\n");
     for step in 0..j.steps {
         if j.local {
@@ -296,14 +340,21 @@ mod tests {
 
     #[test]
     fn component_lines_quote_every_phase() {
-        let l = component_line(7, "", "prog 'a b' $(x)", "cat s", "");
+        let l = component_line(7, "", "prog 'a b' $(x)", "cat s", "", &[]);
         assert_eq!(
             shlex::split(l.trim()).unwrap(),
             vec!["offload_component", "7", "", "prog 'a b' $(x)", "cat s"]
         );
         let file = format!(
             "{l}{}",
-            component_line(8, "mkdir -p d", "run\nrun 2", "", "/r/8.log")
+            component_line(
+                8,
+                "mkdir -p d",
+                "run\nrun 2",
+                "",
+                "/r/8.log",
+                &["/r/o 1.fits".to_string()]
+            )
         );
         let c = find_component(&file, 8).unwrap();
         assert_eq!(
@@ -315,9 +366,19 @@ mod tests {
             ),
             ("mkdir -p d", "run\nrun 2", "", Some("/r/8.log"))
         );
+        assert_eq!(
+            find_component(&file, 8).unwrap().outputs,
+            vec!["/r/o 1.fits"]
+        );
         assert_eq!(find_component(&file, 7).unwrap().log, None);
+        let no_log = component_line(10, "", "x", "", "", &["/r/a".into(), "/r/b".into()]);
+        let c = find_component(&no_log, 10).unwrap();
+        assert_eq!(
+            (c.log, c.outputs),
+            (None, vec!["/r/a".into(), "/r/b".into()])
+        );
         assert!(find_component(&file, 9).is_none());
-        let third = format!("{file}{}", component_line(9, "", "x", "", ""));
+        let third = format!("{file}{}", component_line(9, "", "x", "", "", &[]));
         assert_eq!(find_component(&third, 8).unwrap().command, "run\nrun 2");
         assert_eq!(find_component(&third, 9).unwrap().command, "x");
     }

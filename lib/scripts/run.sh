@@ -5,6 +5,9 @@ export LC_ALL=C
 rank=$1
 : "${OFFLOAD_RUN:?OFFLOAD_RUN is not set}"
 tail_bytes=${OFFLOAD_TAIL:-2000}
+# The exit status of a component whose command worked but whose declared
+# outputs are not all there.
+OUTPUT_STATUS=70
 results="$OFFLOAD_RUN/results/rank-$rank.tsv"
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-rank-$rank.XXXXXX") || exit 92
 trap 'rm -rf "$scratch"' EXIT
@@ -38,6 +41,18 @@ offload_component() {
     if [ "$status" -eq 0 ] && [ -n "$post" ]; then
         stats=$(bash -c "$post" 2>> "$err"); status=$?
         [ "$status" -ne 0 ] && phase=post
+    fi
+    # The declared outputs are the component's result too: each must be
+    # there and a regular file (not a link, not a folder).
+    if [ "$status" -eq 0 ] && [ $# -gt 5 ]; then
+        local o missing=0
+        for o in "${@:6}"; do
+            if [ ! -f "$o" ] || [ -L "$o" ]; then
+                missing=$((missing + 1))
+                echo "offload: declared output missing or not a regular file: $o" >> "$err"
+            fi
+        done
+        if [ "$missing" -gt 0 ]; then status=$OUTPUT_STATUS; phase=output; fi
     fi
     t1=$(now)
     stats=${stats//[$'\t\r\n']/ }

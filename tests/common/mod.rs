@@ -483,6 +483,26 @@ impl Site {
 
 /// Submit a batch script to the real Slurm and wait for it to end; returns
 /// the job id. Panics, naming the testbed, when Slurm is not there.
+/// Wait until a Slurm job has left the queue or ended (at most 240 s).
+pub fn wait_for_job_end(job_id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let out = std::process::Command::new("squeue")
+            .args(["-h", "-j", job_id, "-o", "%T"])
+            .output()
+            .expect("squeue runs");
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"].contains(&state.as_str()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {job_id} still {state} after 240 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 pub fn sbatch_wait(script: &Path, cwd: &Path) -> String {
     let out = std::process::Command::new("sbatch")
         .args(["--parsable", "--wait"])
