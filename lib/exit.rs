@@ -93,8 +93,15 @@ pub fn auth(message: impl Into<String>) -> anyhow::Error {
 /// module that raised the error says which kind it is: the database, for
 /// one, marks its busy errors "try later"); anything else is a failure.
 pub fn status_of(err: &anyhow::Error) -> ExitStatus {
-    err.chain()
-        .find_map(|cause| cause.downcast_ref::<Status>().map(|s| s.status))
+    // A status given as context ([`with_status`]) is found by anyhow's own
+    // downcast, through any context added later; one raised as the error
+    // itself is in the chain.
+    err.downcast_ref::<Status>()
+        .map(|s| s.status)
+        .or_else(|| {
+            err.chain()
+                .find_map(|cause| cause.downcast_ref::<Status>().map(|s| s.status))
+        })
         .unwrap_or(ExitStatus::Failure)
 }
 
@@ -126,4 +133,23 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn statuses_survive_context() {
+        let busy = with_status(anyhow::anyhow!("database is locked"), ExitStatus::TryLater);
+        let wrapped = Err::<(), _>(busy).context("run 7").unwrap_err();
+        assert_eq!(status_of(&wrapped), ExitStatus::TryLater);
+        assert_eq!(one_line(&wrapped), "run 7: database is locked");
+        let raised = Err::<(), _>(auth("master gone"))
+            .context("run 8")
+            .unwrap_err();
+        assert_eq!(status_of(&raised), ExitStatus::Auth);
+        assert_eq!(status_of(&anyhow::anyhow!("plain")), ExitStatus::Failure);
+    }
 }

@@ -14,7 +14,8 @@
 //! `transfer` (the bundled parallel transfer engine), `auth` (the
 //! operators' masters), `workers` (tool processes at work), `runs` (runs'
 //! lifecycle, claims and leases, their folders), `workitems` (the local
-//! pipeline's items)
+//! pipeline's items), `pipeline` (the result lines the pipeline receives,
+//! its apply command)
 //! -> **foundations**: `db` (schema, models, queries, migrations per
 //! backend), `config`, `target` (a remote target's settings and path
 //! rules), `recipe` (stage recipes), `record` (a component's result
@@ -32,6 +33,7 @@ pub mod db;
 pub mod exec;
 pub mod exit;
 pub mod legacy;
+pub mod pipeline;
 pub mod poll;
 pub mod prepare;
 pub mod printer;

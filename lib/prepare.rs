@@ -114,8 +114,9 @@ pub struct Job<'a> {
 /// Everything to be written, computed in memory.
 pub struct Plan {
     pub inputs: Vec<InputFile>,
-    /// (remote path, local path, component id, is the component's log)
-    pub outputs: Vec<(String, String, i64, bool)>,
+    /// (remote path, local path, component id, kind: `out:NAME` for the
+    /// recipe's output NAME, `log` for the component's kept log)
+    pub outputs: Vec<(String, String, i64, String)>,
     pub mkdirs: Vec<String>,
     pub lines: Vec<String>,
     pub costs: Vec<f64>,
@@ -130,8 +131,8 @@ struct Rendered {
     line: String,
     cost: f64,
     inputs: Vec<(String, String)>,
-    /// (remote, local, is the component's log)
-    outputs: Vec<(String, String, bool)>,
+    /// (remote, local, kind: `out:NAME` or `log`)
+    outputs: Vec<(String, String, String)>,
 }
 
 struct ComponentValues<'a> {
@@ -243,14 +244,14 @@ fn render_component(
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
         let (local, remote) = translate_path(job, c, &format!("output {name}"), &path)?;
         v.outputs.push(remote.clone());
-        outputs.push((remote, local, false));
+        outputs.push((remote, local, format!("out:{name}")));
     }
     let mut log = String::new();
     if let Some(t) = &r.log {
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
         let (local, remote) = translate_path(job, c, "log", &path)?;
         log = remote.clone();
-        outputs.push((remote, local, true));
+        outputs.push((remote, local, "log".to_string()));
     }
     let phase = |t: Option<&crate::recipe::Template>, what: &str| -> anyhow::Result<String> {
         let Some(t) = t else { return Ok(String::new()) };
@@ -333,7 +334,7 @@ pub fn plan(
                 }
             }
         }
-        for (remote, local, is_log) in r.outputs {
+        for (remote, local, kind) in r.outputs {
             if let Some(first) = output_map.insert(remote.clone(), i) {
                 return Err(exit::usage(format!(
                     "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
@@ -347,7 +348,7 @@ pub fn plan(
                     mkdirs.insert(dir.to_string());
                 }
             }
-            outputs.push((remote, local, comps[i].component_id, is_log));
+            outputs.push((remote, local, comps[i].component_id, kind));
         }
         lines.push(r.line);
         costs.push(r.cost);
@@ -511,9 +512,8 @@ pub fn write(
     }
     w.file("inputs.list", text.as_bytes())?;
     let mut text = String::new();
-    for (remote, local, cid, is_log) in &plan.outputs {
-        let kind = if *is_log { "\tlog" } else { "" };
-        text.push_str(&format!("{remote}\t{local}\t{cid}{kind}\n"));
+    for (remote, local, cid, kind) in &plan.outputs {
+        text.push_str(&format!("{remote}\t{local}\t{cid}\t{kind}\n"));
     }
     w.file("outputs.list", text.as_bytes())?;
     let mut text = String::new();

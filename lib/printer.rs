@@ -70,6 +70,13 @@ impl Printer {
         out.flush()
     }
 
+    /// Bytes as they are on stdout (JSON Lines, say), flushed.
+    pub fn data_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
     /// JSON for scripts: one document on stdout.
     pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(value)?;

@@ -9,6 +9,8 @@
 //! command = "@BIN@/ppImage -file @in:IMAGE@ -flat @in:FLAT@ -out @out:IMAGE@"
 //! post = "cat @out:STATS@"  # its stdout becomes the component's stats
 //! log = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.log"  # optional: keep the whole stdout+stderr
+//! apply = "ipp-apply --dbname @DBNAME@ --stage @STAGE@"  # optional: run here by poll, results on stdin
+//! apply_timeout = 600    # seconds the apply command may take
 //!
 //! [inputs]               # name = local path template
 //! IMAGE = "@INPUT@"
@@ -60,6 +62,19 @@ struct RecipeFile {
     /// stderr), brought back whether the component worked or not. Without
     /// it only the tails in the result record are kept.
     log: Option<Spanned<String>>,
+    /// A command run here by poll with the run's results on stdin (JSON
+    /// Lines, as `remotetool results` prints them), after the outputs are
+    /// in place and before the run leaves `run`: the pipeline's own
+    /// database updates. Placeholders: `@LABEL@`, `@STAGE@`,
+    /// `@REMOTE_ID@` and the target's vars.
+    apply: Option<Spanned<String>>,
+    /// Seconds the apply command may take (default 600).
+    #[serde(default = "default_apply_timeout")]
+    apply_timeout: u64,
+}
+
+fn default_apply_timeout() -> u64 {
+    600
 }
 
 fn one() -> u32 {
@@ -107,6 +122,8 @@ pub struct Recipe {
     pub command: Template,
     pub post: Option<Template>,
     pub log: Option<Template>,
+    pub apply: Option<Template>,
+    pub apply_timeout: std::time::Duration,
 }
 
 pub const BUILTINS: &[&str] = &[
@@ -289,6 +306,12 @@ impl Recipe {
         let command = c.compile(&f.command, true)?;
         let post = f.post.as_ref().map(|t| c.compile(t, true)).transpose()?;
         let log = f.log.as_ref().map(|t| c.compile(t, false)).transpose()?;
+        let apply = f.apply.as_ref().map(|t| c.compile(t, false)).transpose()?;
+        if f.apply_timeout == 0 {
+            return Err(exit::usage(format!(
+                "recipe {file_name}: apply_timeout must be at least 1 second"
+            )));
+        }
         Ok(Recipe {
             path: path.to_path_buf(),
             stage: f.stage,
@@ -305,6 +328,8 @@ impl Recipe {
             command,
             post,
             log,
+            apply,
+            apply_timeout: std::time::Duration::from_secs(f.apply_timeout),
         })
     }
 }

@@ -20,6 +20,12 @@ pub struct ResultRecord {
     /// Seconds from the component's start to its end.
     #[serde(default)]
     pub runtime: f64,
+    /// Its start and end on the remote side (Unix time, seconds; 0 when not
+    /// known).
+    #[serde(default)]
+    pub start: f64,
+    #[serde(default)]
+    pub end: f64,
     #[serde(default)]
     pub stdout_tail: String,
     #[serde(default)]
@@ -73,6 +79,8 @@ fn parse_line(line: &str) -> Option<Record> {
         result: ResultRecord {
             phase: phase.to_string(),
             runtime: (t1 - t0).max(0.0),
+            start: t0,
+            end: t1,
             stats: f[6].to_string(),
             stdout_tail: f.get(7).map(|t| unescape_tail(t)).unwrap_or_default(),
             stderr_tail: f.get(8).map(|t| unescape_tail(t)).unwrap_or_default(),
@@ -99,6 +107,8 @@ mod tests {
                 result: ResultRecord {
                     phase: "ok".into(),
                     runtime: 1.5,
+                    start: 10.5,
+                    end: 12.0,
                     stats: "inputs=5".into(),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),

@@ -231,6 +231,9 @@ pub mod fault {
     pub const SITE: i32 = 31;
     /// Run: a person aborted its job.
     pub const ABORTED: i32 = 40;
+    /// Run: its recipe's apply command failed (the run stays in `run`, its
+    /// results recorded; the next poll runs the apply again).
+    pub const APPLY: i32 = 50;
 
     /// Component: its command failed (its record says how).
     pub const COMPONENT_FAILED: i32 = 1;

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("workers", 1),
     ("runs", 1),
     ("workitems", 1),
+    ("pipeline", 1),
     // Foundations.
     ("db", 2),
     ("config", 2),

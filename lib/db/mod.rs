@@ -5,6 +5,7 @@
 
 pub mod models;
 pub mod queries;
+pub mod results;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

@@ -67,6 +67,9 @@ pub struct Run {
     pub poll_failed_since: Option<NaiveDateTime>,
     /// The last failed poll's error.
     pub poll_error: Option<String>,
+    /// Its results are recorded; its recipe's apply command has yet to
+    /// succeed before it leaves `run`.
+    pub apply_pending: bool,
 }
 
 /// `held_until` of a run held until a person acts.
@@ -221,4 +224,50 @@ pub struct NewRate {
     pub bytes: i64,
     pub seconds: f64,
     pub at: NaiveDateTime,
+}
+
+/// One applied component attempt, as it is recorded for the consumers.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = results)]
+pub struct NewResult {
+    pub component_id: i64,
+    pub remote_id: i64,
+    pub work_item_id: i64,
+    pub attempt: i32,
+    pub state: String,
+    /// JSON: the outputs brought back, `[{"name", "path", "size"}]`.
+    pub outputs: String,
+    pub applied_at: NaiveDateTime,
+}
+
+/// A result with its work item and component, as `remotetool results`
+/// reads it.
+#[derive(Debug, Clone, Queryable)]
+pub struct ResultRow {
+    pub seq: i64,
+    pub remote_id: i64,
+    pub attempt: i32,
+    pub state: String,
+    pub outputs: String,
+    pub applied_at: NaiveDateTime,
+    pub stage: String,
+    pub stage_id: i64,
+    pub label: String,
+    pub params: String,
+    pub component_id: i64,
+    pub exit_status: Option<i32>,
+    pub runtime: Option<f64>,
+    pub result: Option<String>,
+}
+
+/// A named consumer of results: its cursor and who holds it.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = consumers)]
+pub struct Consumer {
+    pub name: String,
+    pub cursor: i64,
+    pub holder_host: Option<String>,
+    pub holder_pid: Option<i32>,
+    pub heartbeat_at: Option<NaiveDateTime>,
+    pub updated_at: NaiveDateTime,
 }

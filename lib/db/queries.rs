@@ -35,6 +35,7 @@ pub struct RunChanges {
     pub poll_failures: Option<i32>,
     pub poll_failed_since: Option<Option<NaiveDateTime>>,
     pub poll_error: Option<Option<String>>,
+    pub apply_pending: Option<bool>,
 }
 
 impl RunChanges {
@@ -55,6 +56,7 @@ impl RunChanges {
             poll_failures: None,
             poll_failed_since: None,
             poll_error: None,
+            apply_pending: None,
         }
     }
 }
@@ -78,7 +80,7 @@ pub struct ComponentChanges {
 
 /// The queries offload runs. Object safe, so tool code takes `&mut dyn Store`
 /// inside [`super::Db::tx`] and never names a backend.
-pub trait Store {
+pub trait Store: super::results::ResultStore {
     fn backend(&self) -> Backend;
 
     fn insert_work_items(&mut self, items: &[NewWorkItem]) -> QueryResult<usize>;

@@ -39,6 +39,7 @@ diesel::table! {
         poll_failures -> Integer,
         poll_failed_since -> Nullable<Timestamp>,
         poll_error -> Nullable<Text>,
+        apply_pending -> Bool,
     }
 }
 
@@ -96,6 +97,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    results (seq) {
+        seq -> BigInt,
+        component_id -> BigInt,
+        remote_id -> BigInt,
+        work_item_id -> BigInt,
+        attempt -> Integer,
+        state -> Text,
+        outputs -> Text,
+        applied_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    consumers (name) {
+        name -> Text,
+        cursor -> BigInt,
+        holder_host -> Nullable<Text>,
+        holder_pid -> Nullable<Integer>,
+        heartbeat_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     processes (id) {
         id -> BigInt,
         tool -> Text,
@@ -121,6 +146,8 @@ diesel::table! {
 diesel::joinable!(remote_components -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> work_items (work_item_id));
 diesel::joinable!(leases -> remote_runs (remote_id));
+diesel::joinable!(results -> remote_components (component_id));
+diesel::joinable!(results -> work_items (work_item_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     work_items,
@@ -131,6 +158,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     leases,
     processes,
     transfer_rates,
+    results,
+    consumers,
 );
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(

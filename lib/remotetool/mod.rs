@@ -5,6 +5,7 @@
 
 mod abort;
 mod auth;
+mod results;
 mod show;
 mod status;
 
@@ -94,6 +95,9 @@ pub enum Command {
     Clean(CleanArgs),
     /// Per label and stage: components done, failed, abandoned; runtime and core-hours
     Report(ReportArgs),
+    /// Every applied result as JSON Lines; with --consumer, each result to
+    /// each named consumer exactly once
+    Results(results::ResultsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -260,6 +264,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::History(a) => history(&mut db, a, g.json, &printer),
         Command::Clean(a) => clean(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Report(a) => report(&mut db, &cfg, a, g.json, &printer),
+        Command::Results(a) => {
+            let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+            results::results(&mut db, &url, a, &printer, &actor)
+        }
     }
 }
 

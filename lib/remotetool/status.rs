@@ -209,6 +209,11 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let mut attention = Vec::new();
     for r in &runs {
         let why = match r.state.parse::<RunState>() {
+            Ok(RunState::Run) if r.fault == crate::state::fault::APPLY => Some(format!(
+                "apply failed, fault {}: {}",
+                r.fault,
+                r.message.as_deref().unwrap_or("(no message)")
+            )),
             Ok(RunState::Run) if r.poll_failures >= POLL_FAILURES_NEED_A_PERSON => Some(format!(
                 "poll failed {} times in a row since {}: {}",
                 r.poll_failures,

@@ -1,0 +1,273 @@
+//! The queries of the results the pipeline receives: every component
+//! attempt whose result was applied (`results`, in the order applied), and
+//! each named consumer's cursor and lease (`consumers`). Written once for
+//! both backends, as the rest of [`super::queries`].
+
+use chrono::NaiveDateTime;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+
+use super::models::{Component, Consumer, NewResult, ResultRow, WorkItem};
+use super::schema::*;
+
+/// Which results to list.
+#[derive(Debug, Clone, Default)]
+pub struct ResultFilter {
+    pub label: Option<String>,
+    pub stage: Option<String>,
+    pub remote_id: Option<i64>,
+    /// Work item states after the attempt: done, failed, abandoned.
+    pub states: Vec<String>,
+    /// Only results after this sequence number.
+    pub after: i64,
+    pub limit: Option<i64>,
+}
+
+pub trait ResultStore {
+    /// Record applied results. On PostgreSQL the transactions that do so
+    /// take one lock in turn, so that sequence numbers commit in order and
+    /// a cursor never passes a number still to commit.
+    fn insert_results(&mut self, rows: &[NewResult]) -> QueryResult<usize>;
+    /// Results with their work items and components, oldest first.
+    fn results(&mut self, f: &ResultFilter) -> QueryResult<Vec<ResultRow>>;
+    /// A run's active components whose results are recorded but not yet
+    /// released (a run waiting for its apply command), with their items.
+    fn recorded_components(&mut self, remote_id: i64) -> QueryResult<Vec<(Component, WorkItem)>>;
+    /// Components leave their run (their results released).
+    fn deactivate_components(&mut self, ids: &[i64]) -> QueryResult<usize>;
+    fn consumer(&mut self, name: &str) -> QueryResult<Option<Consumer>>;
+    /// Create a consumer at the start, if it is new.
+    fn ensure_consumer(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()>;
+    /// Take the consumer's lease if it is still held as seen (`seen`: its
+    /// holder then, None for none): 1 when taken.
+    fn take_consumer(
+        &mut self,
+        name: &str,
+        seen: Option<(&str, i32)>,
+        host: &str,
+        pid: i32,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+    fn heartbeat_consumer(
+        &mut self,
+        name: &str,
+        host: &str,
+        pid: i32,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+    /// Give the lease back, moving the cursor to `cursor` when given.
+    fn release_consumer(
+        &mut self,
+        name: &str,
+        host: &str,
+        pid: i32,
+        cursor: Option<i64>,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+}
+
+/// What differs: the lock that orders result inserts.
+trait InsertOrder {
+    fn order_inserts(&mut self) -> QueryResult<()>;
+}
+
+impl InsertOrder for SqliteConnection {
+    /// An SQLite write transaction holds the whole database already.
+    fn order_inserts(&mut self) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
+impl InsertOrder for PgConnection {
+    fn order_inserts(&mut self) -> QueryResult<()> {
+        // The key is offload's own: "results" in ASCII.
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7310897559608755000)")
+            .execute(self)
+            .map(|_| ())
+    }
+}
+
+macro_rules! impl_result_store {
+    ($conn:ty) => {
+        impl ResultStore for $conn {
+            fn insert_results(&mut self, rows: &[NewResult]) -> QueryResult<usize> {
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                self.order_inserts()?;
+                let mut n = 0;
+                // Within SQLite's limit of bound values per statement.
+                for chunk in rows.chunks(2000) {
+                    n += diesel::insert_into(results::table)
+                        .values(chunk)
+                        .execute(self)?;
+                }
+                Ok(n)
+            }
+
+            fn results(&mut self, f: &ResultFilter) -> QueryResult<Vec<ResultRow>> {
+                let mut q = results::table
+                    .inner_join(work_items::table)
+                    .inner_join(remote_components::table)
+                    .filter(results::seq.gt(f.after))
+                    .into_boxed();
+                if let Some(l) = &f.label {
+                    q = q.filter(work_items::label.eq(l));
+                }
+                if let Some(s) = &f.stage {
+                    q = q.filter(work_items::stage.eq(s));
+                }
+                if let Some(id) = f.remote_id {
+                    q = q.filter(results::remote_id.eq(id));
+                }
+                if !f.states.is_empty() {
+                    q = q.filter(results::state.eq_any(&f.states));
+                }
+                if let Some(n) = f.limit {
+                    q = q.limit(n);
+                }
+                q.order(results::seq.asc())
+                    .select((
+                        results::seq,
+                        results::remote_id,
+                        results::attempt,
+                        results::state,
+                        results::outputs,
+                        results::applied_at,
+                        work_items::stage,
+                        work_items::stage_id,
+                        work_items::label,
+                        work_items::params,
+                        remote_components::id,
+                        remote_components::exit_status,
+                        remote_components::runtime,
+                        remote_components::result,
+                    ))
+                    .load(self)
+            }
+
+            fn recorded_components(
+                &mut self,
+                remote_id: i64,
+            ) -> QueryResult<Vec<(Component, WorkItem)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .filter(remote_components::state.ne("queued"))
+                    .order(remote_components::id.asc())
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .load(self)
+            }
+
+            fn deactivate_components(&mut self, ids: &[i64]) -> QueryResult<usize> {
+                let mut n = 0;
+                for chunk in ids.chunks(2000) {
+                    n += diesel::update(
+                        remote_components::table.filter(remote_components::id.eq_any(chunk)),
+                    )
+                    .set(remote_components::active.eq(false))
+                    .execute(self)?;
+                }
+                Ok(n)
+            }
+
+            fn consumer(&mut self, name: &str) -> QueryResult<Option<Consumer>> {
+                consumers::table
+                    .find(name)
+                    .select(Consumer::as_select())
+                    .first(self)
+                    .optional()
+            }
+
+            fn ensure_consumer(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
+                diesel::insert_into(consumers::table)
+                    .values((
+                        consumers::name.eq(name),
+                        consumers::cursor.eq(0i64),
+                        consumers::updated_at.eq(now),
+                    ))
+                    .on_conflict(consumers::name)
+                    .do_nothing()
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn take_consumer(
+                &mut self,
+                name: &str,
+                seen: Option<(&str, i32)>,
+                host: &str,
+                pid: i32,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                let target = consumers::table.filter(consumers::name.eq(name));
+                let set = (
+                    consumers::holder_host.eq(host),
+                    consumers::holder_pid.eq(pid),
+                    consumers::heartbeat_at.eq(now),
+                    consumers::updated_at.eq(now),
+                );
+                match seen {
+                    None => diesel::update(target.filter(consumers::holder_host.is_null()))
+                        .set(set)
+                        .execute(self),
+                    Some((h, p)) => diesel::update(
+                        target
+                            .filter(consumers::holder_host.eq(h))
+                            .filter(consumers::holder_pid.eq(p)),
+                    )
+                    .set(set)
+                    .execute(self),
+                }
+            }
+
+            fn heartbeat_consumer(
+                &mut self,
+                name: &str,
+                host: &str,
+                pid: i32,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                diesel::update(
+                    consumers::table
+                        .filter(consumers::name.eq(name))
+                        .filter(consumers::holder_host.eq(host))
+                        .filter(consumers::holder_pid.eq(pid)),
+                )
+                .set(consumers::heartbeat_at.eq(now))
+                .execute(self)
+            }
+
+            fn release_consumer(
+                &mut self,
+                name: &str,
+                host: &str,
+                pid: i32,
+                cursor: Option<i64>,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                let held = consumers::table
+                    .filter(consumers::name.eq(name))
+                    .filter(consumers::holder_host.eq(host))
+                    .filter(consumers::holder_pid.eq(pid));
+                let free = (
+                    consumers::holder_host.eq(None::<String>),
+                    consumers::holder_pid.eq(None::<i32>),
+                    consumers::heartbeat_at.eq(None::<NaiveDateTime>),
+                    consumers::updated_at.eq(now),
+                );
+                match cursor {
+                    Some(c) => diesel::update(held)
+                        .set((free, consumers::cursor.eq(c)))
+                        .execute(self),
+                    None => diesel::update(held).set(free).execute(self),
+                }
+            }
+        }
+    };
+}
+
+impl_result_store!(SqliteConnection);
+impl_result_store!(PgConnection);
