@@ -135,6 +135,8 @@ fn copy_report(pairs: &[Pair], direction: Direction) -> anyhow::Result<Report> {
         failures: Vec::new(),
         hosts_lost: Vec::new(),
         round_trip_ms: Default::default(),
+        swept: 0,
+        swept_paths: Vec::new(),
     })
 }
 

@@ -105,7 +105,9 @@ pub trait Site {
 pub fn site_for(target: &Target) -> anyhow::Result<Box<dyn Site>> {
     Ok(match target.config.scheduler {
         SchedulerKind::Local => Box::new(local::LocalSite),
-        SchedulerKind::Slurm => Box::new(slurm::SlurmSite::new(target.hosts()?)),
+        SchedulerKind::Slurm => {
+            Box::new(slurm::SlurmSite::new(target.hosts()?, target.sweep_after()))
+        }
     })
 }
 

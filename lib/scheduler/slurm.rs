@@ -18,13 +18,16 @@ const REMOVE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct SlurmSite {
     hosts: Vec<Host>,
+    /// The transfers' `Options::sweep_after`.
+    sweep_after: Option<Duration>,
 }
 
 impl SlurmSite {
-    /// A site of these front ends (at least one).
-    pub fn new(hosts: Vec<Host>) -> SlurmSite {
+    /// A site of these front ends (at least one); its transfers sweep what
+    /// killed ones left after `sweep_after`.
+    pub fn new(hosts: Vec<Host>, sweep_after: Option<Duration>) -> SlurmSite {
         assert!(!hosts.is_empty(), "a Slurm site has front ends");
-        SlurmSite { hosts }
+        SlurmSite { hosts, sweep_after }
     }
 
     fn host(&self) -> &Host {
@@ -56,13 +59,21 @@ impl SlurmSite {
         dir: Direction,
         printer: &Printer,
     ) -> anyhow::Result<Report> {
-        transfer::transfer(
-            &self.hosts,
-            pairs,
-            dir,
-            &Options::default(),
-            printer.bytes_progress(dir),
-        )
+        let opts = Options {
+            sweep_after: self.sweep_after,
+            ..Options::default()
+        };
+        let report =
+            transfer::transfer(&self.hosts, pairs, dir, &opts, printer.bytes_progress(dir))?;
+        if report.swept > 0 {
+            printer.debug(format!(
+                "{}: swept {} staging names left by killed transfers: {}",
+                dir.as_str(),
+                report.swept,
+                report.swept_paths.join(", ")
+            ));
+        }
+        Ok(report)
     }
 }
 
