@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -100,6 +100,13 @@ impl Site for LocalSite {
 
     fn pull(&self, pairs: Vec<Pair>, _printer: &Printer) -> anyhow::Result<Report> {
         copy_report(&pairs, Direction::Pull)
+    }
+
+    fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
+        Ok(crate::transfer::sweep::local_tree(
+            Path::new(root),
+            older_than,
+        ))
     }
 }
 

@@ -123,6 +123,34 @@ impl Site for SlurmSite {
         self.transfer(pairs, Direction::Pull, printer)
     }
 
+    /// One `find` on the first front end (GNU find: fractional `-mmin`);
+    /// a staging folder is removed whole and not looked into.
+    fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
+        self.host().check()?;
+        let minutes = format!("{:.3}", older_than.as_secs_f64() / 60.0);
+        let out = self.host().run_with(
+            "[ -d \"$1\" ] || exit 0; \
+             find \"$1\" -mindepth 1 \\( -name '*.offload-part' -o -name '*.offload-part.*' \\) -prune -mmin \"+$2\" -print0 2>/dev/null \
+             | while IFS= read -r -d '' p; do rm -rf -- \"$p\" 2>/dev/null && printf '%s\\0' \"$p\"; done; exit 0",
+            &[root, &minutes],
+            b"",
+            REMOVE_LIMIT,
+        )?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "cannot sweep {root} on {}: {}",
+                self.host().alias,
+                out.stderr.trim().replace('\n', "; ")
+            ));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
+    }
+
     /// The id of a queued or running job with this name, if any.
     fn find_job(&self, name: &str) -> anyhow::Result<Option<String>> {
         let out = self.run("squeue -h -n \"$1\" -o %i", &[name])?;
