@@ -624,3 +624,35 @@ both_backends! {
         db.remotetool().args(["clean", "--older-than", "1"]).assert().code(2);
     }
 }
+
+both_backends! {
+    fn exec_and_poll_sweep_by_the_targets_limit(db) {
+        let site = site(db, "fe1", &ssh_config());
+        site.target_lines("sweep_after_hours = 1");
+        db.import_chip(&site, "SW", 1, 2, 1);
+        db.remotetool().args(["define", "--label", "SW", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        // Past the target's hour: swept by exec's push into the run's folder;
+        // within it: kept (the default of a day would keep both).
+        let remote = site.remote_run_dir(1);
+        let old = remote.join(".offload-part.dead-1/");
+        let recent = remote.join("job.sh.offload-part.dead");
+        plant(&old, "2 hours ago");
+        plant(&recent, "30 minutes ago");
+        db.tool("exec")
+            .args(["--remote-id", "1", "-v"])
+            .assert()
+            .success()
+            .stderr(contains("push: swept 1 staging names"));
+        assert!(!old.exists() && recent.exists());
+        // And by poll's pull into the outputs' local folders.
+        let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+        let first = outputs.lines().next().unwrap().split('\t').nth(1).unwrap().to_string();
+        let left = std::path::PathBuf::from(format!("{first}.offload-part"));
+        plant(&left, "3 hours ago");
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert!(!left.exists());
+        assert!(std::path::Path::new(&first).exists());
+    }
+}
