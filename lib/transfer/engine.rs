@@ -3,8 +3,8 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use super::bundle::folder_and_name;
-use super::bundle::sample_compression;
+use super::bundle::{folder_and_name, sample_compression};
+use super::channel::Channel;
 use super::plan::{check_pairs, plan_jobs, preflight, Preflight};
 use super::queue::{run_channels, Inner, Shared};
 use super::sweep::{self, Swept};
@@ -79,7 +79,7 @@ pub fn transfer(
 /// preflight channel for a push (one file system behind every host), here
 /// for a pull.
 fn sweep_destinations(
-    ch: &mut super::channel::Channel,
+    ch: &mut Channel,
     pairs: &[Pair],
     dir: Direction,
     age: std::time::Duration,
