@@ -12,6 +12,7 @@
 //! max_nodes = 1000
 //! max_walltime_hours = 12
 //! multiprog_max_bytes = 60000      # 536870912 on Slurm >= 25.11
+//! sweep_after_hours = 24           # staging names older than this are swept
 //! [targets.lanl.vars]              # values for @NAME@ in recipes
 //! BIN = "/usr/projects/ipp/bin"
 //!
@@ -94,6 +95,14 @@ pub struct TargetConfig {
     /// expiry is its start plus this.
     #[serde(default = "default_master_lifetime")]
     pub master_lifetime_hours: f64,
+    /// What killed transfers left (staging names: `.offload-part.*/`,
+    /// `*.offload-part`, `*.offload-part.*`) not modified for this many
+    /// hours is removed from a folder before exec's or poll's next
+    /// transfer into it, and by `remotetool clean --staging`; 0: never
+    /// swept by transfers. A live transfer's staging is modified as it is
+    /// written, so keep this well above a bundle's time.
+    #[serde(default = "default_sweep_after")]
+    pub sweep_after_hours: f64,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     #[serde(default)]
@@ -135,6 +144,11 @@ pub const DEFAULT_MASTER_LIFETIME_HOURS: f64 = 12.0;
 
 fn default_master_lifetime() -> f64 {
     DEFAULT_MASTER_LIFETIME_HOURS
+}
+/// `sweep_after_hours` when the target does not say (as the transfer
+/// engine's own default).
+fn default_sweep_after() -> f64 {
+    24.0
 }
 fn default_command_bytes() -> usize {
     16 * 1024
@@ -226,6 +240,11 @@ impl Target {
                 "master_lifetime_hours must be a positive number of hours".into(),
             ));
         }
+        if !(c.sweep_after_hours.is_finite() && c.sweep_after_hours >= 0.0) {
+            return Err(bad(
+                "sweep_after_hours must be a number of hours, 0 or more (0: no sweep)".into(),
+            ));
+        }
         if c.log_tail_bytes > 16_000 {
             return Err(bad(format!(
                 "log_tail_bytes {} is over 16000: keep whole logs with the recipe's `log` instead",
@@ -307,6 +326,15 @@ impl Target {
     }
 
     /// The remote folder of a run.
+    /// How old a staging name must be before a transfer sweeps it
+    /// (`sweep_after_hours`); None when 0 (or past any duration).
+    pub fn sweep_after(&self) -> Option<std::time::Duration> {
+        let h = self.config.sweep_after_hours;
+        (h > 0.0)
+            .then(|| std::time::Duration::try_from_secs_f64(h * 3600.0).ok())
+            .flatten()
+    }
+
     pub fn remote_run_dir(&self, remote_id: i64) -> String {
         format!(
             "{}/run-{remote_id}",
@@ -352,5 +380,19 @@ mod tests {
             &target("remote_root = \"/r\"\n[[paths]]\npattern = '('\nremote = 'x'\n").unwrap_err(),
         );
         assert!(e.contains("not a valid regular expression"), "{e}");
+    }
+
+    #[test]
+    fn the_sweep_limit_is_in_hours_and_0_is_off() {
+        let h = std::time::Duration::from_secs(3600);
+        let t = |extra: &str| target(&format!("remote_root = \"/r\"\n{extra}"));
+        assert_eq!(t("").unwrap().sweep_after(), Some(24 * h));
+        assert_eq!(
+            t("sweep_after_hours = 0.5").unwrap().sweep_after(),
+            Some(h / 2)
+        );
+        assert_eq!(t("sweep_after_hours = 0").unwrap().sweep_after(), None);
+        let e = exit::one_line(&t("sweep_after_hours = -1").unwrap_err());
+        assert!(e.contains("sweep_after_hours"), "{e}");
     }
 }

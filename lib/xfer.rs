@@ -3,6 +3,7 @@
 //! destination list. The engine is `transfer/`; connections are `ssh.rs`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -62,6 +63,13 @@ pub struct Args {
     /// Files larger than this travel in chunks of this size, MiB
     #[arg(long, default_value_t = 32, value_name = "MIB")]
     pub chunk_mib: u64,
+    /// Before writing into a folder, remove the staging names there
+    /// (.offload-part.*/, *.offload-part, *.offload-part.*: what killed
+    /// transfers left) not modified for this long; 0: never. A live
+    /// transfer's are modified as they are written [default: the target's
+    /// sweep_after_hours, else 86400]
+    #[arg(long, value_name = "SECONDS")]
+    pub sweep_after: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
@@ -129,6 +137,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         bundle_bytes: args.bundle_mib.max(1) << 20,
         chunk_bytes: args.chunk_mib.max(1) << 20,
         compress: args.compress,
+        sweep_after: match (args.sweep_after, &target) {
+            (Some(0), _) => None,
+            (Some(s), _) => Some(Duration::from_secs(s)),
+            (None, Some(t)) => t.sweep_after(),
+            (None, None) => Some(transfer::DEFAULT_SWEEP_AFTER),
+        },
         ..Options::default()
     };
     if let Some(db) = db.as_mut() {
@@ -172,6 +186,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         report.retries,
         report.refusals
     ));
+    if report.swept > 0 {
+        let more = report.swept - report.swept_paths.len();
+        printer.info(format!(
+            "swept {} staging names older than {} s left by killed transfers: {}{}",
+            report.swept,
+            opts.sweep_after.unwrap_or_default().as_secs(),
+            report.swept_paths.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
     if g.json {
         printer.json(&report)?;
     }

@@ -524,3 +524,135 @@ both_backends! {
         assert_eq!(c.read(|s| s.count_free_items("AQ", "sleepy")).unwrap(), 2);
     }
 }
+
+/// Make `path` (and its folders) as a file, or as a folder when it ends in
+/// `/`, last modified `when` (touch -d).
+fn plant(path: &std::path::Path, when: &str) {
+    let s = path.to_string_lossy();
+    if s.ends_with('/') {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::write(path.join("inside"), b"x").unwrap();
+    } else {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+    let st = std::process::Command::new("touch")
+        .args(["-d", when])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+both_backends! {
+    fn clean_staging_sweeps_remote_and_local_targets(db) {
+        // testsite: Slurm on fe1; here: this machine.
+        let site = site(db, "fe1", &ssh_config());
+        let here_remote = site.root.join("here-remote");
+        let here_runs = site.root.join("here-runs");
+        let text = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            format!("{text}\n[targets.here]\nscheduler = \"local\"\nremote_root = \"{}\"\n", here_remote.display()),
+        )
+        .unwrap();
+        db.import_chip(&site, "ST", 1, 2, 1);
+        db.remotetool().args(["define", "--label", "ST", "--stage", "chip", "--limit", "1"]).assert().success();
+        db.remotetool()
+            .args(["define", "--label", "ST", "--stage", "chip", "--limit", "1", "--target", "here", "--path-base"])
+            .arg(&here_runs)
+            .assert()
+            .success();
+        let old = "2 days ago";
+        let now = "now";
+        let gone = [
+            (site.remote.join("run-1/results/.offload-part.dead-1/"), "testsite", "remote"),
+            (site.remote.join("neb/a/b.fits.offload-part.dead"), "testsite", "remote"),
+            (site.runs.join("run-1/outputs/c.fits.offload-part"), "testsite", "local"),
+            (here_remote.join("run-2/.offload-part.dead-3/"), "here", "remote"),
+            (here_runs.join("run-2/d.fits.offload-part"), "here", "local"),
+        ];
+        for (p, _, _) in &gone {
+            plant(p, old);
+        }
+        let complete = [site.remote.join("neb/a/b.fits"), site.runs.join("run-1/outputs/c.fits")];
+        for p in &complete {
+            plant(p, old);
+        }
+        let fresh_remote = site.remote.join("neb/a/e.fits.offload-part.live");
+        let fresh_here = here_runs.join("run-2/f.fits.offload-part");
+        plant(&fresh_remote, now);
+        plant(&fresh_here, now);
+        let mut c = db.remotetool();
+        c.args(["clean", "--staging", "--json"]);
+        let out = common::json_of(c);
+        let mut got: Vec<(String, String, String)> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["path"].as_str().unwrap().to_string(),
+                    r["target"].as_str().unwrap().to_string(),
+                    r["side"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String, String)> = gone
+            .iter()
+            .map(|(p, t, s)| (p.display().to_string().trim_end_matches('/').to_string(), t.to_string(), s.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        for (p, _, _) in &gone {
+            assert!(!p.exists(), "{} is still there", p.display());
+        }
+        for p in complete.iter().chain([&fresh_remote, &fresh_here]) {
+            assert!(p.exists(), "{} was removed", p.display());
+        }
+        // One target, a limit of its own: the fresh one there goes, the
+        // other target's stays; without --json, the paths a line each.
+        std::thread::sleep(Duration::from_millis(1100));
+        db.remotetool()
+            .args(["clean", "--staging", "--target", "here", "--older-than", "1"])
+            .assert()
+            .success()
+            .stdout(format!("{}\n", fresh_here.display()))
+            .stderr(contains("target here: removed 1 staging names"));
+        assert!(!fresh_here.exists() && fresh_remote.exists());
+        db.remotetool().args(["clean", "--older-than", "1"]).assert().code(2);
+    }
+}
+
+both_backends! {
+    fn exec_and_poll_sweep_by_the_targets_limit(db) {
+        let site = site(db, "fe1", &ssh_config());
+        site.target_lines("sweep_after_hours = 1");
+        db.import_chip(&site, "SW", 1, 2, 1);
+        db.remotetool().args(["define", "--label", "SW", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        // Past the target's hour: swept by exec's push into the run's folder;
+        // within it: kept (the default of a day would keep both).
+        let remote = site.remote_run_dir(1);
+        let old = remote.join(".offload-part.dead-1/");
+        let recent = remote.join("job.sh.offload-part.dead");
+        plant(&old, "2 hours ago");
+        plant(&recent, "30 minutes ago");
+        db.tool("exec")
+            .args(["--remote-id", "1", "-v"])
+            .assert()
+            .success()
+            .stderr(contains("push: swept 1 staging names"));
+        assert!(!old.exists() && recent.exists());
+        // And by poll's pull into the outputs' local folders.
+        let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+        let first = outputs.lines().next().unwrap().split('\t').nth(1).unwrap().to_string();
+        let left = std::path::PathBuf::from(format!("{first}.offload-part"));
+        plant(&left, "3 hours ago");
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert!(!left.exists());
+        assert!(std::path::Path::new(&first).exists());
+    }
+}

@@ -865,3 +865,223 @@ fn a_host_with_every_session_taken_is_waited_for() {
     set.same("src", "remote");
     assert_eq!(logins("fe3"), before);
 }
+
+/// Set a path's mtime with touch -d (folders too).
+fn age(path: &Path, when: &str) {
+    let s = Command::new("touch")
+        .args(["-h", "-d", when])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(s.success());
+}
+
+/// The sorted paths of a report's `swept_paths`.
+fn swept_paths(r: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = r["swept_paths"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no swept_paths: {r}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(5, &[]);
+    let remote = set.dir.path().join("remote");
+    let deep = remote.join("deep/er");
+    std::fs::create_dir_all(&deep).unwrap();
+    // What killed transfers left two days ago: a bundle's staging folder,
+    // a chunked file's part, a pulled file's part; beside them a complete
+    // file as old, and the staging of a transfer at work now.
+    let old_dir = remote.join(".offload-part.dead1-4");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::write(old_dir.join("a b.dat"), b"half").unwrap();
+    let old_chunk = deep.join("big.fits.offload-part.dead1");
+    std::fs::write(&old_chunk, b"chunk").unwrap();
+    let old_part = remote.join("x.fits.offload-part");
+    std::fs::write(&old_part, b"part").unwrap();
+    let complete = remote.join("old.fits");
+    std::fs::write(&complete, b"whole").unwrap();
+    for p in [&old_dir, &old_chunk, &old_part, &complete] {
+        age(p, "2 days ago");
+    }
+    let live_dir = remote.join(".offload-part.live2-1");
+    std::fs::create_dir_all(&live_dir).unwrap();
+    std::fs::write(live_dir.join("f"), b"now").unwrap();
+    let live_chunk = deep.join("big.fits.offload-part.live2");
+    std::fs::write(&live_chunk, b"now").unwrap();
+    let out = xfer(home.path())
+        .args(["push", "--host", "fe1,fe2", "--json", "--from"])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r = report(&out);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["swept"], 3, "{r}");
+    let mut want: Vec<String> = [&old_dir, &old_chunk, &old_part]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(swept_paths(&r), want);
+    assert!(stderr.contains("swept 3 staging names"), "{stderr}");
+    for p in [&old_dir, &old_chunk, &old_part] {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    for p in [&complete, &live_dir, &live_chunk] {
+        assert!(p.exists(), "{} was removed", p.display());
+    }
+    set.same("src", "remote");
+
+    // A pull sweeps the local destination folders the same way.
+    let back = set.dir.path().join("back");
+    std::fs::create_dir_all(back.join("deep/er")).unwrap();
+    let old_pulled = back.join("a b.dat.offload-part");
+    let old_deep = back.join("deep/er/f00001.fits.offload-part");
+    let fresh = back.join("deep/er/f00002.fits.offload-part.other");
+    for p in [&old_pulled, &old_deep, &fresh] {
+        std::fs::write(p, b"x").unwrap();
+    }
+    age(&old_pulled, "2 days ago");
+    age(&old_deep, "25 hours ago");
+    let out = xfer(home.path())
+        .args(["pull", "--host", "fe3", "--json", "--from"])
+        .arg(set.list("remote"))
+        .arg("--to")
+        .arg(set.list("back"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["swept"], 2, "{r}");
+    let mut want = vec![
+        old_pulled.display().to_string(),
+        old_deep.display().to_string(),
+    ];
+    want.sort();
+    assert_eq!(swept_paths(&r), want);
+    assert!(fresh.exists());
+    set.same("src", "back");
+
+    // --sweep-after 0: nothing is swept.
+    age(&live_chunk, "2 days ago");
+    let out = xfer(home.path())
+        .args(["push", "--host", "fe1", "--json", "--sweep-after", "0"])
+        .arg("--from")
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(report(&out)["swept"], 0);
+    assert!(live_chunk.exists());
+    // A destination named like a staging file is refused: a sweep would
+    // take it.
+    let list = set.dir.path().join("staging-named.tsv");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\t{}\n",
+            set.path("src", "a b.dat").display(),
+            remote.join("a b.dat.offload-part").display()
+        ),
+    )
+    .unwrap();
+    xfer(home.path())
+        .args(["push", "--host", "fe1", "--list"])
+        .arg(&list)
+        .assert()
+        .code(2)
+        .stderr(contains("named like a transfer's staging file"));
+}
+
+#[test]
+fn a_killed_transfers_leftovers_are_swept_by_the_next_one() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(0, &[160 << 20]);
+    let remote = set.dir.path().join("remote");
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("xfer"));
+    cmd.env("HOME", home.path())
+        .env("OFFLOAD_SSH_CONFIG", ssh_config())
+        .env_remove("OFFLOAD_DB")
+        .env_remove("OFFLOAD_CONFIG")
+        .args([
+            "push",
+            "--host",
+            "fe2",
+            "--chunk-mib",
+            "1",
+            "--channels",
+            "2",
+            "--from",
+        ])
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Kill it once the large file's chunks are being written.
+    let staging = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().contains(".offload-part"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let chunking = |dir: &Path| {
+        staging(dir)
+            .iter()
+            .any(|p| p.to_string_lossy().contains("big0.fits.offload-part."))
+    };
+    while !chunking(&remote) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let left = staging(&remote);
+    assert!(!left.is_empty(), "the kill came after the end");
+    assert!(!set.path("remote", "big0.fits").exists());
+    // The next transfer into the folder, past the limit, takes them away.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = xfer(home.path())
+        .args(["push", "--host", "fe2", "--json", "--sweep-after", "1"])
+        .arg("--from")
+        .arg(set.list("src"))
+        .arg("--to")
+        .arg(set.list("remote"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["swept"], left.len() as u64, "{r} {left:?}");
+    for p in &left {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(staging(&remote).is_empty(), "{:?}", staging(&remote));
+    set.same("src", "remote");
+}

@@ -7,6 +7,7 @@ mod abort;
 mod auth;
 mod results;
 mod show;
+mod staging;
 mod status;
 
 pub use abort::{AbortArgs, RetryArgs};
@@ -91,7 +92,8 @@ pub enum Command {
     Paused,
     /// Show the history of state changes (all runs, or one)
     History(HistoryArgs),
-    /// Remove finished runs' remote folders (full -> cleaned)
+    /// Remove finished runs' remote folders (full -> cleaned), or with
+    /// --staging what killed transfers left
     Clean(CleanArgs),
     /// Per label and stage: components done, failed, abandoned; runtime and core-hours
     Report(ReportArgs),
@@ -101,7 +103,7 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id", "staging"])))]
 pub struct CleanArgs {
     /// Clean the full runs of this label
     #[arg(long)]
@@ -109,6 +111,18 @@ pub struct CleanArgs {
     /// Clean this run
     #[arg(long, value_name = "N")]
     pub remote_id: Option<i64>,
+    /// Remove the transfers' staging names (.offload-part.*/, *.offload-part,
+    /// *.offload-part.*) that killed transfers left, under each target's
+    /// remote_root and its runs' local path_base folders
+    #[arg(long)]
+    pub staging: bool,
+    /// With --staging: only this target
+    #[arg(long, requires = "staging")]
+    pub target: Option<String>,
+    /// With --staging: only names not modified for this long [default: the
+    /// target's sweep_after_hours, a day when 0]
+    #[arg(long, value_name = "SECONDS", requires = "staging")]
+    pub older_than: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,6 +276,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         }
         Command::Paused => paused(&mut db, g.json, &printer),
         Command::History(a) => history(&mut db, a, g.json, &printer),
+        Command::Clean(a) if a.staging => staging::clean_staging(
+            &mut db,
+            &cfg,
+            a.target.as_deref(),
+            a.older_than,
+            g.json,
+            &printer,
+        ),
         Command::Clean(a) => clean(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Report(a) => report(&mut db, &cfg, a, g.json, &printer),
         Command::Results(a) => {

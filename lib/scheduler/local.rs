@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -114,6 +114,13 @@ impl Site for LocalSite {
     fn pull(&self, pairs: Vec<Pair>, _printer: &Printer) -> anyhow::Result<Report> {
         copy_report(&pairs, Direction::Pull)
     }
+
+    fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
+        Ok(crate::transfer::sweep::local_tree(
+            Path::new(root),
+            older_than,
+        ))
+    }
 }
 
 /// Copy, reported as a transfer is (bytes: all the listed files').
@@ -148,6 +155,8 @@ fn copy_report(pairs: &[Pair], direction: Direction) -> anyhow::Result<Report> {
         failures: Vec::new(),
         hosts_lost: Vec::new(),
         round_trip_ms: Default::default(),
+        swept: 0,
+        swept_paths: Vec::new(),
     })
 }
 

@@ -113,13 +113,22 @@ pub trait Site {
     fn push(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report>;
     /// Bring files back.
     fn pull(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report>;
+    /// Remove the transfers' staging names (see `transfer::sweep`) anywhere
+    /// under `root` not modified for `older_than`; the paths removed.
+    fn sweep_staging(
+        &self,
+        root: &str,
+        older_than: std::time::Duration,
+    ) -> anyhow::Result<Vec<String>>;
 }
 
 /// The site of a target.
 pub fn site_for(target: &Target) -> anyhow::Result<Box<dyn Site>> {
     Ok(match target.config.scheduler {
         SchedulerKind::Local => Box::new(local::LocalSite),
-        SchedulerKind::Slurm => Box::new(slurm::SlurmSite::new(target.hosts()?)),
+        SchedulerKind::Slurm => {
+            Box::new(slurm::SlurmSite::new(target.hosts()?, target.sweep_after()))
+        }
     })
 }
 

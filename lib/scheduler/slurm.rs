@@ -19,13 +19,16 @@ const REMOVE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct SlurmSite {
     hosts: Vec<Host>,
+    /// The transfers' `Options::sweep_after`.
+    sweep_after: Option<Duration>,
 }
 
 impl SlurmSite {
-    /// A site of these front ends (at least one).
-    pub fn new(hosts: Vec<Host>) -> SlurmSite {
+    /// A site of these front ends (at least one); its transfers sweep what
+    /// killed ones left after `sweep_after`.
+    pub fn new(hosts: Vec<Host>, sweep_after: Option<Duration>) -> SlurmSite {
         assert!(!hosts.is_empty(), "a Slurm site has front ends");
-        SlurmSite { hosts }
+        SlurmSite { hosts, sweep_after }
     }
 
     fn host(&self) -> &Host {
@@ -57,13 +60,21 @@ impl SlurmSite {
         dir: Direction,
         printer: &Printer,
     ) -> anyhow::Result<Report> {
-        transfer::transfer(
-            &self.hosts,
-            pairs,
-            dir,
-            &Options::default(),
-            printer.bytes_progress(dir),
-        )
+        let opts = Options {
+            sweep_after: self.sweep_after,
+            ..Options::default()
+        };
+        let report =
+            transfer::transfer(&self.hosts, pairs, dir, &opts, printer.bytes_progress(dir))?;
+        if report.swept > 0 {
+            printer.debug(format!(
+                "{}: swept {} staging names left by killed transfers: {}",
+                dir.as_str(),
+                report.swept,
+                report.swept_paths.join(", ")
+            ));
+        }
+        Ok(report)
     }
 }
 
@@ -138,6 +149,34 @@ impl Site for SlurmSite {
 
     fn pull(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report> {
         self.transfer(pairs, Direction::Pull, printer)
+    }
+
+    /// One `find` on the first front end (GNU find: fractional `-mmin`);
+    /// a staging folder is removed whole and not looked into.
+    fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
+        self.host().check()?;
+        let minutes = format!("{:.3}", older_than.as_secs_f64() / 60.0);
+        let out = self.host().run_with(
+            "[ -d \"$1\" ] || exit 0; \
+             find \"$1\" -mindepth 1 \\( -name '*.offload-part' -o -name '*.offload-part.*' \\) -prune -mmin \"+$2\" -print0 2>/dev/null \
+             | while IFS= read -r -d '' p; do rm -rf -- \"$p\" 2>/dev/null && printf '%s\\0' \"$p\"; done; exit 0",
+            &[root, &minutes],
+            b"",
+            REMOVE_LIMIT,
+        )?;
+        if out.status != Some(0) {
+            return Err(anyhow!(
+                "cannot sweep {root} on {}: {}",
+                self.host().alias,
+                out.stderr.trim().replace('\n', "; ")
+            ));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
     }
 
     /// The id of a queued or running job with this name, if any.

@@ -145,6 +145,22 @@ while IFS=' ' read -r kind id a b c _; do
     cat "$T/s.$id"
     rm -f "$T/l.$id" "$T/s.$id"
     ;;
+  W)
+    # Sweep what killed transfers left in the folders listed (a bytes,
+    # NUL-separated): staging names (.offload-part.*, *.offload-part,
+    # *.offload-part.*) not modified for b seconds, never this session's.
+    # A live transfer's are modified as they are written. One find for
+    # all the folders (a push's absolute paths; one missing is passed
+    # over); the paths removed come back, NUL-separated.
+    head -c "$a" > "$T/l.$id"
+    printf -v mm '%d.%03d' $((b / 60)) $(((b % 60) * 1000 / 60))
+    # shellcheck disable=SC2016 # for the inner bash to expand
+    xargs -0 -r bash --norc -c 'S=$1 mm=$2; shift 2; find "$@" -mindepth 1 -maxdepth 1 \( -name "*.offload-part" -o -name "*.offload-part.*" \) ! -name ".offload-part.$S-*" ! -name "*.offload-part.$S" -mmin "+$mm" -print0' sweep "$S" "$mm" < "$T/l.$id" 2> /dev/null \
+      | while IFS= read -r -d '' p; do rm -rf -- "$p" 2> /dev/null && printf '%s\0' "$p"; done > "$T/s.$id"
+    printf 'L %s %s\n' "$id" "$(wc -c < "$T/s.$id")"
+    cat "$T/s.$id"
+    rm -f "$T/l.$id" "$T/s.$id"
+    ;;
   N)
     echo "OK $id"
     ;;

@@ -3,9 +3,11 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use super::bundle::sample_compression;
+use super::bundle::{folder_and_name, sample_compression};
+use super::channel::Channel;
 use super::plan::{check_pairs, plan_jobs, preflight, Preflight};
 use super::queue::{run_channels, Inner, Shared};
+use super::sweep::{self, Swept};
 use super::{Compress, Direction, Failure, Options, Pair, Report};
 use crate::exit;
 use crate::ssh::Host;
@@ -33,10 +35,15 @@ pub fn transfer(
     let session = session_token();
     let Preflight {
         host: first_host,
-        channel: first,
+        channel: mut first,
         sizes,
         skip,
     } = preflight(hosts, &pairs, dir, &session)?;
+    // What killed transfers left where this one writes, before it does.
+    let swept = match opts.sweep_after {
+        Some(age) => sweep_destinations(&mut first, &pairs, dir, age)?,
+        None => Swept::default(),
+    };
     progress.set_length(bytes_to_send(&sizes, &skip));
     let ratio = match opts.compress {
         Compress::Never => None,
@@ -62,7 +69,39 @@ pub fn transfer(
         first.close();
     }
     shared.progress.finish_and_clear();
-    Ok(report(&shared, hosts, skipped, started))
+    let mut report = report(&shared, hosts, skipped, started);
+    report.swept = swept.count;
+    report.swept_paths = swept.paths;
+    Ok(report)
+}
+
+/// Sweep the destination folders (see `sweep`): on the far side over the
+/// preflight channel for a push (one file system behind every host), here
+/// for a pull.
+fn sweep_destinations(
+    ch: &mut Channel,
+    pairs: &[Pair],
+    dir: Direction,
+    age: std::time::Duration,
+) -> anyhow::Result<Swept> {
+    let mut folders: Vec<&str> = pairs
+        .iter()
+        .map(|p| match dir {
+            Direction::Push => folder_and_name(&p.dst).0,
+            // A local destination may be relative.
+            Direction::Pull => match p.dst.rsplit_once('/') {
+                Some(("", _)) => "/",
+                Some((d, _)) => d,
+                None => ".",
+            },
+        })
+        .collect();
+    folders.sort_unstable();
+    folders.dedup();
+    Ok(match dir {
+        Direction::Push => sweep::remote(ch, &folders, age)?,
+        Direction::Pull => sweep::local_folders(&folders, age),
+    })
 }
 
 /// This transfer's token for the remote agents' temporary names.
@@ -134,5 +173,7 @@ fn report(shared: &Shared, hosts: &[Host], skipped: usize, started: Instant) -> 
             .zip(&g.round_trip)
             .filter_map(|(h, rt)| Some((h.alias.clone(), rt.as_ref()?.as_secs_f64() * 1e3)))
             .collect(),
+        swept: 0,
+        swept_paths: Vec::new(),
     }
 }

@@ -18,6 +18,7 @@
 //! | `Q id n` + NUL-separated paths | stat: `L id n` + `size path` lines for those that exist |
 //! | `K id n` + NUL-separated paths | checksums: `L id n` + cksum lines |
 //! | `N id` | nothing: `OK id` at once (the round trip is measured with it) |
+//! | `W id n age` + NUL-separated folders | sweep: remove the staging names in those folders not modified for `age` seconds, other than this session's: `L id n` + their paths, NUL-separated |
 //!
 //! The agent's `$1` is the session: a token of the transfer, so that what a
 //! dead transfer left behind (its agents may still be finishing) is never
@@ -25,13 +26,18 @@
 //! frames above. Files
 //! are written under a temporary name and renamed only once their size and
 //! checksum are right, on either side, so nothing incomplete looks complete.
+//! What a killed transfer left under those names is swept by the next
+//! transfer into the same folder once older than `Options::sweep_after`
+//! (see `sweep` for the rule); a destination named like a staging name is
+//! refused, so a sweep never takes a complete file.
 //!
 //! The parts: `agent.sh` (the far side), `channel` (one ssh session running
 //! it, and its framing), `checksum` (`cksum`, here), `plan` (the pairs
 //! checked, and the preflight: sizes, what is complete already), `queue`
 //! (the jobs the channels share, and each host's channel slots), `bundle`
 //! (what a push sends), `push` and `pull` (a channel's work either way),
-//! and `engine` (`transfer` itself: the rest in order).
+//! `sweep` (what killed transfers left) and `engine` (`transfer` itself:
+//! the rest in order).
 
 mod bundle;
 mod channel;
@@ -41,6 +47,7 @@ mod plan;
 mod pull;
 mod push;
 mod queue;
+pub mod sweep;
 
 use std::path::Path;
 use std::time::Duration;
@@ -106,7 +113,14 @@ pub struct Options {
     /// Attempts per bundle or chunk before its files are reported failed.
     pub attempts: u32,
     pub compress: Compress,
+    /// Before a transfer writes into a folder, the staging names there not
+    /// modified for this long (killed transfers' leftovers; see `sweep`)
+    /// are removed. None: never.
+    pub sweep_after: Option<Duration>,
 }
+
+/// `Options::sweep_after` by default: a day, far above any bundle's time.
+pub const DEFAULT_SWEEP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Options {
     fn default() -> Options {
@@ -118,6 +132,7 @@ impl Default for Options {
             chunk_bytes: 32 << 20,
             attempts: 3,
             compress: Compress::Auto,
+            sweep_after: Some(DEFAULT_SWEEP_AFTER),
         }
     }
 }
@@ -152,6 +167,11 @@ pub struct Report {
     /// The measured round trip to each host, in milliseconds (with
     /// automatic channel counts).
     pub round_trip_ms: std::collections::BTreeMap<String, f64>,
+    /// Staging names older than `Options::sweep_after` removed from the
+    /// destination folders before the transfer wrote there.
+    pub swept: usize,
+    /// The first of them (at most `sweep::SWEPT_PATHS`).
+    pub swept_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

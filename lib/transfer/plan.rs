@@ -48,6 +48,13 @@ pub(super) fn check_pairs(pairs: &[Pair], dir: Direction) -> anyhow::Result<()> 
                 i + 1
             )));
         }
+        if super::sweep::is_staging_name(folder_and_name(&p.dst).1) {
+            return Err(exit::usage(format!(
+                "element {}: destination {:?} is named like a transfer's staging file (.offload-part), which sweeps remove",
+                i + 1,
+                p.dst
+            )));
+        }
         if !seen.insert(p.dst.as_str()) {
             return Err(exit::usage(format!(
                 "element {}: destination {:?} appears twice",
