@@ -349,22 +349,34 @@ pub struct Work<'a> {
 /// throttle): "try later", the run is held a short, growing while
 /// ([`back_off`]) and `--next` goes on with other targets' runs.
 #[derive(Debug)]
-pub struct Throttled(pub String);
+pub struct Throttled {
+    message: String,
+    /// "Try later", as the error's source (what the exit status is read
+    /// from).
+    status: exit::Status,
+}
 
 impl std::fmt::Display for Throttled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Throttled {}
+impl std::error::Error for Throttled {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.status)
+    }
+}
 
 /// A [`Throttled`] error ("try later").
 pub fn throttled(message: impl Into<String>) -> anyhow::Error {
-    exit::with_status(
-        anyhow::Error::new(Throttled(message.into())),
-        ExitStatus::TryLater,
-    )
+    anyhow::Error::new(Throttled {
+        message: message.into(),
+        status: exit::Status {
+            status: ExitStatus::TryLater,
+            message: String::new(),
+        },
+    })
 }
 
 /// Was the work throttled ([`throttled`])?
@@ -395,6 +407,11 @@ pub fn work_on<T>(
 ) -> anyhow::Result<T> {
     let default = cfg.default_target.as_deref();
     if let Some(id) = work.which.remote_id {
+        if work.target.is_some() {
+            return Err(exit::usage(
+                "--target goes with --next (a run named by --remote-id has its own target)",
+            ));
+        }
         let run = claim_named(db, id, default, actor)?;
         return attempt(db, actor, printer, &work, &run, &mut f);
     }
