@@ -122,7 +122,7 @@ impl Session {
     pub fn work_on<T>(
         &mut self,
         work: crate::runs::Work<'_>,
-        f: impl FnOnce(
+        mut f: impl FnMut(
             &mut crate::db::Db,
             &crate::config::Config,
             &crate::printer::Printer,
@@ -132,7 +132,7 @@ impl Session {
     ) -> anyhow::Result<T> {
         let policy = self.config.claim_policy(&self.actor.host)?;
         let (db, cfg, printer, actor) = (&mut self.db, &self.config, &self.printer, &self.actor);
-        crate::runs::work_on(db, &policy, actor, printer, work, |db, run| {
+        crate::runs::work_on(db, cfg, &policy, actor, printer, work, |db, run| {
             f(db, cfg, printer, actor, run)
         })
     }

@@ -34,7 +34,8 @@ const TOOL: &str = "exec";
     version,
     about = "Send a prepared run to its target and submit it",
     after_help = "Exit status: 0 submitted, 1 error, 2 usage, 3 nothing to do, \
-                  4 try later (paused, throttled, run held elsewhere), 5 auth (the run went to `auth`). \
+                  4 try later (paused, throttled, run held elsewhere), 5 auth (the run went to `auth`, or \
+                  with --next: the only pending runs are of targets whose masters are down). \
                   `exec` is also a shell builtin: call this tool by path, e.g. \"$OFFLOAD_BIN/exec\"."
 )]
 pub struct Args {
@@ -42,6 +43,14 @@ pub struct Args {
     pub global: GlobalArgs,
     #[command(flatten)]
     pub which: runs::Which,
+    /// With --next: only runs of this target
+    #[arg(long, value_name = "T", requires = "next")]
+    pub target: Option<String>,
+}
+
+/// A target's site answers: every master of its front ends is alive.
+pub fn reach(target: &Target) -> anyhow::Result<()> {
+    scheduler::site_for(target)?.check()
 }
 
 fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -217,7 +226,7 @@ fn throttle(site: &dyn Site, target: &Target, run: &Run, printer: &Printer) -> a
     let allowed =
         (target.config.queue_factor * running as f64).floor() as u64 + target.config.queue_base;
     if pending >= allowed {
-        return Err(exit::try_later(format!(
+        return Err(runs::throttled(format!(
             "throttled: {pending} offload jobs wait in the queue of target '{}', at most {} x {running} running + {} may; run {} stays pending",
             target.name, target.config.queue_factor, target.config.queue_base, run.remote_id
         )));
@@ -264,6 +273,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         which: &args.which,
         state: RunState::Pending,
         polled_before: None,
+        target: args.target.as_deref(),
+        reach: Some(reach),
         none: "no pending runs to submit",
         on_failure: Some(OnFailure {
             fault: fault::EXEC,

@@ -51,6 +51,9 @@ pub struct Args {
     /// else ~/.config/offload/recipes]
     #[arg(long, value_name = "DIR")]
     pub recipes: Option<PathBuf>,
+    /// With --next: only runs of this target
+    #[arg(long, value_name = "T", requires = "next")]
+    pub target: Option<String>,
 }
 
 /// One input file of a run: each file once, however many components read it.
@@ -729,6 +732,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         which: &args.which,
         state: RunState::New,
         polled_before: None,
+        target: args.target.as_deref(),
+        // No network: every target's runs can be prepared.
+        reach: None,
         none: "no new runs to prepare",
         // A pending run prepared again keeps its earlier files and no fault.
         on_failure: Some(OnFailure {

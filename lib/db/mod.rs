@@ -205,33 +205,39 @@ where
     Ok(())
 }
 
-/// PostgreSQL's claim in one statement: the oldest run in `state` with no
-/// live lease (polled before `polled_before`, or never), while `tool` is
-/// not paused, is leased to host/pid, skipping rows other claimers have
-/// locked. Some(run) claimed; Some(None) nothing claimed; None on SQLite
-/// (whose claims take the database's write lock instead).
+/// PostgreSQL's claim in one statement: the oldest run `filter` allows
+/// (its state, no live lease, due for a poll, not held, of a target its
+/// scope allows), while `tool` is not paused, nor paused for the run's
+/// target (`control` row `TOOL@TARGET`; a run naming none is of
+/// `default_target`), is leased to host/pid, skipping rows other claimers
+/// have locked. Some(run) claimed; Some(None) nothing claimed; None on
+/// SQLite (whose claims take the database's write lock instead).
 #[allow(clippy::too_many_arguments)]
 pub fn claim_oldest_in_one_statement(
     db: &mut Db,
-    state: &str,
-    stale_before: chrono::NaiveDateTime,
-    polled_before: Option<chrono::NaiveDateTime>,
+    filter: &queries::ClaimFilter,
+    default_target: Option<&str>,
     tool: &str,
     host: &str,
     pid: i32,
     now: chrono::NaiveDateTime,
 ) -> anyhow::Result<Option<Option<models::Run>>> {
-    use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
+    use diesel::sql_types::{Array, Bool, Integer, Nullable, Text, Timestamp};
     let Db::Postgres(c) = db else {
         return Ok(None);
     };
+    let t = &filter.targets;
     let rows: Vec<models::Run> = diesel::sql_query(
         "WITH c AS (
            SELECT r.remote_id FROM remote_runs r
            WHERE r.state = $1
              AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.remote_id = r.remote_id AND l.heartbeat_at > $2)
              AND ($3::timestamp IS NULL OR r.last_poll IS NULL OR r.last_poll <= $3)
-             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.tool = $4 AND k.paused)
+             AND (r.held_until IS NULL OR r.held_until <= $8)
+             AND ((r.target IS NULL AND $9)
+                  OR (r.target <> ALL($10) AND ($11::text IS NULL OR r.target = $11)))
+             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.paused
+                             AND (k.tool = $4 OR k.tool = $4 || '@' || COALESCE(r.target, $12)))
            ORDER BY r.remote_id LIMIT 1
            FOR UPDATE OF r SKIP LOCKED)
          , leased AS (
@@ -243,13 +249,18 @@ pub fn claim_oldest_in_one_statement(
          RETURNING remote_id)
          SELECT r.* FROM remote_runs r JOIN leased USING (remote_id)",
     )
-    .bind::<Text, _>(state)
-    .bind::<Timestamp, _>(stale_before)
-    .bind::<Nullable<Timestamp>, _>(polled_before)
+    .bind::<Text, _>(&filter.state)
+    .bind::<Timestamp, _>(filter.stale_before)
+    .bind::<Nullable<Timestamp>, _>(filter.polled_before)
     .bind::<Text, _>(tool)
     .bind::<Text, _>(host)
     .bind::<Integer, _>(pid)
     .bind::<Timestamp, _>(now)
+    .bind::<Timestamp, _>(filter.now)
+    .bind::<Bool, _>(t.allows(None))
+    .bind::<Array<Text>, _>(&t.skip)
+    .bind::<Nullable<Text>, _>(t.only.as_deref())
+    .bind::<Nullable<Text>, _>(default_target)
     .load(c)
     .map_err(|e| busy_means_later(e.into()))?;
     Ok(Some(rows.into_iter().next()))

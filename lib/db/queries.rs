@@ -61,6 +61,45 @@ impl RunChanges {
     }
 }
 
+/// Which runs a claim may take: those in `state` with no live lease (none,
+/// or a heartbeat not after `stale_before`), last polled before
+/// `polled_before` (or never), not held after `now`, of the targets
+/// `targets` allows.
+#[derive(Debug, Clone)]
+pub struct ClaimFilter {
+    pub state: String,
+    pub stale_before: NaiveDateTime,
+    pub polled_before: Option<NaiveDateTime>,
+    /// Runs held until after this are left alone.
+    pub now: NaiveDateTime,
+    pub targets: TargetScope,
+}
+
+/// The targets a claim may take runs of, as the `target` column holds
+/// them (a run with none goes to the default target: "unnamed").
+#[derive(Debug, Clone, Default)]
+pub struct TargetScope {
+    /// Runs naming one of these are not taken.
+    pub skip: Vec<String>,
+    /// Runs naming no target are not taken.
+    pub skip_unnamed: bool,
+    /// Only runs naming this target (and unnamed ones with `only_unnamed`).
+    pub only: Option<String>,
+    pub only_unnamed: bool,
+}
+
+impl TargetScope {
+    /// Does the scope allow a run whose `target` column is `target`?
+    pub fn allows(&self, target: Option<&str>) -> bool {
+        match target {
+            None => !self.skip_unnamed && (self.only.is_none() || self.only_unnamed),
+            Some(t) => {
+                !self.skip.iter().any(|s| s == t) && self.only.as_deref().is_none_or(|o| o == t)
+            }
+        }
+    }
+}
+
 /// (label, stage, component state, count, summed runtime in seconds).
 pub type ReportGroup = (String, String, String, i64, Option<f64>);
 
@@ -137,15 +176,22 @@ pub trait Store: super::results::ResultStore {
     /// earlier attempts).
     fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>>;
 
-    /// Runs in a state with no live lease (none, or a heartbeat not after
-    /// `stale_before`), oldest first.
-    fn claimable_runs(
+    /// The runs [`ClaimFilter`] allows, oldest first, at most `limit`.
+    fn claimable_runs(&mut self, filter: &ClaimFilter, limit: i64) -> QueryResult<Vec<Run>>;
+    /// (target column, runs) of the runs [`ClaimFilter`] allows.
+    fn claimable_targets(
         &mut self,
-        state: &str,
-        stale_before: NaiveDateTime,
-        polled_before: Option<NaiveDateTime>,
-        limit: i64,
-    ) -> QueryResult<Vec<Run>>;
+        filter: &ClaimFilter,
+    ) -> QueryResult<Vec<(Option<String>, i64)>>;
+    /// Set a run's hold (`held_until`, `fault_count`), whatever its state.
+    fn set_hold(
+        &mut self,
+        remote_id: i64,
+        held_until: Option<NaiveDateTime>,
+        fault_count: i32,
+    ) -> QueryResult<usize>;
+    /// Runs held back from `--next` (`held_until` set), in open states.
+    fn held_runs(&mut self) -> QueryResult<Vec<Run>>;
     /// Apply a component's result.
     fn update_component(&mut self, id: i64, changes: &ComponentChanges) -> QueryResult<usize>;
     /// Set a work item's state; `attempt` counts one more attempt.
@@ -235,12 +281,7 @@ pub trait Store: super::results::ResultStore {
     /// locked for this transaction; rows other claimers hold are skipped
     /// (PostgreSQL `FOR UPDATE SKIP LOCKED`; on SQLite the transaction
     /// holds the whole database).
-    fn claim_oldest_locked(
-        &mut self,
-        state: &str,
-        stale_before: NaiveDateTime,
-        polled_before: Option<NaiveDateTime>,
-    ) -> QueryResult<Option<Run>>;
+    fn claim_oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>>;
     /// A work item's state, if it is `from`, becomes `to` (attempts kept).
     fn reset_item(
         &mut self,
@@ -268,12 +309,7 @@ macro_rules! in_active_run {
 /// write transaction holds the whole database.
 trait RowLock {
     fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool>;
-    fn oldest_locked(
-        &mut self,
-        state: &str,
-        stale_before: NaiveDateTime,
-        polled_before: Option<NaiveDateTime>,
-    ) -> QueryResult<Option<Run>>;
+    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>>;
 }
 
 /// A run's active components joined with their work items, in id order.
@@ -287,27 +323,46 @@ macro_rules! active_components {
     };
 }
 
-/// Runs in `state` with no live lease, polled before the time (or never).
+/// The runs a [`ClaimFilter`] allows: in its state, no live lease, polled
+/// before its time (or never), not held, of a target its scope allows.
+/// Unordered, no select: the callers add theirs.
 macro_rules! claimable {
-    ($state:expr, $stale:expr, $polled:expr) => {{
+    ($filter:expr) => {{
+        let f: &ClaimFilter = $filter;
         let live = leases::table
             .filter(leases::remote_id.eq(remote_runs::remote_id))
-            .filter(leases::heartbeat_at.gt($stale))
+            .filter(leases::heartbeat_at.gt(f.stale_before))
             .select(leases::remote_id);
         let far_future = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
             .expect("valid date")
             .and_hms_opt(0, 0, 0)
             .expect("valid time");
+        let t = &f.targets;
+        let unnamed_ok = t.allows(None);
+        let any_named = t.only.is_none();
         remote_runs::table
-            .filter(remote_runs::state.eq($state))
+            .filter(remote_runs::state.eq(f.state.clone()))
             .filter(not(exists(live)))
             .filter(
                 remote_runs::last_poll
                     .is_null()
-                    .or(remote_runs::last_poll.le($polled.unwrap_or(far_future))),
+                    .or(remote_runs::last_poll.le(f.polled_before.unwrap_or(far_future))),
             )
-            .order(remote_runs::remote_id.asc())
-            .select(Run::as_select())
+            .filter(
+                remote_runs::held_until
+                    .is_null()
+                    .or(remote_runs::held_until.le(f.now)),
+            )
+            .filter(
+                remote_runs::target
+                    .is_null()
+                    .and(unnamed_ok.into_sql::<diesel::sql_types::Bool>())
+                    .or(remote_runs::target.ne_all(t.skip.clone()).and(
+                        remote_runs::target
+                            .eq(t.only.clone().unwrap_or_default())
+                            .or(any_named.into_sql::<diesel::sql_types::Bool>()),
+                    )),
+            )
     }};
 }
 
@@ -325,13 +380,10 @@ impl RowLock for PgConnection {
             .map(|r| r.is_some())
     }
 
-    fn oldest_locked(
-        &mut self,
-        state: &str,
-        stale_before: NaiveDateTime,
-        polled_before: Option<NaiveDateTime>,
-    ) -> QueryResult<Option<Run>> {
-        claimable!(state, stale_before, polled_before)
+    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
+        claimable!(filter)
+            .order(remote_runs::remote_id.asc())
+            .select(Run::as_select())
             .limit(1)
             .for_update()
             .skip_locked()
@@ -347,13 +399,10 @@ impl RowLock for SqliteConnection {
         Ok(true)
     }
 
-    fn oldest_locked(
-        &mut self,
-        state: &str,
-        stale_before: NaiveDateTime,
-        polled_before: Option<NaiveDateTime>,
-    ) -> QueryResult<Option<Run>> {
-        claimable!(state, stale_before, polled_before)
+    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
+        claimable!(filter)
+            .order(remote_runs::remote_id.asc())
+            .select(Run::as_select())
             .limit(1)
             .first(self)
             .optional()
@@ -595,13 +644,47 @@ macro_rules! impl_store {
 
             fn claimable_runs(
                 &mut self,
-                state: &str,
-                stale_before: NaiveDateTime,
-                polled_before: Option<NaiveDateTime>,
+                filter: &ClaimFilter,
                 limit: i64,
             ) -> QueryResult<Vec<Run>> {
-                claimable!(state, stale_before, polled_before)
+                claimable!(filter)
+                    .order(remote_runs::remote_id.asc())
+                    .select(Run::as_select())
                     .limit(limit)
+                    .load(self)
+            }
+
+            fn claimable_targets(
+                &mut self,
+                filter: &ClaimFilter,
+            ) -> QueryResult<Vec<(Option<String>, i64)>> {
+                claimable!(filter)
+                    .group_by(remote_runs::target)
+                    .select((remote_runs::target, count_star()))
+                    .order(remote_runs::target.asc())
+                    .load(self)
+            }
+
+            fn set_hold(
+                &mut self,
+                remote_id: i64,
+                held_until: Option<NaiveDateTime>,
+                fault_count: i32,
+            ) -> QueryResult<usize> {
+                diesel::update(remote_runs::table.find(remote_id))
+                    .set((
+                        remote_runs::held_until.eq(held_until),
+                        remote_runs::fault_count.eq(fault_count),
+                    ))
+                    .execute(self)
+            }
+
+            fn held_runs(&mut self) -> QueryResult<Vec<Run>> {
+                remote_runs::table
+                    .filter(remote_runs::held_until.is_not_null())
+                    .filter(remote_runs::state.ne_all(["full", "cleaned", "cancelled"]))
+                    .order(remote_runs::remote_id.asc())
+                    .select(Run::as_select())
                     .load(self)
             }
 
@@ -766,13 +849,8 @@ macro_rules! impl_store {
                 RowLock::lock_run_row(self, remote_id, state)
             }
 
-            fn claim_oldest_locked(
-                &mut self,
-                state: &str,
-                stale_before: NaiveDateTime,
-                polled_before: Option<NaiveDateTime>,
-            ) -> QueryResult<Option<Run>> {
-                RowLock::oldest_locked(self, state, stale_before, polled_before)
+            fn claim_oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
+                RowLock::oldest_locked(self, filter)
             }
 
             fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64> {

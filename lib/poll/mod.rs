@@ -46,13 +46,17 @@ pub const SITE_RETRIES: i32 = 2;
     version,
     about = "Ask about a run's job; when it has ended, bring back results and outputs",
     after_help = "Exit status: 0 polled (still running, or finished: full or error), 1 error, 2 usage, \
-                  3 nothing to poll, 4 try later, 5 auth (the run went to `auth`)."
+                  3 nothing to poll, 4 try later, 5 auth (the run went to `auth`, or with --next: the only \
+                  runs due are of targets whose masters are down)."
 )]
 pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(flatten)]
     pub which: runs::Which,
+    /// With --next: only runs of this target
+    #[arg(long, value_name = "T", requires = "next")]
+    pub target: Option<String>,
     /// With --next: only runs not polled for this many seconds
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub interval: i64,
@@ -364,6 +368,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         which: &args.which,
         state: RunState::Run,
         polled_before: Some(due),
+        target: args.target.as_deref(),
+        reach: Some(|target| scheduler::site_for(target)?.check()),
         none: "no runs due for a poll",
         on_failure: None,
     };

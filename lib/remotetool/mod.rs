@@ -84,12 +84,16 @@ pub enum Command {
     Set(SetArgs),
     /// Return runs in `auth` to the state they were in (-revertauth)
     Revertauth(RevertAuthArgs),
-    /// Pause tools: they exit with "try later" and touch nothing
+    /// Pause tools (or, with --target, their work on one target's runs):
+    /// they exit with "try later" and touch nothing
     Pause(PauseArgs),
-    /// Resume paused tools
+    /// Resume paused tools (with --target: for that target)
     Resume(ResumeArgs),
-    /// Show which tools are paused
+    /// Show which tools are paused, and for which targets
     Paused,
+    /// A person has acted on a run held back after a fault: clear its
+    /// fault and its hold, so --next takes it again
+    Unfault(UnfaultArgs),
     /// Show the history of state changes (all runs, or one)
     History(HistoryArgs),
     /// Remove finished runs' remote folders (full -> cleaned), or with
@@ -209,6 +213,9 @@ pub struct PauseArgs {
     /// Why (shown to whoever finds the tool paused)
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only for the runs of this target (prepare, exec, poll)
+    #[arg(long, value_name = "T")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +223,23 @@ pub struct ResumeArgs {
     /// Tools to resume
     #[arg(required = true, value_name = "TOOL")]
     pub tools: Vec<String>,
+    /// Only for the runs of this target (as paused with --target)
+    #[arg(long, value_name = "T")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id"])))]
+pub struct UnfaultArgs {
+    /// The run's remote_id
+    #[arg(value_name = "REMOTE_ID")]
+    pub remote_id: Option<i64>,
+    /// Every run of this label that has a fault or is held back
+    #[arg(long)]
+    pub label: Option<String>,
+    /// What was done about it (kept in the history)
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,16 +289,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             print_runs(&printer, g.json, &done, |r| r.remote_id)
         }
         Command::Pause(a) => {
-            runs::set_paused(&mut db, &a.tools, true, a.reason.as_deref(), &actor)?;
-            printer.info(format!("paused: {}", a.tools.join(", ")));
+            if let Some(t) = &a.target {
+                cfg.target(t)?;
+            }
+            let target = a.target.as_deref();
+            runs::set_paused_for(&mut db, &a.tools, target, true, a.reason.as_deref(), &actor)?;
+            printer.info(format!(
+                "paused: {}{}",
+                a.tools.join(", "),
+                for_target(target)
+            ));
             Ok(ExitStatus::Success)
         }
         Command::Resume(a) => {
-            runs::set_paused(&mut db, &a.tools, false, None, &actor)?;
-            printer.info(format!("resumed: {}", a.tools.join(", ")));
+            let target = a.target.as_deref();
+            runs::set_paused_for(&mut db, &a.tools, target, false, None, &actor)?;
+            printer.info(format!(
+                "resumed: {}{}",
+                a.tools.join(", "),
+                for_target(target)
+            ));
             Ok(ExitStatus::Success)
         }
         Command::Paused => paused(&mut db, g.json, &printer),
+        Command::Unfault(a) => {
+            let done = runs::unfault(
+                &mut db,
+                a.remote_id,
+                a.label.as_deref(),
+                a.reason.as_deref(),
+                &actor,
+            )?;
+            for r in &done {
+                printer.info(format!(
+                    "run {} ({}): fault {} and its hold cleared; --next takes it again",
+                    r.remote_id, r.state, r.fault
+                ));
+            }
+            print_runs(&printer, g.json, &done, |r| r.remote_id)
+        }
         Command::History(a) => history(&mut db, a, g.json, &printer),
         Command::Clean(a) if a.staging => staging::clean_staging(
             &mut db,
@@ -452,24 +505,57 @@ fn list(db: &mut Db, a: ListArgs, json: bool, printer: &Printer) -> anyhow::Resu
     Ok(ExitStatus::Success)
 }
 
+fn for_target(target: Option<&str>) -> String {
+    target
+        .map(|t| format!(" for target '{t}'"))
+        .unwrap_or_default()
+}
+
+/// A row of `remotetool paused`: a tool, paused for every run or (with a
+/// target) for one target's runs.
+#[derive(Serialize)]
+struct PauseRow {
+    tool: String,
+    /// Null: the tool as a whole.
+    target: Option<String>,
+    paused: bool,
+    reason: Option<String>,
+    changed_at: chrono::NaiveDateTime,
+    changed_by: String,
+}
+
 fn paused(db: &mut Db, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
     let controls = db.read(|s| s.controls())?;
-    let all: Vec<Control> = runs::PAUSABLE
+    let row = |c: &Control, tool: &str, target: Option<&str>| PauseRow {
+        tool: tool.to_string(),
+        target: target.map(str::to_string),
+        paused: c.paused,
+        reason: c.reason.clone(),
+        changed_at: c.changed_at,
+        changed_by: c.changed_by.clone(),
+    };
+    let mut all: Vec<PauseRow> = runs::PAUSABLE
         .iter()
-        .map(|t| {
-            controls
-                .iter()
-                .find(|c| c.tool == *t)
-                .cloned()
-                .unwrap_or(Control {
-                    tool: t.to_string(),
-                    paused: false,
-                    reason: None,
-                    changed_at: chrono::NaiveDateTime::default(),
-                    changed_by: String::new(),
-                })
+        .map(|t| match controls.iter().find(|c| c.tool == *t) {
+            Some(c) => row(c, t, None),
+            None => PauseRow {
+                tool: t.to_string(),
+                target: None,
+                paused: false,
+                reason: None,
+                changed_at: chrono::NaiveDateTime::default(),
+                changed_by: String::new(),
+            },
         })
         .collect();
+    // Per-target pauses in force (a resumed one is no longer listed).
+    for c in controls.iter().filter(|c| c.paused) {
+        if let Some((tool, target)) = runs::split_pause_key(&c.tool) {
+            if runs::PAUSABLE_PER_TARGET.contains(&tool) {
+                all.push(row(c, tool, Some(target)));
+            }
+        }
+    }
     if json {
         printer.json(&all)?;
         return Ok(ExitStatus::Success);
@@ -484,6 +570,7 @@ fn paused(db: &mut Db, json: bool, printer: &Printer) -> anyhow::Result<ExitStat
             };
             vec![
                 c.tool.clone(),
+                c.target.clone().unwrap_or_else(|| "(all)".to_string()),
                 if c.paused { "paused" } else { "on" }.to_string(),
                 changed.0,
                 changed.1,
@@ -492,7 +579,7 @@ fn paused(db: &mut Db, json: bool, printer: &Printer) -> anyhow::Result<ExitStat
         })
         .collect();
     printer.data(table::render(
-        &["TOOL", "STATE", "SINCE", "BY", "REASON"],
+        &["TOOL", "TARGET", "STATE", "SINCE", "BY", "REASON"],
         &rows,
     ))?;
     Ok(ExitStatus::Success)

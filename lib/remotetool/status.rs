@@ -120,6 +120,106 @@ pub struct Status {
     pub holders: Vec<Holder>,
     /// exec, poll, prepare and xfer processes at work on any host.
     pub workers: Vec<Worker>,
+    /// Runs `--next` leaves alone for now (present when there are any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
+}
+
+/// A run held back from `--next`: after a fault, until a person acts; or
+/// a while, after a throttle.
+#[derive(Debug, Serialize)]
+pub struct Held {
+    pub remote_id: i64,
+    pub state: String,
+    pub label: String,
+    pub stage: String,
+    pub target: Option<String>,
+    /// Null: until a person acts.
+    pub until: Option<NaiveDateTime>,
+    pub fault: i32,
+    /// Faults (or throttles) in a row.
+    pub in_a_row: i32,
+    pub why: String,
+    /// What ends the hold.
+    pub remedy: String,
+}
+
+/// The runs held back from `--next`, as of `at` (a hold that has run out
+/// is not listed).
+fn held(db: &mut Db, at: NaiveDateTime) -> anyhow::Result<Vec<Held>> {
+    let person = crate::db::models::held_for_a_person();
+    Ok(db
+        .read(|s| s.held_runs())?
+        .into_iter()
+        .filter_map(|r| {
+            let until = r.held_until?;
+            if until <= at {
+                return None;
+            }
+            let why = match (r.fault, r.message.as_deref()) {
+                (0, Some(m)) => m.to_string(),
+                (0, None) => "(no message)".to_string(),
+                (f, m) => format!("fault {f}: {}", m.unwrap_or("(no message)")),
+            };
+            let (until, remedy) = if until >= person {
+                (
+                    None,
+                    format!("until a person acts: `remotetool unfault {}`", r.remote_id),
+                )
+            } else {
+                (
+                    Some(until),
+                    format!(
+                        "until {} UTC (in {})",
+                        table::time(&until),
+                        human_duration((until - at).num_seconds())
+                    ),
+                )
+            };
+            Some(Held {
+                remote_id: r.remote_id,
+                state: r.state,
+                label: r.label,
+                stage: r.stage,
+                target: r.target,
+                until,
+                fault: r.fault,
+                in_a_row: r.fault_count,
+                why,
+                remedy,
+            })
+        })
+        .collect())
+}
+
+fn render_held(st: &Status, width: Option<usize>, out: &mut String) {
+    if st.held.is_empty() {
+        return;
+    }
+    out.push_str(
+        "
+held back from --next:
+",
+    );
+    let rows: Vec<Vec<String>> = st
+        .held
+        .iter()
+        .map(|h| {
+            vec![
+                h.remote_id.to_string(),
+                h.state.clone(),
+                h.label.clone(),
+                h.stage.clone(),
+                h.remedy.clone(),
+                h.why.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render_fit(
+        &["RUN", "STATE", "LABEL", "STAGE", "HELD", "WHY"],
+        &rows,
+        width,
+    ));
 }
 
 fn get<'a>(
@@ -272,7 +372,10 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         .map(|c| c.changed_at);
     let paused: Vec<Control> = controls
         .into_iter()
-        .filter(|c| c.paused && crate::runs::PAUSABLE.contains(&c.tool.as_str()))
+        .filter(|c| {
+            let tool = crate::runs::split_pause_key(&c.tool).map_or(c.tool.as_str(), |(t, _)| t);
+            c.paused && crate::runs::PAUSABLE.contains(&tool)
+        })
         .collect();
     let stale = crate::runs::LEASE_STALE.as_secs() as i64;
     let holders = db
@@ -302,6 +405,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
             stale: secs(p.heartbeat_at) > stale,
         })
         .collect();
+    let held = held(db, at)?;
     let masters_ok = masters.as_ref().is_none_or(|m| m.iter().all(|m| m.alive));
     Ok(Status {
         at,
@@ -314,6 +418,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         refresh_since,
         holders,
         workers,
+        held,
     })
 }
 
@@ -480,6 +585,8 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             width,
         ));
     }
+
+    render_held(st, width, &mut out);
 
     if !st.holders.is_empty() {
         out.push_str("\nruns being worked on:\n");

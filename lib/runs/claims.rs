@@ -3,15 +3,21 @@
 //! a lease, does its work, records a fault when the work failed for a
 //! reason a person must fix, and gives the lease back ([`work_on`]).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::config::ClaimPolicy;
+use crate::config::{ClaimPolicy, Config};
 use crate::db::models::{Lease, Run};
+use crate::db::queries::{ClaimFilter, TargetScope};
 use crate::db::{self, Db};
 use crate::exit::{self, ExitStatus};
 use crate::state::RunState;
+use crate::target::Target;
 
-use super::{ensure_not_paused, get_run, record_fault, Actor};
+use super::{
+    check_paused, end_hold, ensure_not_paused, ensure_target_not_paused, get_run, hold_back_off,
+    paused_targets, record_fault_and_hold, Actor,
+};
 
 /// Which run a tool takes: one by id, or the next one due.
 #[derive(Debug, Clone, clap::Args)]
@@ -105,15 +111,65 @@ pub fn claim_next_polled(
     policy: &ClaimPolicy,
     actor: &Actor,
 ) -> anyhow::Result<Option<Run>> {
+    let next = Next {
+        state,
+        polled_before,
+        only: None,
+        default_target: None,
+        skip: &[],
+    };
+    claim_next_in(db, &next, policy, actor)
+}
+
+/// What `--next` may take: runs in `state` (last polled before
+/// `polled_before`, when given), not held, of `only` (`--target`) when
+/// given, of no target in `skip`, and of no target the tool is paused for.
+/// A run naming no target is of `default_target`.
+#[derive(Debug, Clone, Copy)]
+pub struct Next<'a> {
+    pub state: RunState,
+    pub polled_before: Option<chrono::NaiveDateTime>,
+    pub only: Option<&'a str>,
+    pub default_target: Option<&'a str>,
+    pub skip: &'a [String],
+}
+
+impl Next<'_> {
+    /// The claim's filter, leaving `also` alone besides `skip`.
+    fn filter(&self, also: &[String]) -> ClaimFilter {
+        let skip: Vec<String> = self.skip.iter().chain(also).cloned().collect();
+        let default = self.default_target;
+        ClaimFilter {
+            state: self.state.as_str().to_string(),
+            stale_before: stale_before(),
+            polled_before: self.polled_before,
+            now: db::now(),
+            targets: TargetScope {
+                skip_unnamed: default.is_some_and(|d| skip.iter().any(|s| s == d)),
+                skip,
+                only: self.only.map(str::to_string),
+                only_unnamed: self.only.is_some() && self.only == default,
+            },
+        }
+    }
+}
+
+/// Claim what `next` allows, as [`claim_next`] does.
+pub fn claim_next_in(
+    db: &mut Db,
+    next: &Next<'_>,
+    policy: &ClaimPolicy,
+    actor: &Actor,
+) -> anyhow::Result<Option<Run>> {
     if policy.is_trivial() {
-        // PostgreSQL: one statement takes the oldest. When it takes none,
-        // there is none to take; only a pause is left to report.
+        // PostgreSQL: one statement takes the oldest (pauses, per target
+        // too, are checked in it). When it takes none, there is none to
+        // take; only a pause is left to report.
         let now = db::now();
         match db::claim_oldest_in_one_statement(
             db,
-            state.as_str(),
-            stale_before(),
-            polled_before,
+            &next.filter(&[]),
+            next.default_target,
             &actor.tool,
             &actor.host,
             actor.pid,
@@ -129,14 +185,15 @@ pub fn claim_next_polled(
     }
     for attempt in 0..20u64 {
         let r = db.tx(|s| {
-            ensure_not_paused(s, &actor.tool)?;
-            let stale = stale_before();
+            let controls = s.controls()?;
+            check_paused(&controls, &actor.tool)?;
+            let filter = next.filter(&paused_targets(&controls, &actor.tool));
             let chosen = if policy.is_trivial() {
                 // The oldest, locked in the same statement.
-                s.claim_oldest_locked(state.as_str(), stale, polled_before)?
+                s.claim_oldest_locked(&filter)?
             } else {
                 let mut candidates: Vec<(i32, Run)> = s
-                    .claimable_runs(state.as_str(), stale, polled_before, 2000)?
+                    .claimable_runs(&filter, 2000)?
                     .into_iter()
                     .filter_map(|r| policy.rank(&r.stage, &r.label).map(|p| (p, r)))
                     .collect();
@@ -145,7 +202,7 @@ pub fn claim_next_polled(
                 let mut chosen = None;
                 for (_, run) in candidates {
                     // Another claimer holds it, or it moved on: the next one.
-                    if s.lock_run(run.remote_id, state.as_str())? {
+                    if s.lock_run(run.remote_id, next.state.as_str())? {
                         chosen = Some(run);
                         break;
                     }
@@ -157,7 +214,7 @@ pub fn claim_next_polled(
             };
             // A stale lease goes; a live one (taken since our query) makes
             // the insert fail and the claim start again.
-            s.delete_lease(run.remote_id, None, Some(stale))?;
+            s.delete_lease(run.remote_id, None, Some(filter.stale_before))?;
             s.insert_lease(&new_lease(actor, run.remote_id))?;
             Ok(Some(run))
         });
@@ -169,15 +226,30 @@ pub fn claim_next_polled(
         }
     }
     Err(exit::try_later(format!(
-        "could not claim a '{state}' run: other processes kept taking them first"
+        "could not claim a '{}' run: other processes kept taking them first",
+        next.state
     )))
 }
 
 /// Claim one run by id. Held by another live process: "try later".
 pub fn claim(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<Run> {
+    claim_named(db, remote_id, None, actor)
+}
+
+/// Claim one run by id, as [`claim`]; refused ("try later") when the tool
+/// is paused for the run's target (its own, else `default_target`).
+pub fn claim_named(
+    db: &mut Db,
+    remote_id: i64,
+    default_target: Option<&str>,
+    actor: &Actor,
+) -> anyhow::Result<Run> {
     let r = db.tx(|s| {
         ensure_not_paused(s, &actor.tool)?;
         let run = get_run(s, remote_id)?;
+        if let Some(target) = run.target.as_deref().or(default_target) {
+            ensure_target_not_paused(s, &actor.tool, target)?;
+        }
         if let Some(l) = s.lease(remote_id)? {
             let gone = holder_gone(&l.host, l.pid, l.heartbeat_at, &actor.host, db::now());
             if let Some(gone) = gone {
@@ -242,7 +314,9 @@ pub fn release(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A fault to record on the run when the work on it fails.
+/// A fault to record on the run when the work on it fails. A run with a
+/// recorded fault is held back from `--next` until a person acts on it
+/// (`remotetool unfault`, `set`, `retry`).
 pub struct OnFailure<'a> {
     /// The run's fault number.
     pub fault: i32,
@@ -260,43 +334,220 @@ pub struct Work<'a> {
     pub state: RunState,
     /// With `--next`: only runs last polled before this (or never).
     pub polled_before: Option<chrono::NaiveDateTime>,
+    /// With `--next`: only runs of this target (`--target`).
+    pub target: Option<&'a str>,
+    /// With `--next`: whether a target's site can be reached (its
+    /// masters), asked once per target per call before its runs are
+    /// claimed; the runs of one that cannot are left as they are.
+    pub reach: Option<fn(&Target) -> anyhow::Result<()>>,
     /// What "nothing to do" says when `--next` finds no run.
     pub none: &'a str,
     pub on_failure: Option<OnFailure<'a>>,
 }
 
-/// Claim the run `work` names, do `f` on it, record the fault of a failure,
-/// and give the lease back whatever happened. The error names the run.
+/// The work failed because the run's target is over its queue limit (exec's
+/// throttle): "try later", the run is held a short, growing while
+/// ([`back_off`]) and `--next` goes on with other targets' runs.
+#[derive(Debug)]
+pub struct Throttled {
+    message: String,
+    /// "Try later", as the error's source (what the exit status is read
+    /// from).
+    status: exit::Status,
+}
+
+impl std::fmt::Display for Throttled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Throttled {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.status)
+    }
+}
+
+/// A [`Throttled`] error ("try later").
+pub fn throttled(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Throttled {
+        message: message.into(),
+        status: exit::Status {
+            status: ExitStatus::TryLater,
+            message: String::new(),
+        },
+    })
+}
+
+/// Was the work throttled ([`throttled`])?
+pub fn is_throttled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Throttled>().is_some())
+}
+
+/// How long a run is held after its `n`th throttle in a row: 60 s x
+/// 2^(n-1), at most an hour.
+pub fn back_off(n: i32) -> Duration {
+    let n = n.clamp(1, 7) as u32;
+    Duration::from_secs((60u64 << (n - 1)).min(3600))
+}
+
+/// Claim the run `work` names (with `--next`: the oldest it allows whose
+/// target can be reached), do `f` on it, record the fault of a failure
+/// (and hold the run), and give the lease back whatever happened. A
+/// throttled run is held a while and `--next` tries the next target's
+/// runs. The error names the run.
 pub fn work_on<T>(
     db: &mut Db,
+    cfg: &Config,
     policy: &ClaimPolicy,
     actor: &Actor,
     printer: &crate::printer::Printer,
     work: Work<'_>,
-    f: impl FnOnce(&mut Db, &Run) -> anyhow::Result<T>,
+    mut f: impl FnMut(&mut Db, &Run) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    use anyhow::Context;
-    let run = claim_which(
-        db,
-        work.which.remote_id,
-        work.state,
-        work.polled_before,
-        policy,
-        actor,
-        work.none,
-    )?;
-    let result = f(db, &run);
-    if let (Err(e), Some(on)) = (&result, &work.on_failure) {
-        if (on.when)(&run, e) {
-            let msg = format!("{}: {}", on.what, exit::one_line(e));
-            if let Err(e2) = record_fault(db, run.remote_id, on.fault, &msg, actor) {
-                printer.warn(format!(
-                    "could not record the fault on run {}: {}",
-                    run.remote_id,
-                    exit::one_line(&e2)
-                ));
+    let default = cfg.default_target.as_deref();
+    if let Some(id) = work.which.remote_id {
+        if work.target.is_some() {
+            return Err(exit::usage(
+                "--target goes with --next (a run named by --remote-id has its own target)",
+            ));
+        }
+        let run = claim_named(db, id, default, actor)?;
+        return attempt(db, actor, printer, &work, &run, &mut f);
+    }
+    if let Some(t) = work.target {
+        cfg.target(t)?;
+    }
+    let tool = actor.tool.as_str();
+    let mut skip: Vec<String> = Vec::new();
+    let mut checked: HashSet<String> = HashSet::new();
+    let mut dead: Vec<String> = Vec::new();
+    let mut throttled: Option<anyhow::Error> = None;
+    loop {
+        let controls = db.read(|s| s.controls())?;
+        check_paused(&controls, tool)?;
+        let paused = paused_targets(&controls, tool);
+        fn next<'n>(work: &Work<'n>, default: Option<&'n str>, skip: &'n [String]) -> Next<'n> {
+            Next {
+                state: work.state,
+                polled_before: work.polled_before,
+                only: work.target,
+                default_target: default,
+                skip,
             }
         }
+        // The targets with runs to take, each checked once.
+        let filter = next(&work, default, &skip).filter(&[]);
+        let targets = db.read(|s| s.claimable_targets(&filter))?;
+        let mut paused_with_work: Vec<String> = Vec::new();
+        for (column, n) in &targets {
+            let Some(name) = column.as_deref().or(default) else {
+                continue;
+            };
+            if paused.iter().any(|p| p == name) {
+                paused_with_work.push(name.to_string());
+                continue;
+            }
+            let Some(reach) = work.reach else { continue };
+            if !checked.insert(name.to_string()) {
+                continue;
+            }
+            // A target the configuration lacks is the work's to report.
+            let Ok(target) = cfg.target(name) else {
+                continue;
+            };
+            if let Err(e) = reach(&target) {
+                printer.warn(format!(
+                    "target '{name}' cannot be reached ({}): its {n} {} run(s) are left as they are; \
+                     `remotetool refresh-auth --target {name}` (or `remotetool auth start --target {name}`) opens its masters",
+                    exit::one_line(&e),
+                    work.state
+                ));
+                skip.push(name.to_string());
+                dead.push(name.to_string());
+            }
+        }
+        let Some(run) = claim_next_in(db, &next(&work, default, &skip), policy, actor)? else {
+            if !dead.is_empty() {
+                return Err(exit::auth(format!(
+                    "the only {} runs left are of target(s) whose masters are down: {}; \
+                     after `remotetool refresh-auth` they are taken again",
+                    work.state,
+                    dead.join(", ")
+                )));
+            }
+            if let Some(e) = throttled {
+                return Err(e);
+            }
+            if !paused_with_work.is_empty() {
+                return Err(exit::try_later(format!(
+                    "{tool} is paused for target(s) {}; `remotetool resume {tool} --target T` switches it on",
+                    paused_with_work.join(", ")
+                )));
+            }
+            return Err(exit::nothing_to_do(work.none.to_string()));
+        };
+        match attempt(db, actor, printer, &work, &run, &mut f) {
+            Err(e) if is_throttled(&e) => {
+                let Some(name) = run.target.as_deref().or(default) else {
+                    return Err(e);
+                };
+                printer.info(format!(
+                    "{}; trying the runs of other targets",
+                    exit::one_line(&e)
+                ));
+                skip.push(name.to_string());
+                throttled = Some(e);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Do `f` on a claimed run; a success ends its hold, a fault holds it
+/// until a person acts, a throttle holds it a while; the lease goes back.
+fn attempt<T>(
+    db: &mut Db,
+    actor: &Actor,
+    printer: &crate::printer::Printer,
+    work: &Work<'_>,
+    run: &Run,
+    f: &mut impl FnMut(&mut Db, &Run) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let result = f(db, run);
+    let after = match &result {
+        Ok(_) if run.held_until.is_some() || run.fault_count > 0 => {
+            end_hold(db, run.remote_id, actor)
+        }
+        Ok(_) => Ok(()),
+        Err(e) if is_throttled(e) => hold_back_off(db, run.remote_id, &exit::one_line(e), actor)
+            .map(|until| {
+                printer.info(format!(
+                    "run {} is held until {} UTC",
+                    run.remote_id,
+                    until.format("%Y-%m-%d %H:%M:%S")
+                ))
+            }),
+        Err(e) => match &work.on_failure {
+            Some(on) if (on.when)(run, e) => {
+                let msg = format!("{}: {}", on.what, exit::one_line(e));
+                record_fault_and_hold(db, run.remote_id, on.fault, &msg, actor).map(|()| {
+                    printer.info(format!(
+                        "run {} is held back from --next until a person acts: `remotetool unfault {}`",
+                        run.remote_id, run.remote_id
+                    ))
+                })
+            }
+            _ => Ok(()),
+        },
+    };
+    if let Err(e2) = after {
+        printer.warn(format!(
+            "could not record the outcome on run {}: {}",
+            run.remote_id,
+            exit::one_line(&e2)
+        ));
     }
     release(db, run.remote_id, actor)?;
     result.with_context(|| format!("run {}", run.remote_id))

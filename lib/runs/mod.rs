@@ -17,8 +17,9 @@ pub mod claims;
 pub mod paths;
 
 pub use claims::{
-    claim, claim_next, claim_next_polled, claim_which, holder_gone, needs_a_person, pid_alive,
-    release, work_on, Gone, OnFailure, Which, Work, LEASE_STALE,
+    back_off, claim, claim_named, claim_next, claim_next_in, claim_next_polled, claim_which,
+    holder_gone, is_throttled, needs_a_person, pid_alive, release, throttled, work_on, Gone, Next,
+    OnFailure, Throttled, Which, Work, LEASE_STALE,
 };
 pub use paths::local_run_dir;
 
@@ -28,6 +29,10 @@ pub const DEFAULT_ATTEMPTS: i32 = 2;
 
 /// The tools whose work can be paused.
 pub const PAUSABLE: &[&str] = &["define", "prepare", "exec", "poll", "xfer"];
+
+/// The tools that can be paused for one target only (those that claim
+/// runs with `--next`).
+pub const PAUSABLE_PER_TARGET: &[&str] = &["prepare", "exec", "poll"];
 
 /// The name this host goes by in leases, history and `[hosts]` of the
 /// configuration: `$OFFLOAD_HOSTNAME`, else the system's host name.
@@ -101,14 +106,60 @@ pub struct Defined {
 
 /// Refuse to work while a tool is paused (exit "try later").
 pub fn ensure_not_paused(s: &mut dyn Store, tool: &str) -> anyhow::Result<()> {
+    check_paused(&s.controls()?, tool)
+}
+
+/// [`ensure_not_paused`] over control rows already read.
+pub fn check_paused(controls: &[Control], tool: &str) -> anyhow::Result<()> {
+    if let Some(c) = controls.iter().find(|c| c.tool == tool && c.paused) {
+        let why = c
+            .reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Err(exit::try_later(format!(
+            "{tool} is paused (since {} by {}{why}); `remotetool resume {tool}` switches it on",
+            c.changed_at.format("%Y-%m-%d %H:%M:%S"),
+            c.changed_by
+        )));
+    }
+    Ok(())
+}
+
+/// The `control` row of a tool paused for one target: `TOOL@TARGET`.
+pub fn pause_key(tool: &str, target: &str) -> String {
+    format!("{tool}@{target}")
+}
+
+/// (tool, target) of a per-target control row.
+pub fn split_pause_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('@')
+}
+
+/// The targets `tool` is paused for.
+pub fn paused_targets(controls: &[Control], tool: &str) -> Vec<String> {
+    controls
+        .iter()
+        .filter(|c| c.paused)
+        .filter_map(|c| split_pause_key(&c.tool))
+        .filter(|(t, _)| *t == tool)
+        .map(|(_, target)| target.to_string())
+        .collect()
+}
+
+/// Refuse to work on a run of `target` while `tool` is paused for it
+/// (exit "try later").
+pub fn ensure_target_not_paused(s: &mut dyn Store, tool: &str, target: &str) -> anyhow::Result<()> {
+    let key = pause_key(tool, target);
     if let Some(c) = s
         .controls()?
         .into_iter()
-        .find(|c| c.tool == tool && c.paused)
+        .find(|c| c.tool == key && c.paused)
     {
         let why = c.reason.map(|r| format!(": {r}")).unwrap_or_default();
         return Err(exit::try_later(format!(
-            "{tool} is paused (since {} by {}{why}); `remotetool resume {tool}` switches it on",
+            "{tool} is paused for target '{target}' (since {} by {}{why}); \
+             `remotetool resume {tool} --target {target}` switches it on",
             c.changed_at.format("%Y-%m-%d %H:%M:%S"),
             c.changed_by
         )));
@@ -267,6 +318,9 @@ pub fn transition_in(
         job_id: extra.job_id,
         attempt: extra.attempt,
         state_since: Some(now),
+        // A run that moves on is no longer held back from `--next`.
+        held_until: Some(None),
+        fault_count: Some(0),
         ..RunChanges::to(to.as_str())
     };
     if to == RunState::Auth {
@@ -416,19 +470,51 @@ pub fn set_paused(
     reason: Option<&str>,
     actor: &Actor,
 ) -> anyhow::Result<()> {
+    set_paused_for(db, tools, None, paused, reason, actor)
+}
+
+/// Pause or resume tools, for one target only when `target` is given
+/// (prepare, exec and poll: their `--next` leaves that target's runs
+/// alone, and a run of it named by id is refused).
+pub fn set_paused_for(
+    db: &mut Db,
+    tools: &[String],
+    target: Option<&str>,
+    paused: bool,
+    reason: Option<&str>,
+    actor: &Actor,
+) -> anyhow::Result<()> {
     check_tools(tools)?;
+    if target.is_some() {
+        if let Some(t) = tools
+            .iter()
+            .find(|t| !PAUSABLE_PER_TARGET.contains(&t.as_str()))
+        {
+            return Err(exit::usage(format!(
+                "'{t}' cannot be paused for one target (those that can: {})",
+                PAUSABLE_PER_TARGET.join(", ")
+            )));
+        }
+    }
     db.tx(|s| {
         for t in tools {
+            let key = match target {
+                Some(target) => pause_key(t, target),
+                None => t.clone(),
+            };
             s.set_control(&Control {
-                tool: t.clone(),
+                tool: key,
                 paused,
                 reason: reason.map(str::to_string),
                 changed_at: db::now(),
                 changed_by: format!("{}:{}", actor.host, actor.pid),
             })?;
             let what = if paused { "paused" } else { "resumed" };
+            let whom = target
+                .map(|x| format!(" for target '{x}'"))
+                .unwrap_or_default();
             let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-            s.insert_history(&actor.history(None, None, None, format!("{what} {t}{why}")))?;
+            s.insert_history(&actor.history(None, None, None, format!("{what} {t}{whom}{why}")))?;
         }
         Ok(())
     })
@@ -467,4 +553,174 @@ pub fn record_fault_in(
         format!("fault {fault}: {message}"),
     ))?;
     Ok(())
+}
+
+/// Record a fault on a run (as [`record_fault`]) and hold it back from
+/// `--next` until a person acts on it, counting the fault in a row.
+pub fn record_fault_and_hold(
+    db: &mut Db,
+    remote_id: i64,
+    fault: i32,
+    message: &str,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    db.tx(|s| {
+        record_fault_in(s, remote_id, fault, message, actor)?;
+        let run = get_run(s, remote_id)?;
+        s.set_hold(
+            remote_id,
+            Some(db::models::held_for_a_person()),
+            run.fault_count + 1,
+        )?;
+        s.insert_history(&actor.history(
+            Some(remote_id),
+            None,
+            None,
+            format!(
+                "held back from --next until a person acts (`remotetool unfault {remote_id}`); fault {} in a row",
+                run.fault_count + 1
+            ),
+        ))?;
+        Ok(())
+    })
+}
+
+/// Hold a run back from `--next` for [`back_off`] of its faults in a row
+/// (this one counted), with `why` as its message; until when.
+pub fn hold_back_off(
+    db: &mut Db,
+    remote_id: i64,
+    why: &str,
+    actor: &Actor,
+) -> anyhow::Result<chrono::NaiveDateTime> {
+    db.tx(|s| {
+        let run = get_run(s, remote_id)?;
+        let n = run.fault_count + 1;
+        let until = db::now() + chrono::TimeDelta::from_std(back_off(n)).expect("at most an hour");
+        let changes = RunChanges {
+            held_until: Some(Some(until)),
+            fault_count: Some(n),
+            message: Some(Some(why.to_string())),
+            ..RunChanges::to(&run.state)
+        };
+        s.set_run_state(remote_id, &run.state, &changes)?;
+        s.insert_history(&actor.history(
+            Some(remote_id),
+            None,
+            None,
+            format!(
+                "held back from --next until {} ({} in a row): {why}",
+                until.format("%Y-%m-%d %H:%M:%S"),
+                n
+            ),
+        ))?;
+        Ok(until)
+    })
+}
+
+/// A run's work succeeded: its hold and its count of faults in a row end.
+pub fn end_hold(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()> {
+    db.tx(|s| {
+        s.set_hold(remote_id, None, 0)?;
+        s.insert_history(&actor.history(
+            Some(remote_id),
+            None,
+            None,
+            "worked: no longer held back",
+        ))?;
+        Ok(())
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfaulted {
+    pub remote_id: i64,
+    pub state: String,
+    /// The fault it had (0: only held).
+    pub fault: i32,
+    pub message: Option<String>,
+    pub held_until: Option<chrono::NaiveDateTime>,
+}
+
+/// A person has acted on runs (by id or label): their fault and their
+/// hold are cleared, so `--next` takes them again; one history row each.
+/// A run in `error` is left to `set` or `retry`.
+pub fn unfault(
+    db: &mut Db,
+    remote_id: Option<i64>,
+    label: Option<&str>,
+    reason: Option<&str>,
+    actor: &Actor,
+) -> anyhow::Result<Vec<Unfaulted>> {
+    db.tx(|s| {
+        let runs = match remote_id {
+            Some(id) => vec![get_run(s, id)?],
+            None => s.runs(&RunFilter {
+                label: label.map(str::to_string),
+                ..RunFilter::default()
+            })?,
+        };
+        let mut out = Vec::new();
+        for run in runs {
+            let st = run_state(&run)?;
+            let faulted = run.fault != 0 || run.held_until.is_some() || run.fault_count != 0;
+            if st.is_closed() || st == RunState::Error || !faulted {
+                if remote_id.is_some() {
+                    let why = if st == RunState::Error {
+                        format!(
+                            "run {} is 'error': `remotetool set {} STATE --reason ...` or `remotetool retry {}` acts on it",
+                            run.remote_id, run.remote_id, run.remote_id
+                        )
+                    } else if st.is_closed() {
+                        format!("run {} is '{}': nothing to clear", run.remote_id, run.state)
+                    } else {
+                        format!("run {} has no fault and is not held", run.remote_id)
+                    };
+                    return Err(if st == RunState::Error {
+                        exit::usage(why)
+                    } else {
+                        exit::nothing_to_do(why)
+                    });
+                }
+                continue;
+            }
+            let changes = RunChanges {
+                fault: Some(0),
+                message: Some(None),
+                held_until: Some(None),
+                fault_count: Some(0),
+                ..RunChanges::to(&run.state)
+            };
+            s.set_run_state(run.remote_id, &run.state, &changes)?;
+            let was = format!(
+                "fault {}{}",
+                run.fault,
+                run.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            s.insert_history(&actor.history(
+                Some(run.remote_id),
+                None,
+                None,
+                format!("unfaulted by hand{why}: was {was}; --next takes it again"),
+            ))?;
+            out.push(Unfaulted {
+                remote_id: run.remote_id,
+                state: run.state.clone(),
+                fault: run.fault,
+                message: run.message.clone(),
+                held_until: run.held_until,
+            });
+        }
+        if out.is_empty() {
+            return Err(exit::nothing_to_do(format!(
+                "no runs of label '{}' have a fault or are held back",
+                label.unwrap_or_default()
+            )));
+        }
+        Ok(out)
+    })
 }
