@@ -349,3 +349,87 @@ both_backends! {
         db.tool("poll").args(["--remote-id", "1"]).assert().code(2);
     }
 }
+
+/// A stage that reads a reference file living at the site and keeps a
+/// product there for a later stage.
+const WARP: &str = r#"stage = "chip"
+threads = 1
+time_cost = 5
+command = "cat @in:REFCAT@ @in:IMAGE@ > @out:KEPT@ && cp @out:KEPT@ @out:IMAGE@"
+
+[inputs]
+IMAGE = "@INPUT@"
+
+[remote_inputs]
+REFCAT = "@REFROOT@/refcat.fits"
+
+[outputs]
+IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.wp.fits"
+
+[remote_outputs]
+KEPT = "@RUN_DIR@/kept/@CHIP@.fits"
+"#;
+
+both_backends! {
+    fn inputs_that_live_at_the_site_are_not_pushed_and_kept_products_not_cleaned(db) {
+        let site = db.site_with("scheduler = \"local\"");
+        site.use_recipes(&[("chip.toml", WARP)]);
+        let refroot = site.remote.join("ref");
+        let text = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            text.replacen(
+                "[targets.testsite.vars]\n",
+                &format!("[targets.testsite.vars]\nREFROOT = \"{}\"\n", refroot.display()),
+                1,
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&refroot).unwrap();
+        std::fs::write(refroot.join("refcat.fits"), "catalogue\n").unwrap();
+        import(db, &site, "RR", 3, 1);
+        db.remotetool().args(["define", "--label", "RR", "--stage", "chip", "--limit", "2"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        let dir = site.run_dir(1);
+        let inputs = std::fs::read_to_string(dir.join("inputs.list")).unwrap();
+        assert!(!inputs.contains("refcat"), "{inputs}");
+        let remote_inputs = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap();
+        assert_eq!(remote_inputs, format!("{}\n", refroot.join("refcat.fits").display()));
+        let outputs = std::fs::read_to_string(dir.join("outputs.list")).unwrap();
+        assert!(!outputs.contains("/kept/"), "{outputs}");
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        common::json_of(c);
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["outputs"], 2, "{p}");
+        // The kept products are at the site, not here.
+        let kept = site.remote_run_dir(1).join("kept");
+        assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 2);
+        let back = std::fs::read_to_string(site.neb.join("czw/RR/o5745g0001o/o5745g0001o.XY01.wp.fits")).unwrap();
+        assert!(back.starts_with("catalogue\n"), "{back}");
+        // A later stage's item reads a kept product where it is: clean keeps the folder.
+        let later = serde_json::json!({
+            "stage": "stack", "stage_id": 1, "label": "RR",
+            "params": {"WARPED": kept.join("XY01.fits").display().to_string()}
+        });
+        db.import(&format!("{later}\n"));
+        let out = db.remotetool().args(["clean", "--remote-id", "1", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("kept") && err.contains("stack/1"), "{err}");
+        let j = common::json(&out.stdout);
+        assert!(j[0]["needed_by"][0].as_str().unwrap().contains("stack/1 of RR"), "{j}");
+        assert!(kept.is_dir());
+        assert_eq!(db.show(1)["state"], "full");
+        // The site purged the reference data: the next run runs nothing and goes again.
+        std::fs::remove_file(refroot.join("refcat.fits")).unwrap();
+        db.remotetool().args(["define", "--label", "RR", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
+        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        let p = common::poll_until_done(db, 2);
+        assert_eq!(p["state"], "pending", "{p}");
+        let run = db.show(2).to_string();
+        assert!(run.contains("inputs missing at the site") && run.contains("refcat.fits"), "{run}");
+    }
+}
