@@ -298,9 +298,9 @@ both_backends! {
     }
 }
 
-/// A real Slurm job killed at its time limit: the components that wrote
-/// their results are applied (and their outputs pulled), only the others go
-/// round again, in a run prepared anew as the next attempt.
+// A real Slurm job killed at its time limit: the components that wrote
+// their results are applied (and their outputs pulled), only the others go
+// round again, in a run prepared anew as the next attempt.
 both_backends! {
     fn a_job_cut_at_its_time_limit_keeps_the_work_it_did(db) {
         let site = odd_site(db, "");
