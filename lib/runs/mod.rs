@@ -339,6 +339,10 @@ pub fn transition_in(
             run.remote_id, run.remote_id
         )));
     }
+    // The tool's final transition gives its lease back in the same
+    // commit: the release that follows it finds nothing to delete, and a
+    // transaction that writes nothing costs no flush of the log.
+    s.delete_lease(run.remote_id, Some((&actor.host, actor.pid)), None)?;
     if to.is_closed() && !from.is_closed() {
         // Cancelled: the items are free for a later define; else finished.
         s.close_components(run.remote_id, to != RunState::Cancelled, now)?;
