@@ -683,4 +683,89 @@ mod tests {
         let e = exit::one_line(&Recipe::parse("stage = 1", Path::new("x.toml")).unwrap_err());
         assert!(e.contains("recipe x.toml is not valid"), "{e}");
     }
+
+    struct L;
+    impl Values for L {
+        fn var(&self, _: &str) -> Option<Cow<'_, str>> {
+            None
+        }
+        fn input(&self, _: usize) -> &str {
+            ""
+        }
+        fn output(&self, _: usize) -> &str {
+            "/o"
+        }
+        fn is_list(&self, name: &str) -> bool {
+            name == "EXP"
+        }
+        fn input_list(&self, _: usize) -> Option<&[String]> {
+            static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            Some(PATHS.get_or_init(|| vec!["/in/a b".into(), "/in/it's".into()]))
+        }
+    }
+
+    #[test]
+    fn a_list_input_expands_to_every_path_quoted_and_a_list_elsewhere_is_refused() {
+        let r = Recipe::parse(&R.replace(" -e @EXP@", ""), Path::new("chip.toml")).unwrap();
+        let cmd = r.command.render(&L, true).unwrap();
+        assert_eq!(
+            shlex::split(&cmd).unwrap(),
+            vec![
+                "prog",
+                "-i",
+                "/in/a b",
+                "/in/it's",
+                "-o",
+                "/o",
+                "user@host",
+                "@"
+            ]
+        );
+        let r = Recipe::parse(R, Path::new("chip.toml")).unwrap();
+        let e = r.command.render(&L, true).unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.placeholder.as_str()),
+            ("chip.toml line 4", "EXP")
+        );
+        assert!(e.problem.contains("is a list"), "{}", e.problem);
+    }
+
+    #[test]
+    fn next_names_a_stage_groups_and_params() {
+        let next = "[next]\nstage = \"camera\"\ngroup_by = [\"EXP\"]\n[next.params]\nEXP = \"@EXP@\"\nCHIPS = \"@out:OUT@\"\n";
+        let r = Recipe::parse(
+            &format!("max_components = 5\n{R}{next}"),
+            Path::new("chip.toml"),
+        )
+        .unwrap();
+        assert_eq!(r.max_components, Some(5));
+        let n = r.next.unwrap();
+        assert_eq!(
+            (n.stage.as_str(), n.group_by.clone()),
+            ("camera", vec!["EXP".to_string()])
+        );
+        let names: Vec<(&str, bool)> = n
+            .params
+            .iter()
+            .map(|(k, t)| (k.as_str(), t.names_outputs()))
+            .collect();
+        assert_eq!(names, vec![("CHIPS", true), ("EXP", false)]);
+        let e = |text: String| {
+            exit::one_line(&Recipe::parse(&text, Path::new("chip.toml")).unwrap_err())
+        };
+        assert!(e(format!("{R}{}", next.replace("@out:OUT@", "@in:IMAGE@"))).contains("not inputs"));
+        assert!(
+            e(format!("{R}{}", next.replace("@out:OUT@", "@REMOTE_ID@")))
+                .contains("belongs to a run")
+        );
+        assert!(e(format!(
+            "{}{next}",
+            R.replace("/o/@CHIP@", "/o/@COMPONENT_ID@")
+        ))
+        .contains("uses @COMPONENT_ID@"));
+        assert!(
+            e(format!("{R}{}", next.replace("\"camera\"", "\"a b\""))).contains("not a stage name")
+        );
+        assert!(e(format!("max_components = 0\n{R}")).contains("max_components must be at least 1"));
+    }
 }

@@ -469,7 +469,9 @@ fn define_all(
                     None
                 }
             };
-            loop {
+            // Until none is free; asked first, so no run is begun and rolled
+            // back for nothing (PostgreSQL would skip its id).
+            while db.read(|s| s.count_free_items(&label, &stage))? > 0 {
                 let req = DefineRequest {
                     label: label.clone(),
                     stage: stage.clone(),
