@@ -45,6 +45,9 @@ pub fn main<A: Parser>(
     run: impl FnOnce(A) -> anyhow::Result<ExitStatus>,
 ) -> ExitCode {
     let argv = crate::legacy::translate(std::env::args().collect());
+    if let Some(code) = generated::<A>(tool, &argv) {
+        return code;
+    }
     // "Nothing to do" is no news to a scheduler that asked for quiet.
     let quiet = argv.iter().skip(1).any(|a| a == "-q" || a == "--quiet");
     let args = match A::try_parse_from(argv) {
@@ -74,6 +77,44 @@ pub fn main<A: Parser>(
             status.into()
         }
     }
+}
+
+/// `TOOL --completions bash|zsh|fish|elvish|powershell` and `TOOL --man`:
+/// shell completions and the man page, generated from the tool's command
+/// line definition (for installing; see the README's Install section).
+fn generated<A: clap::CommandFactory>(tool: &'static str, argv: &[String]) -> Option<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let written = match argv.get(1).map(String::as_str) {
+        Some("--completions") => {
+            let shell = match argv.get(2).map(|s| s.parse::<clap_complete::Shell>()) {
+                Some(Ok(s)) => s,
+                _ => {
+                    eprintln!(
+                        "{tool}: error: --completions takes a shell: bash, zsh, fish, elvish or powershell"
+                    );
+                    return Some(ExitStatus::Usage.into());
+                }
+            };
+            // Into memory first: the generator panics on a write error.
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut A::command(), tool, &mut text);
+            std::io::Write::write_all(&mut out, &text)
+        }
+        Some("--man") if argv.len() == 2 => {
+            clap_mangen::Man::new(A::command().name(tool)).render(&mut out)
+        }
+        _ => return None,
+    };
+    Some(
+        match written.and_then(|_| std::io::Write::flush(&mut out)) {
+            Ok(()) => ExitStatus::Success.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitStatus::Success.into(),
+            Err(e) => {
+                eprintln!("{tool}: error: {e}");
+                ExitStatus::Failure.into()
+            }
+        },
+    )
 }
 
 /// Open the database the global options name.

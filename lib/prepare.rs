@@ -117,6 +117,8 @@ pub struct Job<'a> {
 /// Everything to be written, computed in memory.
 pub struct Plan {
     pub inputs: Vec<InputFile>,
+    /// Remote paths of the inputs that live at the site (each once).
+    pub remote_inputs: Vec<String>,
     /// (remote path, local path, component id, kind: `out:NAME` for the
     /// recipe's output NAME, `log` for the component's kept log)
     pub outputs: Vec<(String, String, i64, String)>,
@@ -136,6 +138,10 @@ struct Rendered {
     inputs: Vec<(String, String)>,
     /// (remote, local, kind: `out:NAME` or `log`)
     outputs: Vec<(String, String, String)>,
+    /// Remote paths of its remote-resident inputs.
+    remote_inputs: Vec<String>,
+    /// Remote paths of its outputs kept at the site.
+    kept: Vec<String>,
 }
 
 struct ComponentValues<'a> {
@@ -240,6 +246,27 @@ fn translate_path(
     }
 }
 
+/// A path at the remote site only: a storage URL through the target's
+/// path rules (their remote side), or a remote absolute path as it is.
+fn remote_path(job: &Job<'_>, c: &ComponentSpec, what: &str, path: &str) -> anyhow::Result<String> {
+    if let Some(ch) = bad_path_char(path) {
+        return Err(exit::usage(format!(
+            "{} {what} {path:?} holds {ch}; offload's file lists are one path per line: rename the file",
+            c.name()
+        )));
+    }
+    match job.target.translate(path) {
+        Some((_, remote)) => Ok(remote),
+        None if path.starts_with('/') => Ok(path.to_string()),
+        None => Err(exit::usage(format!(
+            "{} {what} {path:?} matches no path rule of target '{}' and is no absolute path at the site: add a [[targets.{}.paths]] rule for it",
+            c.name(),
+            job.target.name,
+            job.target.name
+        ))),
+    }
+}
+
 fn render_component(
     job: &Job<'_>,
     c: &ComponentSpec,
@@ -255,11 +282,12 @@ fn render_component(
         input_lists: HashMap::new(),
     };
     let mut inputs = Vec::with_capacity(r.inputs.len());
-    for (name, t) in r.input_names.iter().zip(&r.inputs) {
-        if let Some(paths) = list_input(c, t) {
+    let mut remote_inputs = Vec::new();
+    for (i, (name, t)) in r.input_names.iter().zip(&r.inputs).enumerate() {
+        if let Some(paths) = list_input(c, t).filter(|_| i < r.local_inputs) {
             let mut remotes = Vec::with_capacity(paths.len());
-            for (i, path) in paths.into_iter().enumerate() {
-                let (local, remote) = translate_path(job, c, &format!("input {name}[{i}]"), path)?;
+            for (j, path) in paths.into_iter().enumerate() {
+                let (local, remote) = translate_path(job, c, &format!("input {name}[{j}]"), path)?;
                 remotes.push(remote.clone());
                 inputs.push((local, remote));
             }
@@ -268,16 +296,29 @@ fn render_component(
             continue;
         }
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
-        let (local, remote) = translate_path(job, c, &format!("input {name}"), &path)?;
-        v.inputs.push(remote.clone());
-        inputs.push((local, remote));
+        if i < r.local_inputs {
+            let (local, remote) = translate_path(job, c, &format!("input {name}"), &path)?;
+            v.inputs.push(remote.clone());
+            inputs.push((local, remote));
+        } else {
+            let remote = remote_path(job, c, &format!("remote input {name}"), &path)?;
+            v.inputs.push(remote.clone());
+            remote_inputs.push(remote);
+        }
     }
     let mut outputs = Vec::with_capacity(r.outputs.len());
-    for (name, t) in r.output_names.iter().zip(&r.outputs) {
+    let mut kept = Vec::new();
+    for (i, (name, t)) in r.output_names.iter().zip(&r.outputs).enumerate() {
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
-        let (local, remote) = translate_path(job, c, &format!("output {name}"), &path)?;
-        v.outputs.push(remote.clone());
-        outputs.push((remote, local, format!("out:{name}")));
+        if i < r.local_outputs {
+            let (local, remote) = translate_path(job, c, &format!("output {name}"), &path)?;
+            v.outputs.push(remote.clone());
+            outputs.push((remote, local, format!("out:{name}")));
+        } else {
+            let remote = remote_path(job, c, &format!("remote output {name}"), &path)?;
+            v.outputs.push(remote.clone());
+            kept.push(remote);
+        }
     }
     let mut log = String::new();
     if let Some(t) = &r.log {
@@ -317,6 +358,8 @@ fn render_component(
         cost,
         inputs,
         outputs,
+        remote_inputs,
+        kept,
     })
 }
 
@@ -349,8 +392,25 @@ pub fn plan(
     let mut output_map: HashMap<String, usize> = HashMap::new();
     let mut outputs = Vec::new();
     let mut mkdirs = BTreeSet::new();
+    let mut remote_inputs = BTreeSet::new();
     for (i, r) in rendered.into_iter().enumerate() {
         let r = r?;
+        remote_inputs.extend(r.remote_inputs);
+        for remote in r.kept {
+            if let Some(first) = output_map.insert(remote.clone(), i) {
+                return Err(exit::usage(format!(
+                    "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
+                    comps[first].name(),
+                    comps[i].name(),
+                    job.recipe.path.display()
+                )));
+            }
+            if let Some((dir, _)) = remote.rsplit_once('/') {
+                if !dir.is_empty() {
+                    mkdirs.insert(dir.to_string());
+                }
+            }
+        }
         for (local, remote) in r.inputs {
             match input_map.get(&remote) {
                 Some((l, first)) if *l != local => {
@@ -453,6 +513,7 @@ pub fn plan(
     });
     Ok(Plan {
         inputs,
+        remote_inputs: remote_inputs.into_iter().collect(),
         outputs,
         mkdirs: mkdirs.into_iter().collect(),
         lines,
@@ -544,6 +605,14 @@ pub fn write(
         text.push_str(&format!("{}\t{}\t{}\n", f.local, f.remote, f.size));
     }
     w.file("inputs.list", text.as_bytes())?;
+    if !plan.remote_inputs.is_empty() {
+        let mut text = String::new();
+        for r in &plan.remote_inputs {
+            text.push_str(r);
+            text.push('\n');
+        }
+        w.file("remote-inputs.list", text.as_bytes())?;
+    }
     let mut text = String::new();
     for (remote, local, cid, kind) in &plan.outputs {
         text.push_str(&format!("{remote}\t{local}\t{cid}\t{kind}\n"));

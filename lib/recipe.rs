@@ -19,6 +19,12 @@
 //! [outputs]              # name = local path template (permanent products only)
 //! IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
 //! STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+//!
+//! [remote_inputs]        # name = path at the remote site: not here, not pushed
+//! REFCAT = "@REFCAT_ROOT@/ps1-refcat.fits"
+//!
+//! [remote_outputs]       # name = path of a product kept at the site, not brought back
+//! MASKED = "@RUN_DIR@/masked/@EXP_NAME@.@CHIP@.fits"
 //! ```
 //!
 //! Placeholders: `@in:NAME@` / `@out:NAME@` (the remote path of an input or
@@ -85,6 +91,17 @@ struct RecipeFile {
     inputs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     outputs: BTreeMap<String, Spanned<String>>,
+    /// Inputs that live at the remote site (reference data, an earlier
+    /// stage's products kept there): name = path template (a storage URL
+    /// translated by the target's path rules, or a remote absolute path).
+    /// Not looked for here, not pushed; the batch script checks they are
+    /// there.
+    #[serde(default)]
+    remote_inputs: BTreeMap<String, Spanned<String>>,
+    /// Outputs kept at the remote site, not brought back (a later stage
+    /// reads them there): checked by the rank runner like any output.
+    #[serde(default)]
+    remote_outputs: BTreeMap<String, Spanned<String>>,
     pre: Option<Spanned<String>>,
     command: Spanned<String>,
     post: Option<Spanned<String>>,
@@ -251,6 +268,12 @@ pub struct Recipe {
     pub inputs: Vec<Template>,
     pub output_names: Vec<String>,
     pub outputs: Vec<Template>,
+    /// Of `input_names`/`inputs`, the first this many are local; the rest
+    /// are remote-resident (`[remote_inputs]`).
+    pub local_inputs: usize,
+    /// Of `output_names`/`outputs`, the first this many are brought back;
+    /// the rest are kept remotely (`[remote_outputs]`).
+    pub local_outputs: usize,
     pub pre: Option<Template>,
     pub command: Template,
     pub post: Option<Template>,
@@ -420,8 +443,28 @@ impl Recipe {
         if !(0.0..=100.0).contains(&f.percentile) {
             return Err(bad("percentile must be between 0 and 100".into()));
         }
-        let input_names: Vec<String> = f.inputs.keys().cloned().collect();
-        let output_names: Vec<String> = f.outputs.keys().cloned().collect();
+        for (what, a, b) in [
+            ("inputs", &f.inputs, &f.remote_inputs),
+            ("outputs", &f.outputs, &f.remote_outputs),
+        ] {
+            if let Some(n) = a.keys().find(|n| b.contains_key(*n)) {
+                return Err(exit::usage(format!(
+                    "recipe {file_name}: '{n}' is in both [{what}] and [remote_{what}]; give it one"
+                )));
+            }
+        }
+        let input_names: Vec<String> = f
+            .inputs
+            .keys()
+            .chain(f.remote_inputs.keys())
+            .cloned()
+            .collect();
+        let output_names: Vec<String> = f
+            .outputs
+            .keys()
+            .chain(f.remote_outputs.keys())
+            .cloned()
+            .collect();
         let c = Compiler {
             file: &file_name,
             text,
@@ -431,11 +474,13 @@ impl Recipe {
         let inputs = f
             .inputs
             .values()
+            .chain(f.remote_inputs.values())
             .map(|t| c.compile(t, false))
             .collect::<Result<_, _>>()?;
         let outputs = f
             .outputs
             .values()
+            .chain(f.remote_outputs.values())
             .map(|t| c.compile(t, false))
             .collect::<Result<Vec<Template>, _>>()?;
         let pre = f.pre.as_ref().map(|t| c.compile(t, true)).transpose()?;
@@ -469,6 +514,8 @@ impl Recipe {
             inputs,
             output_names,
             outputs,
+            local_inputs: f.inputs.len(),
+            local_outputs: f.outputs.len(),
             pre,
             command,
             post,

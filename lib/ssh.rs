@@ -336,6 +336,21 @@ impl Host {
     }
 }
 
+/// Whether a control socket's name holds this machine's host name (as
+/// ssh's `%l` puts it there, or `%C`'s hash of it): masters of several
+/// local hosts sharing a home folder then never collide.
+pub fn names_local_host(socket: &Path) -> bool {
+    let full = gethostname::gethostname().to_string_lossy().into_owned();
+    let short = full.split('.').next().unwrap_or(&full).to_string();
+    let name = socket
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // %C: a 40-hex-digit hash of %l%h%p%r.
+    let hashed = name.len() == 40 && name.chars().all(|c| c.is_ascii_hexdigit());
+    hashed || (!short.is_empty() && socket.to_string_lossy().contains(&short))
+}
+
 /// One setting from `ssh -G`'s output (keys in any case).
 pub fn setting(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {

@@ -298,57 +298,57 @@ both_backends! {
     }
 }
 
-/// A real Slurm job killed at its time limit: the components that wrote
-/// their results are applied (and their outputs pulled), only the others go
-/// round again, in a run prepared anew as the next attempt.
-#[test]
-fn a_job_cut_at_its_time_limit_keeps_the_work_it_did() {
-    let db = common::TestDb::new(common::Kind::Sqlite);
-    let site = odd_site(&db, "");
-    // 8 components on 4 ranks (2 each, in id order): the second of each
-    // rank sleeps while the marker is there.
-    let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
-    import(&db, &site, "TL", (1, 8), &sleepers);
-    let marker = site.root.join("marker");
-    std::fs::write(&marker, "").unwrap();
-    let e = define_prepare_exec(&db, "TL", "fatal");
-    let job = e["job_id"].as_str().unwrap().to_string();
-    assert!(std::process::Command::new("scontrol")
-        .args(["update", &format!("JobId={job}"), "TimeLimit=1"])
-        .status()
-        .unwrap()
-        .success());
-    let p = common::poll_until_done(&db, 1);
-    assert_eq!(p["state"], "new", "{p}");
-    assert_eq!(
-        (p["done"].as_u64(), p["failed"].as_u64()),
-        (Some(4), Some(0)),
-        "{p}"
-    );
-    assert_eq!(p["outputs"], 8, "{p}");
-    let run = db.show(1);
-    assert_eq!(run["attempt"], 1, "{run}");
-    assert_eq!(run["components_by_state"]["done"], 4, "{run}");
-    assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
-    let text = run.to_string();
-    assert!(text.contains("the other 4 go again as attempt 1"), "{text}");
-    // Prepared again for the four that did not come back.
-    std::fs::remove_file(&marker).unwrap();
-    let mut c = db.tool("prepare");
-    c.args(["--remote-id", "1", "--json"]);
-    let prep = common::json_of(c);
-    assert_eq!(prep["components"], 4, "{prep}");
-    let mut c = db.tool("exec");
-    c.args(["--remote-id", "1", "--json"]);
-    let e = common::json_of(c);
-    assert_eq!(e["job_name"], format!("{}-r1-a1", prefix(&db)));
-    let p = common::poll_until_done(&db, 1);
-    assert_eq!(p["state"], "full", "{p}");
-    assert_eq!(p["done"], 4);
-    let mut c = db.open();
-    assert_eq!(
-        c.read(|s| s.count_items(Some("TL"), None, Some("done")))
-            .unwrap(),
-        8
-    );
+// A real Slurm job killed at its time limit: the components that wrote
+// their results are applied (and their outputs pulled), only the others go
+// round again, in a run prepared anew as the next attempt.
+both_backends! {
+    fn a_job_cut_at_its_time_limit_keeps_the_work_it_did(db) {
+        let site = odd_site(db, "");
+        // 8 components on 4 ranks (2 each, in id order): the second of each
+        // rank sleeps while the marker is there.
+        let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
+        import(db, &site, "TL", (1, 8), &sleepers);
+        let marker = site.root.join("marker");
+        std::fs::write(&marker, "").unwrap();
+        let e = define_prepare_exec(db, "TL", "fatal");
+        let job = e["job_id"].as_str().unwrap().to_string();
+        assert!(std::process::Command::new("scontrol")
+            .args(["update", &format!("JobId={job}"), "TimeLimit=1"])
+            .status()
+            .unwrap()
+            .success());
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "new", "{p}");
+        assert_eq!(
+            (p["done"].as_u64(), p["failed"].as_u64()),
+            (Some(4), Some(0)),
+            "{p}"
+        );
+        assert_eq!(p["outputs"], 8, "{p}");
+        let run = db.show(1);
+        assert_eq!(run["attempt"], 1, "{run}");
+        assert_eq!(run["components_by_state"]["done"], 4, "{run}");
+        assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
+        let text = run.to_string();
+        assert!(text.contains("the other 4 go again as attempt 1"), "{text}");
+        // Prepared again for the four that did not come back.
+        std::fs::remove_file(&marker).unwrap();
+        let mut c = db.tool("prepare");
+        c.args(["--remote-id", "1", "--json"]);
+        let prep = common::json_of(c);
+        assert_eq!(prep["components"], 4, "{prep}");
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", "1", "--json"]);
+        let e = common::json_of(c);
+        assert_eq!(e["job_name"], format!("{}-r1-a1", prefix(db)));
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["done"], 4);
+        let mut c = db.open();
+        assert_eq!(
+            c.read(|s| s.count_items(Some("TL"), None, Some("done")))
+                .unwrap(),
+            8
+        );
+    }
 }

@@ -95,7 +95,9 @@ both_backends! {
         }
         let outputs = lines(&dir.join("outputs.list"));
         assert!(outputs.iter().any(|l| l.split('\t').nth(1).unwrap().ends_with("/czw/lanl.SAS.201402114/o5745g0001o/o5745g0001o.XY01.ch.fits")));
-        assert!(outputs.iter().all(|l| l.split('\t').count() == 3));
+        assert!(outputs.iter().all(|l| l.split('\t').count() == 4));
+        // The fourth column names the recipe's output.
+        assert!(outputs.iter().all(|l| l.ends_with("\tout:IMAGE") || l.ends_with("\tout:STATS")), "{outputs:?}");
         assert_eq!(lines(&dir.join("mkdirs.list")).len(), 3);
         let comps = lines(&dir.join("components.tsv"));
         assert_eq!(comps.len(), 12);

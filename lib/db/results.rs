@@ -34,6 +34,9 @@ pub trait ResultStore {
     /// A run's active components whose results are recorded but not yet
     /// released (a run waiting for its apply command), with their items.
     fn recorded_components(&mut self, remote_id: i64) -> QueryResult<Vec<(Component, WorkItem)>>;
+    /// Work items not finished (`ready`, in a run or not) whose params
+    /// mention `text`, at most `limit`.
+    fn ready_items_mentioning(&mut self, text: &str, limit: i64) -> QueryResult<Vec<WorkItem>>;
     /// Components leave their run (their results released).
     fn deactivate_components(&mut self, ids: &[i64]) -> QueryResult<usize>;
     fn consumer(&mut self, name: &str) -> QueryResult<Option<Consumer>>;
@@ -158,6 +161,22 @@ macro_rules! impl_result_store {
                     .filter(remote_components::state.ne("queued"))
                     .order(remote_components::id.asc())
                     .select((Component::as_select(), WorkItem::as_select()))
+                    .load(self)
+            }
+
+            fn ready_items_mentioning(
+                &mut self,
+                text: &str,
+                limit: i64,
+            ) -> QueryResult<Vec<WorkItem>> {
+                // LIKE's wildcards in a path only widen the match; the
+                // caller checks the text exactly.
+                work_items::table
+                    .filter(work_items::state.eq("ready"))
+                    .filter(work_items::params.like(format!("%{text}%")))
+                    .order(work_items::id.asc())
+                    .limit(limit)
+                    .select(WorkItem::as_select())
                     .load(self)
             }
 

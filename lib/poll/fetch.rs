@@ -28,7 +28,7 @@ fn fetch(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<()> {
-    let report = site.pull(pairs, printer)?;
+    let report = pull(db, site, pairs, printer)?;
     if !report.complete {
         return Err(scheduler::incomplete(
             db,
@@ -39,13 +39,28 @@ fn fetch(
             "did not come back",
         ));
     }
-    crate::auth::record_rate(
-        db,
-        site.hosts(),
-        Direction::Pull,
-        report.bytes,
-        report.seconds,
-    )
+    Ok(())
+}
+
+/// Pull, and record the rate of a pull that completed (for the expiry
+/// forecast).
+fn pull(
+    db: &mut Db,
+    site: &dyn Site,
+    pairs: Vec<Pair>,
+    printer: &Printer,
+) -> anyhow::Result<crate::transfer::Report> {
+    let report = site.pull(pairs, printer)?;
+    if report.complete {
+        crate::auth::record_rate(
+            db,
+            site.hosts(),
+            Direction::Pull,
+            report.bytes,
+            report.seconds,
+        )?;
+    }
+    Ok(report)
 }
 
 /// What came back of an ended job.
@@ -186,16 +201,13 @@ fn fetch_outputs(
         return Ok((0, failed));
     }
     let of_dst: HashMap<&str, &Output> = outputs.iter().map(|o| (o.pair.dst.as_str(), o)).collect();
-    let report = site.pull(outputs.iter().map(|o| o.pair.clone()).collect(), printer)?;
-    if report.complete {
-        crate::auth::record_rate(
-            db,
-            site.hosts(),
-            Direction::Pull,
-            report.bytes,
-            report.seconds,
-        )?;
-    } else {
+    let report = pull(
+        db,
+        site,
+        outputs.iter().map(|o| o.pair.clone()).collect(),
+        printer,
+    )?;
+    if !report.complete {
         scheduler::check_or_auth(db, run, site, actor)?;
         for f in &report.failures {
             match of_dst.get(f.dst.as_str()) {

@@ -105,6 +105,8 @@ fn note_poll(db: &mut Db, run: &Run, polled: &anyhow::Result<Polled>) -> anyhow:
         }
         let changes = match polled {
             Err(e) if counted => RunChanges {
+                // Not due again for `--next` until the interval is over.
+                last_poll: Some(Some(db::now())),
                 poll_failures: Some(now.poll_failures + 1),
                 poll_failed_since: Some(Some(now.poll_failed_since.unwrap_or_else(db::now))),
                 poll_error: Some(Some(exit::one_line(e))),

@@ -158,6 +158,15 @@ pub fn auth_command(
     match a.command {
         AuthCommand::Status { which, diagnose } => {
             let fes = auth::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
+            for fe in &fes {
+                if !crate::ssh::names_local_host(&fe.host.socket) {
+                    printer.warn(format!(
+                        "{}: its ControlPath {} does not name this local host (%l): local hosts that share a home folder would share one master; use `ControlPath ~/.ssh/connections/%l_%h_%p_%r`",
+                        fe.host.alias,
+                        fe.host.socket.display()
+                    ));
+                }
+            }
             let views = status_views(&fes, diagnose);
             let down = views.iter().filter(|v| !v.master.alive).count();
             if json {

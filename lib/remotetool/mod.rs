@@ -695,6 +695,54 @@ fn history(
 struct Cleaned {
     remote_id: i64,
     folder: String,
+    /// Kept: a later run still needs what is in it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    needed_by: Vec<String>,
+}
+
+/// What still needs files under a run's remote folder: prepared runs not
+/// finished whose remote-resident inputs are there, and unfinished work
+/// items whose params name a path there (a later stage reading an earlier
+/// one's products where they are).
+fn still_needed(db: &mut Db, cfg: &Config, folder: &str) -> anyhow::Result<Vec<String>> {
+    let prefix = format!("{}/", folder.trim_end_matches('/'));
+    let mut why = Vec::new();
+    let open = db.read(|s| {
+        s.runs(&RunFilter {
+            states: [
+                RunState::New,
+                RunState::Pending,
+                RunState::Run,
+                RunState::Auth,
+                RunState::Error,
+            ]
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+            ..RunFilter::default()
+        })
+    })?;
+    for r in &open {
+        let Ok(target) = cfg.run_target(r.target.as_deref(), r.remote_id) else {
+            continue;
+        };
+        let Ok(dir) = runs::local_run_dir(r, &target) else {
+            continue;
+        };
+        let list = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap_or_default();
+        if let Some(p) = list.lines().find(|l| l.starts_with(&prefix)) {
+            why.push(format!("run {} ({}) reads {p}", r.remote_id, r.state));
+        }
+    }
+    for w in db.read(|s| s.ready_items_mentioning(&prefix, 100))? {
+        if w.params.contains(&prefix) {
+            why.push(format!(
+                "work item {}/{} of {} names a path there",
+                w.stage, w.stage_id, w.label
+            ));
+        }
+    }
+    Ok(why)
 }
 
 /// Remove the remote folder of each full run chosen, then mark it cleaned.
@@ -721,9 +769,30 @@ fn clean(
         }));
     }
     let mut done = Vec::new();
+    let mut kept = Vec::new();
     for run in found {
         let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
         let folder = target.remote_run_dir(run.remote_id);
+        let needed_by = still_needed(db, cfg, &folder)?;
+        if !needed_by.is_empty() {
+            printer.warn(format!(
+                "run {}: kept {folder}: still needed ({}{})",
+                run.remote_id,
+                needed_by
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                if needed_by.len() > 3 { "; ..." } else { "" }
+            ));
+            kept.push(Cleaned {
+                remote_id: run.remote_id,
+                folder,
+                needed_by,
+            });
+            continue;
+        }
         crate::scheduler::site_for(&target)?.remove(&folder)?;
         runs::transition(
             db,
@@ -737,9 +806,16 @@ fn clean(
         done.push(Cleaned {
             remote_id: run.remote_id,
             folder,
+            needed_by: Vec::new(),
         });
     }
-    print_runs(printer, json, &done, |c| c.remote_id)
+    if json {
+        // The kept ones too, with what needs them.
+        done.extend(kept);
+        printer.json(&done)?;
+        return Ok(ExitStatus::Success);
+    }
+    print_runs(printer, false, &done, |c| c.remote_id)
 }
 
 #[derive(Serialize, Default)]

@@ -12,7 +12,8 @@
 //! tasks/rank-R.sh        rank R's components, one `offload_component` line each
 //! mkdirs.list            every distinct output folder, created once by job.sh
 //! inputs.list            local path <TAB> remote path <TAB> size
-//! outputs.list           remote path <TAB> local path <TAB> component id [<TAB> log]
+//! remote-inputs.list     remote path: inputs that live at the site (not pushed), checked by job.sh
+//! outputs.list           remote path <TAB> local path <TAB> component id <TAB> out:NAME or log
 //! components.tsv         component id <TAB> work item id <TAB> stage_id <TAB> rank <TAB> expected seconds
 //! run.json               what was prepared: counts, allocation, sources
 //! MANIFEST.sha256        sha256sum -c format, every file above
@@ -219,6 +220,15 @@ if [ -s inputs.list ]; then
             [ "$missing" -le 5 ] && first+=("$f")
         fi
     done < inputs.list
+fi
+# ...and those that live at the site (reference data, an earlier stage's kept products).
+if [ -s remote-inputs.list ]; then
+    while IFS= read -r f; do
+        if [ ! -e "$f" ]; then
+            missing=$((missing + 1))
+            [ "$missing" -le 5 ] && first+=("$f")
+        fi
+    done < remote-inputs.list
 fi
 if [ "$missing" -gt 0 ]; then
     {

@@ -326,16 +326,9 @@ fn channel_slot(
                 match r {
                     Ok(()) => return,
                     Err(msg) => {
-                        if host.check().is_err() {
-                            lose_host(shared, hosts, hi, &msg);
+                        if !failed_again(shared, hosts, hi, msg, &mut failures) {
                             return;
                         }
-                        shared.lock().last_error = Some(msg);
-                        failures += 1;
-                        if failures > shared.opts.attempts + 2 {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(200 * failures as u64));
                     }
                 }
             }
@@ -354,19 +347,36 @@ fn channel_slot(
                 return;
             }
             Err(OpenError::Other(msg)) => {
-                if host.check().is_err() {
-                    lose_host(shared, hosts, hi, &msg);
+                if !failed_again(shared, hosts, hi, msg, &mut failures) {
                     return;
                 }
-                shared.lock().last_error = Some(msg);
-                failures += 1;
-                if failures > shared.opts.attempts + 2 {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200 * failures as u64));
             }
         }
     }
+}
+
+/// A channel slot's worker or opening failed: the host is lost when its
+/// master is gone; otherwise the error is kept and the slot backs off.
+/// False when the slot should give up (the host lost, or too many
+/// failures).
+fn failed_again(
+    shared: &Shared,
+    hosts: &[Host],
+    hi: usize,
+    msg: String,
+    failures: &mut u32,
+) -> bool {
+    if hosts[hi].check().is_err() {
+        lose_host(shared, hosts, hi, &msg);
+        return false;
+    }
+    shared.lock().last_error = Some(msg);
+    *failures += 1;
+    if *failures > shared.opts.attempts + 2 {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(200 * *failures as u64));
+    true
 }
 
 fn lose_host(shared: &Shared, hosts: &[Host], hi: usize, msg: &str) {
