@@ -15,7 +15,8 @@
 //! operators' masters), `workers` (tool processes at work), `runs` (runs'
 //! lifecycle, claims and leases, their folders), `workitems` (the local
 //! pipeline's items), `pipeline` (the result lines the pipeline receives,
-//! its apply command)
+//! its apply command), `chain` (chained stages: a finished group's next
+//! work item, groups blocked)
 //! -> **foundations**: `db` (schema, models, queries, migrations per
 //! backend), `config`, `target` (a remote target's settings and path
 //! rules), `recipe` (stage recipes), `record` (a component's result
@@ -27,6 +28,7 @@
 
 pub mod alloc;
 pub mod auth;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod db;

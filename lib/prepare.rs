@@ -150,6 +150,8 @@ struct ComponentValues<'a> {
     remote_run: &'a str,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// List inputs' remote paths, by input index.
+    input_lists: HashMap<usize, Vec<String>>,
 }
 
 impl Values for ComponentValues<'_> {
@@ -171,6 +173,7 @@ impl Values for ComponentValues<'_> {
             Some(Value::String(s)) => return Some(Cow::Borrowed(s.as_str())),
             Some(Value::Number(n)) => return Some(Cow::Owned(n.to_string())),
             Some(Value::Bool(b)) => return Some(Cow::Owned(b.to_string())),
+            Some(Value::Array(_)) => return None,
             _ => {}
         }
         self.job
@@ -185,6 +188,21 @@ impl Values for ComponentValues<'_> {
     }
     fn output(&self, idx: usize) -> &str {
         &self.outputs[idx]
+    }
+    fn is_list(&self, name: &str) -> bool {
+        matches!(self.c.params.get(name), Some(Value::Array(_)))
+    }
+    fn input_list(&self, idx: usize) -> Option<&[String]> {
+        self.input_lists.get(&idx).map(Vec::as_slice)
+    }
+}
+
+/// A list input: an input whose template is exactly one param whose value
+/// is a list of strings; its paths as the pipeline writes them.
+fn list_input<'c>(c: &'c ComponentSpec, t: &crate::recipe::Template) -> Option<Vec<&'c str>> {
+    match c.params.get(t.sole_var()?) {
+        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_str).collect()),
+        _ => None,
     }
 }
 
@@ -261,10 +279,22 @@ fn render_component(
         remote_run,
         inputs: Vec::new(),
         outputs: Vec::new(),
+        input_lists: HashMap::new(),
     };
     let mut inputs = Vec::with_capacity(r.inputs.len());
     let mut remote_inputs = Vec::new();
     for (i, (name, t)) in r.input_names.iter().zip(&r.inputs).enumerate() {
+        if let Some(paths) = list_input(c, t).filter(|_| i < r.local_inputs) {
+            let mut remotes = Vec::with_capacity(paths.len());
+            for (j, path) in paths.into_iter().enumerate() {
+                let (local, remote) = translate_path(job, c, &format!("input {name}[{j}]"), path)?;
+                remotes.push(remote.clone());
+                inputs.push((local, remote));
+            }
+            v.input_lists.insert(v.inputs.len(), remotes);
+            v.inputs.push(String::new());
+            continue;
+        }
         let path = t.render(&v, false).map_err(|e| render_error(job, c, e))?;
         if i < r.local_inputs {
             let (local, remote) = translate_path(job, c, &format!("input {name}"), &path)?;

@@ -32,6 +32,36 @@
 //! `@COMPONENT_ID@`, `@THREADS@`, `@RUN_DIR@` (the remote run folder), the
 //! work item's params, then the target's `vars`. In commands every value is
 //! shell-quoted; in path templates values are used as they are.
+//!
+//! **List params.** A work item's param may be a list of strings. An input
+//! whose template is exactly that param (`CHIPS = "@CHIPS@"`) is a list
+//! input: every element is an input file, and `@in:CHIPS@` in a command is
+//! all their remote paths, each shell-quoted, separated by spaces. A list
+//! param anywhere else is an error naming the recipe line.
+//!
+//! **Chained stages.** `max_components` caps the components of a run that
+//! `remotetool define --all` makes (default: no cap). `[next]` says what the
+//! stage's finished work feeds:
+//!
+//! ```toml
+//! [next]
+//! stage = "camera"            # the next stage
+//! group_by = ["EXP_NAME"]     # params that group work items (none: one group per label)
+//! [next.params]               # the next stage's work item, from the group
+//! EXP_NAME = "@EXP_NAME@"     # no @out:@: one value, from the group's first item
+//! WORKDIR = "@WORKDIR@"
+//! CHIPS = "@out:IMAGE@"       # with @out:NAME@: a list, one entry per item, in stage_id order
+//! ```
+//!
+//! When every work item of a group (same label, stage and `group_by`
+//! values) is done, poll creates the next stage's work item once: the same
+//! label, `stage_id` the group's smallest, the group's highest priority. In
+//! `[next.params]`, `@NAME@` takes the item's param, `@STAGE@`,
+//! `@STAGE_ID@`, `@LABEL@`, `@THREADS@`, then the target's vars; a template
+//! that is exactly one param copies its JSON value (a number stays a
+//! number). `@out:NAME@` is the output's path as the recipe renders it,
+//! before any path rule (the storage URL), so the next stage translates it
+//! as any input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +118,109 @@ struct RecipeFile {
     /// Seconds the apply command may take (default 600).
     #[serde(default = "default_apply_timeout")]
     apply_timeout: u64,
+    /// At most this many components in a run `define --all` makes.
+    max_components: Option<i64>,
+    /// What the stage's finished work feeds.
+    next: Option<NextFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextFile {
+    stage: String,
+    #[serde(default)]
+    group_by: Vec<String>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<String>>,
+}
+
+/// A recipe's `[next]`: the stage its finished work feeds, how its work
+/// items group, and the next stage's work item's params.
+#[derive(Debug, Clone)]
+pub struct Next {
+    pub stage: String,
+    pub group_by: Vec<String>,
+    /// (param name, template); a template holding `@out:NAME@` yields a
+    /// list.
+    pub params: Vec<(String, Template)>,
+}
+
+/// Builtins with no value outside a run: a `[next]` param or an output it
+/// names may not use them.
+const RUN_BUILTINS: &[&str] = &["REMOTE_ID", "COMPONENT_ID", "RUN_DIR"];
+
+fn valid_param_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_name_char)
+}
+
+fn compile_next(
+    c: &Compiler<'_>,
+    f: NextFile,
+    file_name: &str,
+    outputs: &[Template],
+) -> anyhow::Result<Next> {
+    let bad = |m: String| exit::usage(format!("recipe {file_name}: [next] {m}"));
+    if f.stage.is_empty()
+        || !f
+            .stage
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+    {
+        return Err(bad(format!(
+            "stage {:?} is not a stage name (letters, digits and ._-)",
+            f.stage
+        )));
+    }
+    if let Some(g) = f.group_by.iter().find(|g| !valid_param_name(g)) {
+        return Err(bad(format!(
+            "group_by names {g:?}, which is not a param name"
+        )));
+    }
+    if f.params.is_empty() {
+        return Err(bad(
+            "has no [next.params]: the next work item needs some".into()
+        ));
+    }
+    let mut params = Vec::new();
+    for (name, t) in &f.params {
+        if !valid_param_name(name) {
+            return Err(bad(format!(
+                "param {name:?} is not a param name (letters, digits and _)"
+            )));
+        }
+        let t = c.compile(t, true)?;
+        for p in &t.pieces {
+            match p {
+                Piece::Input(_) => {
+                    return Err(exit::usage(format!(
+                        "recipe {}: [next.params] may name outputs (@out:NAME@), not inputs",
+                        t.origin
+                    )))
+                }
+                Piece::Var(v) if RUN_BUILTINS.contains(&v.as_str()) => {
+                    return Err(exit::usage(format!(
+                        "recipe {}: @{v}@ has no value in [next.params] (it belongs to a run)",
+                        t.origin
+                    )))
+                }
+                Piece::Output(i) => {
+                    if let Some(v) = outputs[*i].vars().find(|v| RUN_BUILTINS.contains(v)) {
+                        return Err(exit::usage(format!(
+                            "recipe {}: [next.params] names an output whose path uses @{v}@ (recipe {}), which has no value outside its run",
+                            t.origin, outputs[*i].origin
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        params.push((name.clone(), t));
+    }
+    Ok(Next {
+        stage: f.stage,
+        group_by: f.group_by,
+        params,
+    })
 }
 
 fn default_apply_timeout() -> u64 {
@@ -147,6 +280,9 @@ pub struct Recipe {
     pub log: Option<Template>,
     pub apply: Option<Template>,
     pub apply_timeout: std::time::Duration,
+    /// At most this many components per run of `define --all` (None: no cap).
+    pub max_components: Option<i64>,
+    pub next: Option<Next>,
 }
 
 pub const BUILTINS: &[&str] = &[
@@ -346,7 +482,7 @@ impl Recipe {
             .values()
             .chain(f.remote_outputs.values())
             .map(|t| c.compile(t, false))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<Template>, _>>()?;
         let pre = f.pre.as_ref().map(|t| c.compile(t, true)).transpose()?;
         let command = c.compile(&f.command, true)?;
         let post = f.post.as_ref().map(|t| c.compile(t, true)).transpose()?;
@@ -357,7 +493,16 @@ impl Recipe {
                 "recipe {file_name}: apply_timeout must be at least 1 second"
             )));
         }
+        if f.max_components.is_some_and(|n| n < 1) {
+            return Err(bad("max_components must be at least 1".into()));
+        }
+        let next = f
+            .next
+            .map(|n| compile_next(&c, n, &file_name, &outputs))
+            .transpose()?;
         Ok(Recipe {
+            max_components: f.max_components,
+            next,
             path: path.to_path_buf(),
             stage: f.stage,
             threads: f.threads,
@@ -386,6 +531,14 @@ pub trait Values {
     fn var(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
     fn input(&self, idx: usize) -> &str;
     fn output(&self, idx: usize) -> &str;
+    /// Is `name` a param whose value is a list (so it has no one value)?
+    fn is_list(&self, _name: &str) -> bool {
+        false
+    }
+    /// A list input's remote paths, when input `idx` is one.
+    fn input_list(&self, _idx: usize) -> Option<&[String]> {
+        None
+    }
 }
 
 /// Why a template could not be rendered; the caller adds the work item.
@@ -414,10 +567,31 @@ impl Template {
                         return Err(RenderError {
                             origin: self.origin.clone(),
                             placeholder: name.clone(),
-                            problem: "has no value",
+                            problem: if v.is_list(name) {
+                                "is a list, which only an input whose template is exactly that param may take"
+                            } else {
+                                "has no value"
+                            },
                         })
                     }
                 },
+                Piece::Input(i) if v.input_list(*i).is_some() => {
+                    let list = v.input_list(*i).unwrap_or_default();
+                    let mut words = Vec::with_capacity(list.len());
+                    for path in list {
+                        if !shell {
+                            words.push(path.clone());
+                            continue;
+                        }
+                        words.push(crate::shell::try_quote(path).map_err(|_| RenderError {
+                            origin: self.origin.clone(),
+                            placeholder: "in".to_string(),
+                            problem: "has a NUL byte in its value",
+                        })?);
+                    }
+                    out.push_str(&words.join(" "));
+                    continue;
+                }
                 Piece::Input(i) => ("in", std::borrow::Cow::Borrowed(v.input(*i))),
                 Piece::Output(i) => ("out", std::borrow::Cow::Borrowed(v.output(*i))),
             };
@@ -437,6 +611,20 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// The param it is exactly, when it is one placeholder and nothing
+    /// else (`@CHIPS@`), not a builtin.
+    pub fn sole_var(&self) -> Option<&str> {
+        match self.pieces.as_slice() {
+            [Piece::Var(n)] if !BUILTINS.contains(&n.as_str()) => Some(n.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Does it name an output (`@out:NAME@`)?
+    pub fn names_outputs(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Output(_)))
     }
 
     /// The names of the variables it uses.
@@ -541,5 +729,90 @@ mod tests {
         );
         let e = exit::one_line(&Recipe::parse("stage = 1", Path::new("x.toml")).unwrap_err());
         assert!(e.contains("recipe x.toml is not valid"), "{e}");
+    }
+
+    struct L;
+    impl Values for L {
+        fn var(&self, _: &str) -> Option<Cow<'_, str>> {
+            None
+        }
+        fn input(&self, _: usize) -> &str {
+            ""
+        }
+        fn output(&self, _: usize) -> &str {
+            "/o"
+        }
+        fn is_list(&self, name: &str) -> bool {
+            name == "EXP"
+        }
+        fn input_list(&self, _: usize) -> Option<&[String]> {
+            static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            Some(PATHS.get_or_init(|| vec!["/in/a b".into(), "/in/it's".into()]))
+        }
+    }
+
+    #[test]
+    fn a_list_input_expands_to_every_path_quoted_and_a_list_elsewhere_is_refused() {
+        let r = Recipe::parse(&R.replace(" -e @EXP@", ""), Path::new("chip.toml")).unwrap();
+        let cmd = r.command.render(&L, true).unwrap();
+        assert_eq!(
+            shlex::split(&cmd).unwrap(),
+            vec![
+                "prog",
+                "-i",
+                "/in/a b",
+                "/in/it's",
+                "-o",
+                "/o",
+                "user@host",
+                "@"
+            ]
+        );
+        let r = Recipe::parse(R, Path::new("chip.toml")).unwrap();
+        let e = r.command.render(&L, true).unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.placeholder.as_str()),
+            ("chip.toml line 4", "EXP")
+        );
+        assert!(e.problem.contains("is a list"), "{}", e.problem);
+    }
+
+    #[test]
+    fn next_names_a_stage_groups_and_params() {
+        let next = "[next]\nstage = \"camera\"\ngroup_by = [\"EXP\"]\n[next.params]\nEXP = \"@EXP@\"\nCHIPS = \"@out:OUT@\"\n";
+        let r = Recipe::parse(
+            &format!("max_components = 5\n{R}{next}"),
+            Path::new("chip.toml"),
+        )
+        .unwrap();
+        assert_eq!(r.max_components, Some(5));
+        let n = r.next.unwrap();
+        assert_eq!(
+            (n.stage.as_str(), n.group_by.clone()),
+            ("camera", vec!["EXP".to_string()])
+        );
+        let names: Vec<(&str, bool)> = n
+            .params
+            .iter()
+            .map(|(k, t)| (k.as_str(), t.names_outputs()))
+            .collect();
+        assert_eq!(names, vec![("CHIPS", true), ("EXP", false)]);
+        let e = |text: String| {
+            exit::one_line(&Recipe::parse(&text, Path::new("chip.toml")).unwrap_err())
+        };
+        assert!(e(format!("{R}{}", next.replace("@out:OUT@", "@in:IMAGE@"))).contains("not inputs"));
+        assert!(
+            e(format!("{R}{}", next.replace("@out:OUT@", "@REMOTE_ID@")))
+                .contains("belongs to a run")
+        );
+        assert!(e(format!(
+            "{}{next}",
+            R.replace("/o/@CHIP@", "/o/@COMPONENT_ID@")
+        ))
+        .contains("uses @COMPONENT_ID@"));
+        assert!(
+            e(format!("{R}{}", next.replace("\"camera\"", "\"a b\""))).contains("not a stage name")
+        );
+        assert!(e(format!("max_components = 0\n{R}")).contains("max_components must be at least 1"));
     }
 }

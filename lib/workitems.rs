@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `stage`, `stage_id` and `label` are required; `priority` (integer, higher
-//! first) and `params` (an object of strings, numbers or booleans, the values
-//! a recipe substitutes for `@NAME@`) are optional.
+//! first) and `params` (an object of strings, numbers, booleans or lists of
+//! strings, the values a recipe substitutes for `@NAME@`; a list is a list
+//! input's files) are optional.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -123,9 +124,13 @@ fn parse_line(line: &str, n: usize) -> Result<Item, String> {
                         "field `params`: key `{k}` must be letters, digits and _ (it becomes @{k}@)"
                     ));
                 }
-                if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+                let list_of_strings =
+                    |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+                if !(matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+                    || list_of_strings(v))
+                {
                     return Err(format!(
-                        "field `params.{k}`: expected a string, number or boolean (got {v})"
+                        "field `params.{k}`: expected a string, number, boolean or list of strings (got {v})"
                     ));
                 }
             }
@@ -223,5 +228,20 @@ mod tests {
             err("{\"stage\":\"chip\",\"stage_id\":1,\"label\":\"L\",\"params\":{\"A\":[1]}}")
                 .contains("params.A")
         );
+        assert!(err(
+            "{\"stage\":\"chip\",\"stage_id\":1,\"label\":\"L\",\"params\":{\"A\":[\"x\",{}]}}"
+        )
+        .contains("list of strings"));
+    }
+
+    #[test]
+    fn a_param_may_be_a_list_of_strings() {
+        let items = parse(
+            "{\"stage\":\"camera\",\"stage_id\":1,\"label\":\"L\",\"params\":{\"CHIPS\":[\"a b\",\"c\"],\"NONE\":[]}}"
+                .as_bytes(),
+            "in.jsonl",
+        )
+        .unwrap();
+        assert_eq!(items[0].params["CHIPS"], serde_json::json!(["a b", "c"]));
     }
 }

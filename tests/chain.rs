@@ -278,6 +278,11 @@ both_backends! {
 fn three_hundred_chips_then_camera_from_their_outputs() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let site = site(&db, "fe1", &ssh_config());
+    // The camera items are written here by hand: the chip recipe without
+    // its [next].
+    let chip = std::fs::read_to_string(common::fixtures().join("recipes/chip.toml")).unwrap();
+    let (chip, _) = chip.split_once("\n[next]").unwrap();
+    site.use_recipes(&[("chip.toml", chip)]);
     let out = std::process::Command::new("python3")
         .arg(common::fixtures().join("gen-chip-items.py"))
         .args([
@@ -340,7 +345,7 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
             "stage": "camera", "stage_id": e + 1, "label": "BIG",
             "params": {
                 "EXP_NAME": exp,
-                "INPUT": format!("neb://any/czw/BIG/{exp}/{exp}.XY01.ch.fits"),
+                "CHIPS": [format!("neb://any/czw/BIG/{exp}/{exp}.XY01.ch.fits")],
                 "WORKDIR": format!("neb://any/czw/BIG/{exp}"),
             }
         });
@@ -374,6 +379,43 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
 }
 
 both_backends! {
+    // Chip then camera, declared in the chip recipe's [next], through fe1
+    // and the real Slurm: define --all, prepare, exec, poll; poll makes
+    // each exposure's camera item when its last chip is done.
+    fn chip_feeds_camera_through_slurm(db) {
+        let site = site(db, "fe1", &ssh_config());
+        db.import_chip_failing(&site, "CC", (2, 4), 64, &[]);
+        db.remotetool().args(["define", "--all"]).assert().success().stdout("1\n");
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["chained"], serde_json::json!(["camera/1", "camera/5"]), "{p}");
+        let mut c = db.open();
+        let cams = c.read(|s| s.stage_items("CC", "camera")).unwrap();
+        assert_eq!(cams.len(), 2);
+        db.remotetool().args(["define", "--all"]).assert().success().stdout("2\n");
+        db.remotetool().args(["define", "--all"]).assert().code(3);
+        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
+        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        let p = common::poll_until_done(db, 2);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["done"], 2);
+        assert_eq!(p["chained"], serde_json::json!([]));
+        assert_eq!(c.read(|s| s.count_items(Some("CC"), Some("camera"), Some("done"))).unwrap(), 2);
+        for e in 0..2 {
+            let exp = format!("o5745g{:04}o", e + 1);
+            let cmf = site.neb.join(format!("czw/CC/{exp}/{exp}.cm.cmf"));
+            let text = std::fs::read_to_string(&cmf).unwrap_or_else(|e| panic!("{}: {e}", cmf.display()));
+            for chip in ["XY01", "XY02", "XY03", "XY04"] {
+                assert!(text.contains(&format!("{exp}.{chip}.ch.fits")), "{chip} missing in {text}");
+            }
+            assert_eq!(text.lines().count(), 5, "{text}");
+        }
+    }
+}
+
+both_backends! {
     fn exec_holds_back_when_the_queue_is_full(db) {
         let site = db.site_with(&format!(
             "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 0\nqueue_factor = 0.0",
@@ -399,7 +441,7 @@ both_backends! {
         std::fs::create_dir_all(big.parent().unwrap()).unwrap();
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(15 << 40).unwrap();
-        let item = "{\"stage\":\"camera\",\"stage_id\":1,\"label\":\"DF\",\"params\":{\"INPUT\":\"neb://any/huge/all-sky.fits\",\"WORKDIR\":\"neb://any/out\",\"EXP_NAME\":\"e1\"}}\n";
+        let item = "{\"stage\":\"camera\",\"stage_id\":1,\"label\":\"DF\",\"params\":{\"CHIPS\":\"neb://any/huge/all-sky.fits\",\"WORKDIR\":\"neb://any/out\",\"EXP_NAME\":\"e1\"}}\n";
         db.import(item);
         db.remotetool().args(["define", "--label", "DF", "--stage", "camera"]).assert().success();
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("runs", 1),
     ("workitems", 1),
     ("pipeline", 1),
+    ("chain", 1),
     // Foundations.
     ("db", 2),
     ("config", 2),

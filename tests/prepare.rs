@@ -203,7 +203,7 @@ both_backends! {
 
     fn a_path_no_rule_covers_is_named(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"INPUT\":\"/elsewhere/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
+        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"/elsewhere/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
         db.import(items);
         let id = define(db, "P", "camera");
         db.tool("prepare")
@@ -216,7 +216,7 @@ both_backends! {
 
     fn a_newline_in_a_path_is_refused(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"INPUT\":\"neb://a/x\\ny.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
+        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"neb://a/x\\ny.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
         db.import(items);
         let id = define(db, "P", "camera");
         db.tool("prepare")
@@ -229,7 +229,7 @@ both_backends! {
 
     fn a_missing_input_file_is_named(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"INPUT\":\"neb://a/not-there.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
+        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"neb://a/not-there.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
         db.import(items);
         let id = define(db, "P", "camera");
         db.tool("prepare")
@@ -246,7 +246,7 @@ both_backends! {
         std::fs::create_dir_all(site.neb.join("a")).unwrap();
         std::fs::write(site.neb.join("a/x.fits"), "x").unwrap();
         let long = "o".repeat(17 * 1024);
-        let items = format!("{{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{{\"INPUT\":\"neb://a/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\",\"FAIL\":\"{long}\"}}}}\n");
+        let items = format!("{{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{{\"CHIPS\":\"neb://a/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\",\"FAIL\":\"{long}\"}}}}\n");
         db.import(&items);
         let id = define(db, "P", "camera");
         db.tool("prepare")
@@ -291,7 +291,7 @@ both_backends! {
             std::fs::write(&local, format!("data {i}\n")).unwrap();
             let v = serde_json::json!({
                 "stage": "camera", "stage_id": i + 1, "label": "ODD",
-                "params": {"INPUT": format!("neb://x/odd/{name}"), "WORKDIR": "neb://x/out dir", "EXP_NAME": format!("e{i} {name}")}
+                "params": {"CHIPS": format!("neb://x/odd/{name}"), "WORKDIR": "neb://x/out dir", "EXP_NAME": format!("e{i} {name}")}
             });
             items.push_str(&v.to_string());
             items.push('\n');

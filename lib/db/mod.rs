@@ -3,6 +3,7 @@
 //! migrations of the backend and refuses a database written by a newer
 //! offload.
 
+pub mod chain;
 pub mod models;
 pub mod queries;
 pub mod results;

@@ -119,7 +119,7 @@ pub struct ComponentChanges {
 
 /// The queries offload runs. Object safe, so tool code takes `&mut dyn Store`
 /// inside [`super::Db::tx`] and never names a backend.
-pub trait Store: super::results::ResultStore {
+pub trait Store: super::results::ResultStore + super::chain::ChainStore {
     fn backend(&self) -> Backend;
 
     fn insert_work_items(&mut self, items: &[NewWorkItem]) -> QueryResult<usize>;

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::chain::{self, Chain, Created};
 use crate::db::models::{NewResult, Run};
 use crate::db::queries::{ComponentChanges, RunChanges};
 use crate::db::{self, Db, Store};
@@ -32,6 +33,8 @@ pub(super) struct Applied {
     pub(super) abandoned: usize,
     /// stage_ids of the failed components.
     failed_ids: Vec<i64>,
+    /// The next stage's work items made from groups this completed.
+    pub(super) chained: Vec<Created>,
 }
 
 /// A recorded result, to be released.
@@ -135,13 +138,16 @@ fn recorded_of(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Vec<Recorded
 /// Release recorded results, inside the caller's transaction: the
 /// components leave the run, their work items are done, ready again (under
 /// the attempt limit) or abandoned, and each result is listed for the
-/// pipeline's consumers with its outputs here.
+/// pipeline's consumers with its outputs here. With a chain, the groups
+/// the done items complete get their next stage's work items.
 fn release(
     s: &mut dyn Store,
     run: &Run,
     recorded: &[Recorded],
     attempts_limit: i32,
     outputs: &HashMap<i64, String>,
+    next: Option<&Chain<'_>>,
+    actor: &Actor,
 ) -> anyhow::Result<Applied> {
     let now = db::now();
     let mut a = Applied {
@@ -150,6 +156,7 @@ fn release(
         retry: 0,
         abandoned: 0,
         failed_ids: Vec::new(),
+        chained: Vec::new(),
     };
     let mut rows = Vec::with_capacity(recorded.len());
     let ids: Vec<i64> = recorded.iter().map(|r| r.component).collect();
@@ -180,7 +187,43 @@ fn release(
         });
     }
     s.insert_results(&rows)?;
+    if let Some(c) = next {
+        let done: Vec<i64> = recorded
+            .iter()
+            .filter(|r| item_state(r.ok, r.attempts, attempts_limit) == ItemState::Done)
+            .map(|r| r.work_item)
+            .collect();
+        a.chained = chain::after_done(s, c, &run.label, &done)?;
+        if !a.chained.is_empty() {
+            s.insert_history(&chained_history(run, &a.chained, actor))?;
+        }
+    }
     Ok(a)
+}
+
+/// One history row for the next stage's work items a release made.
+fn chained_history(run: &Run, made: &[Created], actor: &Actor) -> crate::db::models::NewHistory {
+    let names: Vec<String> = made
+        .iter()
+        .take(10)
+        .map(|c| {
+            format!(
+                "{}/{} ({}: {} items done)",
+                c.stage, c.stage_id, c.group, c.items
+            )
+        })
+        .collect();
+    actor.history(
+        Some(run.remote_id),
+        None,
+        None,
+        format!(
+            "chained: {} work items for the next stage: {}{}",
+            made.len(),
+            names.join(", "),
+            if made.len() > 10 { ", ..." } else { "" }
+        ),
+    )
 }
 
 /// A result's state for the pipeline: done, failed (tried again) or
@@ -272,6 +315,7 @@ pub(super) fn apply_and_settle(
     apply: Option<&ApplyStep>,
     local_run: &Path,
     attempts_limit: i32,
+    next: Option<&Chain<'_>>,
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<(RunState, Applied)> {
@@ -280,7 +324,7 @@ pub(super) fn apply_and_settle(
     let Some(step) = apply else {
         return db.tx(|s| {
             let recorded = record(s, members, fetched, partial)?;
-            let a = release(s, run, &recorded, attempts_limit, &outputs)?;
+            let a = release(s, run, &recorded, attempts_limit, &outputs, next, actor)?;
             let to = settle(s, run, &ending, &a, actor)?;
             Ok((to, a))
         });
@@ -305,6 +349,7 @@ pub(super) fn apply_and_settle(
         ending,
         local_run,
         attempts_limit,
+        next,
         printer,
         actor,
     )
@@ -322,6 +367,7 @@ pub(super) fn run_the_apply(
     ending: Ending<'_>,
     local_run: &Path,
     attempts_limit: i32,
+    next: Option<&Chain<'_>>,
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<(RunState, Applied)> {
@@ -386,7 +432,7 @@ pub(super) fn run_the_apply(
     let n = lines.len();
     db.tx(|s| {
         let recorded = recorded_of(s, run.remote_id)?;
-        let a = release(s, run, &recorded, attempts_limit, &outputs)?;
+        let a = release(s, run, &recorded, attempts_limit, &outputs, next, actor)?;
         s.insert_history(&actor.history(
             Some(run.remote_id),
             None,

@@ -82,6 +82,9 @@ pub struct Polled {
     pub abandoned: usize,
     pub rejected_records: usize,
     pub outputs: usize,
+    /// The next stage's work items made from groups this poll completed
+    /// (`stage/stage_id`).
+    pub chained: Vec<String>,
 }
 
 /// Count polls that fail in a row (not for the job's reasons, nor "auth"
@@ -162,6 +165,7 @@ pub fn poll_run(
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
     let recipe = Recipe::load_for_stage(&cfg.recipes_dir(args.recipes.as_deref()), &run.stage)?;
     let apply = ApplyStep::of(&recipe, run, &target)?;
+    let next = crate::chain::Chain::of(&recipe, &target.config.vars);
     let local_run = runs::local_run_dir(run, &target)?;
     let attempts_limit = args.attempts.max(1);
     let polled = |state: &str| Polled {
@@ -174,6 +178,7 @@ pub fn poll_run(
         abandoned: 0,
         rejected_records: 0,
         outputs: 0,
+        chained: Vec::new(),
     };
     if run.apply_pending {
         // The results are recorded: only the apply is left (no second pull).
@@ -200,6 +205,7 @@ pub fn poll_run(
             ending,
             &local_run,
             attempts_limit,
+            next.as_ref(),
             printer,
             actor,
         )?;
@@ -209,6 +215,7 @@ pub fn poll_run(
             failed: a.failed,
             retry: a.retry,
             abandoned: a.abandoned,
+            chained: chained_names(&a.chained),
             ..polled("")
         });
     }
@@ -264,6 +271,7 @@ pub fn poll_run(
         apply.as_ref(),
         &local_run,
         attempts_limit,
+        next.as_ref(),
         printer,
         actor,
     )?;
@@ -277,7 +285,14 @@ pub fn poll_run(
         abandoned: applied.abandoned,
         rejected_records: fetched.rejected.len(),
         outputs: fetched.outputs,
+        chained: chained_names(&applied.chained),
     })
+}
+
+fn chained_names(made: &[crate::chain::Created]) -> Vec<String> {
+    made.iter()
+        .map(|c| format!("{}/{}", c.stage, c.stage_id))
+        .collect()
 }
 
 /// Still running, the site's failure (cut by the site, or no summary), or
@@ -401,6 +416,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             String::new()
         }
     ));
+    if !p.chained.is_empty() {
+        printer.info(format!(
+            "run {}: {} work items for the next stage: {}",
+            p.remote_id,
+            p.chained.len(),
+            p.chained.join(", ")
+        ));
+    }
     if g.json {
         printer.json(&p)?;
     } else {

@@ -149,14 +149,23 @@ pub struct ImportArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DefineArgs {
-    /// Label of the work items
-    #[arg(long)]
-    pub label: String,
+    /// Label of the work items (with --all: only this label)
+    #[arg(long, required_unless_present = "all")]
+    pub label: Option<String>,
     /// Stage of the work items (chip, camera, warp, stack, ...)
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub stage: Option<String>,
+    /// One run per label and stage with free ready items, each at most the
+    /// recipe's max_components (several runs when there are more); exit 3
+    /// when none was defined
     #[arg(long)]
-    pub stage: String,
+    pub all: bool,
+    /// With --all: folder of stage recipes (for max_components) [default:
+    /// `recipes` of the configuration, else ~/.config/offload/recipes]
+    #[arg(long, value_name = "DIR", requires = "all")]
+    pub recipes: Option<PathBuf>,
     /// At most this many components in the run (highest priority first)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "all")]
     pub limit: Option<i64>,
     /// Folder for the run's generated files [default: path_base of the
     /// configuration, else ~/.local/share/offload/runs]
@@ -396,6 +405,7 @@ fn define(
 ) -> anyhow::Result<ExitStatus> {
     let path_base = a
         .path_base
+        .clone()
         .or_else(|| cfg.path_base.clone())
         .unwrap_or_else(|| {
             crate::config::default_db_path()
@@ -403,9 +413,12 @@ fn define(
                 .to_string_lossy()
                 .into_owned()
         });
+    if a.all {
+        return define_all(db, cfg, a, path_base, json, printer, actor);
+    }
     let req = DefineRequest {
-        label: a.label,
-        stage: a.stage,
+        label: a.label.unwrap_or_default(),
+        stage: a.stage.unwrap_or_default(),
         limit: a.limit,
         path_base,
         target: a.target,
@@ -420,6 +433,84 @@ fn define(
         printer.json(&d)?;
     } else {
         printer.data(d.remote_id.to_string())?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `define --all`: a run per label and stage with free ready items, each
+/// at most its recipe's `max_components`, until none is free.
+fn define_all(
+    db: &mut Db,
+    cfg: &Config,
+    a: DefineArgs,
+    path_base: String,
+    json: bool,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<ExitStatus> {
+    let recipes = cfg.recipes_dir(a.recipes.as_deref());
+    let labels = match &a.label {
+        Some(l) => vec![l.clone()],
+        None => db.read(|s| s.distinct_labels())?,
+    };
+    let mut made = Vec::new();
+    for label in labels {
+        for stage in db.read(|s| s.distinct_stages(&label))? {
+            if db.read(|s| s.count_free_items(&label, &stage))? == 0 {
+                continue;
+            }
+            let cap = match crate::recipe::Recipe::load_for_stage(&recipes, &stage) {
+                Ok(r) => r.max_components,
+                Err(e) => {
+                    printer.warn(format!(
+                        "{label}/{stage}: {}; its run is not capped",
+                        exit::one_line(&e)
+                    ));
+                    None
+                }
+            };
+            // Until none is free; asked first, so no run is begun and rolled
+            // back for nothing (PostgreSQL would skip its id).
+            while db.read(|s| s.count_free_items(&label, &stage))? > 0 {
+                let req = DefineRequest {
+                    label: label.clone(),
+                    stage: stage.clone(),
+                    limit: cap,
+                    path_base: path_base.clone(),
+                    target: a.target.clone(),
+                    job_policy: a.job_policy,
+                };
+                match runs::define(db, &req, actor) {
+                    Ok(d) => {
+                        printer.info(format!(
+                            "defined run {} with {} components of {}/{}",
+                            d.remote_id, d.components, d.stage, d.label
+                        ));
+                        made.push(d);
+                    }
+                    Err(e) if exit::status_of(&e) == ExitStatus::NothingToDo => break,
+                    Err(e) => return Err(e),
+                }
+                if cap.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    if made.is_empty() {
+        return Err(exit::nothing_to_do(format!(
+            "no free ready work items{}",
+            a.label
+                .map(|l| format!(" of label '{l}'"))
+                .unwrap_or_default()
+        )));
+    }
+    if json {
+        printer.json(&made)?;
+    } else {
+        for d in &made {
+            printer.data(d.remote_id.to_string())?;
+        }
     }
     Ok(ExitStatus::Success)
 }

@@ -29,6 +29,10 @@ pub struct StatusArgs {
     /// Compute ages as of this time (UTC, "YYYY-MM-DD HH:MM:SS") instead of now
     #[arg(long, value_name = "TIME", hide = true)]
     pub at: Option<String>,
+    /// Folder of stage recipes (their [next], for blocked groups) [default:
+    /// `recipes` of the configuration, else ~/.config/offload/recipes]
+    #[arg(long, value_name = "DIR")]
+    pub recipes: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -123,6 +127,77 @@ pub struct Status {
     /// Runs `--next` leaves alone for now (present when there are any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// Groups of a chained stage (a recipe with `[next]`) that an abandoned
+    /// work item keeps from feeding the next stage (present when there
+    /// are any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<crate::chain::Blocked>,
+}
+
+/// The groups an abandoned item blocks, for each label and stage with
+/// abandoned items whose recipe has a `[next]` (a stage without a readable
+/// recipe shows none).
+fn blocked(
+    db: &mut Db,
+    cfg: &Config,
+    a: &StatusArgs,
+    item_groups: &[(String, String, String, i64)],
+) -> anyhow::Result<Vec<crate::chain::Blocked>> {
+    let dir = cfg.recipes_dir(a.recipes.as_deref());
+    let mut out = Vec::new();
+    for (label, stage, state, n) in item_groups {
+        if state != ItemState::Abandoned.as_str() || *n == 0 {
+            continue;
+        }
+        let Ok(recipe) = crate::recipe::Recipe::load_for_stage(&dir, stage) else {
+            continue;
+        };
+        let Some(next) = &recipe.next else {
+            continue;
+        };
+        let rows = db.read(|s| s.stage_items(label, stage))?;
+        let existing: std::collections::HashSet<i64> = db
+            .read(|s| s.existing_keys(std::slice::from_ref(&next.stage)))?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        out.extend(crate::chain::blocked(rows, next, &existing)?);
+    }
+    Ok(out)
+}
+
+fn render_blocked(st: &Status, width: Option<usize>, out: &mut String) {
+    if st.blocked.is_empty() {
+        return;
+    }
+    out.push_str("\ngroups blocked (an abandoned work item; `remotetool retry` puts it back):\n");
+    let rows: Vec<Vec<String>> = st
+        .blocked
+        .iter()
+        .map(|b| {
+            vec![
+                b.label.clone(),
+                b.stage.clone(),
+                b.group.clone(),
+                b.next_stage.clone(),
+                format!("{}/{}", b.done, b.items),
+                format!(
+                    "{}{}",
+                    b.blocked_by,
+                    if b.abandoned.len() > 1 {
+                        format!(" (+{} more)", b.abandoned.len() - 1)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render_fit(
+        &["LABEL", "STAGE", "GROUP", "NEXT", "DONE", "BLOCKED BY"],
+        &rows,
+        width,
+    ));
 }
 
 /// A run held back from `--next`: after a fault, until a person acts; or
@@ -406,6 +481,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         })
         .collect();
     let held = held(db, at)?;
+    let blocked = blocked(db, cfg, a, &item_groups)?;
     let masters_ok = masters.as_ref().is_none_or(|m| m.iter().all(|m| m.alive));
     Ok(Status {
         at,
@@ -419,6 +495,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         holders,
         workers,
         held,
+        blocked,
     })
 }
 
@@ -587,6 +664,7 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
     }
 
     render_held(st, width, &mut out);
+    render_blocked(st, width, &mut out);
 
     if !st.holders.is_empty() {
         out.push_str("\nruns being worked on:\n");
