@@ -384,6 +384,20 @@ both_backends! {
     // each exposure's camera item when its last chip is done.
     fn chip_feeds_camera_through_slurm(db) {
         let site = site(db, "fe1", &ssh_config());
+        // Both stages apply their results to a database of the pipeline's own.
+        let pipeline_db = db.home.path().join("pipeline.db");
+        let apply = format!(
+            "apply = \"python3 {} {}\"\n",
+            common::fixtures().join("bin/apply-sqlite.py").display(),
+            pipeline_db.display()
+        );
+        let with_apply = |name: &str| {
+            let text = std::fs::read_to_string(common::fixtures().join("recipes").join(name)).unwrap();
+            text.replacen("\npost = ", &format!("\n{apply}post = "), 1)
+        };
+        let (chip, camera) = (with_apply("chip.toml"), with_apply("camera.toml"));
+        assert!(chip.contains("apply = ") && camera.contains("apply = "));
+        site.use_recipes(&[("chip.toml", &chip), ("camera.toml", &camera)]);
         db.import_chip_failing(&site, "CC", (2, 4), 64, &[]);
         db.remotetool().args(["define", "--all"]).assert().success().stdout("1\n");
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
@@ -411,6 +425,16 @@ both_backends! {
                 assert!(text.contains(&format!("{exp}.{chip}.ch.fits")), "{chip} missing in {text}");
             }
             assert_eq!(text.lines().count(), 5, "{text}");
+        }
+        // Exactly one applied row per done work item, of both stages.
+        let rows = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(*c.execute(\"select count(*), count(distinct stage||'/'||stage_id), sum(state='done'), sum(stage='camera') from applied\").fetchone())"])
+            .arg(&pipeline_db)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "10 10 10 2", "{}", String::from_utf8_lossy(&rows.stderr));
+        for id in [1, 2] {
+            assert!(db.show(id)["history"].to_string().contains("applied: `python3"), "run {id}");
         }
     }
 }
