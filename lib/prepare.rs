@@ -363,6 +363,32 @@ fn render_component(
     })
 }
 
+/// An output of component `i`: no other component may write it, and its
+/// folder is made before any component runs.
+fn place_output(
+    job: &Job<'_>,
+    comps: &[ComponentSpec],
+    i: usize,
+    remote: &str,
+    output_map: &mut HashMap<String, usize>,
+    mkdirs: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
+    if let Some(first) = output_map.insert(remote.to_string(), i) {
+        return Err(exit::usage(format!(
+            "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
+            comps[first].name(),
+            comps[i].name(),
+            job.recipe.path.display()
+        )));
+    }
+    if let Some((dir, _)) = remote.rsplit_once('/') {
+        if !dir.is_empty() {
+            mkdirs.insert(dir.to_string());
+        }
+    }
+    Ok(())
+}
+
 /// Compute everything a run needs. Reads the local input files' sizes;
 /// writes nothing.
 pub fn plan(
@@ -396,20 +422,8 @@ pub fn plan(
     for (i, r) in rendered.into_iter().enumerate() {
         let r = r?;
         remote_inputs.extend(r.remote_inputs);
-        for remote in r.kept {
-            if let Some(first) = output_map.insert(remote.clone(), i) {
-                return Err(exit::usage(format!(
-                    "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
-                    comps[first].name(),
-                    comps[i].name(),
-                    job.recipe.path.display()
-                )));
-            }
-            if let Some((dir, _)) = remote.rsplit_once('/') {
-                if !dir.is_empty() {
-                    mkdirs.insert(dir.to_string());
-                }
-            }
+        for remote in &r.kept {
+            place_output(job, comps, i, remote, &mut output_map, &mut mkdirs)?;
         }
         for (local, remote) in r.inputs {
             match input_map.get(&remote) {
@@ -428,19 +442,7 @@ pub fn plan(
             }
         }
         for (remote, local, kind) in r.outputs {
-            if let Some(first) = output_map.insert(remote.clone(), i) {
-                return Err(exit::usage(format!(
-                    "{} and {} both write {remote:?}: outputs must differ per component (recipe {})",
-                    comps[first].name(),
-                    comps[i].name(),
-                    job.recipe.path.display()
-                )));
-            }
-            if let Some((dir, _)) = remote.rsplit_once('/') {
-                if !dir.is_empty() {
-                    mkdirs.insert(dir.to_string());
-                }
-            }
+            place_output(job, comps, i, &remote, &mut output_map, &mut mkdirs)?;
             outputs.push((remote, local, comps[i].component_id, kind));
         }
         lines.push(r.line);
