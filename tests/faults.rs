@@ -42,31 +42,17 @@ fn import(
     db: &common::TestDb,
     site: &common::Site,
     label: &str,
-    (exposures, chips): (usize, usize),
+    shape: (usize, usize),
     params: &[(i64, &str, &str)],
 ) {
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args(["--exposures", &exposures.to_string()])
-        .args(["--chips", &chips.to_string(), "--label", label])
-        .args(["--file-size", "64", "--files"])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    db.import_generated(site, label, shape, 1, 64, |v| {
         let id = v["stage_id"].as_i64().unwrap();
         for (sid, k, val) in params {
             if *sid == id {
                 v["params"][*k] = (*val).into();
             }
         }
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
+    });
 }
 
 /// A chip recipe whose command does what the item's ODD param says after
@@ -92,20 +78,8 @@ fn odd_site(db: &common::TestDb, extra: &str) -> common::Site {
     let site = site(db, extra);
     site.use_recipes(&[("chip.toml", ODD_CHIP)]);
     // Defaults for every item: nothing odd, a marker nobody made.
-    let text = std::fs::read_to_string(&site.config).unwrap();
     let marker = site.root.join("marker");
-    std::fs::write(
-        &site.config,
-        text.replacen(
-            "[targets.testsite.vars]\n",
-            &format!(
-                "[targets.testsite.vars]\nODD = \"none\"\nMARKER = \"{}\"\n",
-                marker.display()
-            ),
-            1,
-        ),
-    )
-    .unwrap();
+    site.set_vars(&[("ODD", "none"), ("MARKER", &marker.display().to_string())]);
     site
 }
 

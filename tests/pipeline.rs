@@ -45,16 +45,7 @@ fn toml_string(s: &str) -> String {
 fn site(db: &common::TestDb, apply: Option<&str>) -> common::Site {
     let site = db.site_with("scheduler = \"local\"");
     site.use_recipes(&[("chip.toml", &recipe(apply))]);
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        text.replacen(
-            "[targets.testsite.vars]\n",
-            "[targets.testsite.vars]\nNOTE = \"-\"\n",
-            1,
-        ),
-    )
-    .unwrap();
+    site.set_vars(&[("NOTE", "-")]);
     site
 }
 
@@ -63,34 +54,7 @@ const ODD: &str = "'; DROP TABLE applied; -- $(touch /tmp/offload-pwned) `id`";
 /// Import `n` chip items of `label` (first stage_id `first`), item
 /// `first + 1` failing and item `first + 2` with the odd note.
 fn import(db: &common::TestDb, site: &common::Site, label: &str, n: usize, first: i64) {
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "1",
-            "--chips",
-            &n.to_string(),
-            "--label",
-            label,
-        ])
-        .args([
-            "--first-id",
-            &first.to_string(),
-            "--file-size",
-            "64",
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    db.import_generated(site, label, (1, n), first, 64, |v| {
         let id = v["stage_id"].as_i64().unwrap();
         if id == first + 1 {
             v["params"]["FAIL"] = 3.into();
@@ -98,10 +62,7 @@ fn import(db: &common::TestDb, site: &common::Site, label: &str, n: usize, first
         if id == first + 2 {
             v["params"]["NOTE"] = ODD.into();
         }
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
+    });
 }
 
 /// define, prepare, exec and poll one run of `label` to its end; its id.
@@ -375,16 +336,7 @@ both_backends! {
         let site = db.site_with("scheduler = \"local\"");
         site.use_recipes(&[("chip.toml", WARP)]);
         let refroot = site.remote.join("ref");
-        let text = std::fs::read_to_string(&site.config).unwrap();
-        std::fs::write(
-            &site.config,
-            text.replacen(
-                "[targets.testsite.vars]\n",
-                &format!("[targets.testsite.vars]\nREFROOT = \"{}\"\n", refroot.display()),
-                1,
-            ),
-        )
-        .unwrap();
+        site.set_vars(&[("REFROOT", &refroot.display().to_string())]);
         std::fs::create_dir_all(&refroot).unwrap();
         std::fs::write(refroot.join("refcat.fits"), "catalogue\n").unwrap();
         import(db, &site, "RR", 3, 1);

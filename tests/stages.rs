@@ -23,25 +23,10 @@ fn import_chips(
     db: &common::TestDb,
     site: &common::Site,
     label: &str,
-    (exposures, chips): (usize, usize),
+    shape: (usize, usize),
     edit: impl Fn(&mut Value),
 ) {
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args(["--exposures", &exposures.to_string()])
-        .args(["--chips", &chips.to_string(), "--label", label, "--files"])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: Value = serde_json::from_str(line).unwrap();
-        edit(&mut v);
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
+    db.import_generated(site, label, shape, 1, 64, edit);
 }
 
 fn define(db: &common::TestDb, label: &str, stage: &str, limit: &str) -> String {

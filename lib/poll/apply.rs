@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::chain::{self, Chain, Created};
 use crate::db::models::{NewResult, Run};
-use crate::db::queries::{ComponentChanges, RunChanges};
+use crate::db::queries::ComponentChanges;
 use crate::db::{self, Db, Store};
 use crate::pipeline::{self, ResultLine};
 use crate::printer::Printer;
@@ -331,16 +331,7 @@ pub(super) fn apply_and_settle(
     };
     db.tx(|s| {
         record(s, members, fetched, partial)?;
-        let now = runs::get_run(s, run.remote_id)?;
-        s.set_run_state(
-            run.remote_id,
-            &now.state,
-            &RunChanges {
-                apply_pending: Some(true),
-                ..RunChanges::to(&now.state)
-            },
-        )?;
-        Ok(())
+        runs::set_columns_in(s, run.remote_id, |_, c| c.apply_pending = Some(true))
     })?;
     run_the_apply(
         db,
@@ -416,16 +407,7 @@ pub(super) fn run_the_apply(
         );
         db.tx(|s| {
             runs::record_fault_in(s, run.remote_id, fault::APPLY, &msg, actor)?;
-            let now = runs::get_run(s, run.remote_id)?;
-            s.set_run_state(
-                run.remote_id,
-                &now.state,
-                &RunChanges {
-                    last_poll: Some(Some(db::now())),
-                    ..RunChanges::to(&now.state)
-                },
-            )?;
-            Ok(())
+            runs::set_columns_in(s, run.remote_id, |_, c| c.last_poll = Some(Some(db::now())))
         })?;
         return Err(anyhow::anyhow!("run {}: {msg}", run.remote_id));
     }
@@ -443,15 +425,7 @@ pub(super) fn run_the_apply(
             ),
         ))?;
         let to = settle(s, run, &ending, &a, actor)?;
-        let now = runs::get_run(s, run.remote_id)?;
-        s.set_run_state(
-            run.remote_id,
-            &now.state,
-            &RunChanges {
-                apply_pending: Some(false),
-                ..RunChanges::to(&now.state)
-            },
-        )?;
+        runs::set_columns_in(s, run.remote_id, |_, c| c.apply_pending = Some(false))?;
         Ok((to, a))
     })
 }

@@ -524,6 +524,20 @@ pub fn set_paused_for(
     })
 }
 
+/// Change some of a run's columns (not its state), inside the caller's
+/// transaction: `f` sets them on changes that keep the state it has now.
+pub fn set_columns_in(
+    s: &mut dyn Store,
+    remote_id: i64,
+    f: impl FnOnce(&Run, &mut RunChanges),
+) -> anyhow::Result<()> {
+    let run = get_run(s, remote_id)?;
+    let mut changes = RunChanges::to(&run.state);
+    f(&run, &mut changes);
+    s.set_run_state(remote_id, &run.state, &changes)?;
+    Ok(())
+}
+
 /// Note a failure on a run without changing its state.
 pub fn record_fault(
     db: &mut Db,

@@ -360,32 +360,25 @@ impl TestDb {
         .unwrap();
     }
 
-    /// Generate `exposures` x `chips` chip items with their input files
-    /// (each `file_size` bytes) and import them; those whose stage_id is in
-    /// `failing` fail with exit status 3.
-    pub fn import_chip_failing(
+    /// Generate `exposures` x `chips` chip items of `label`, first stage_id
+    /// `first_id`, with their input files (each `file_size` bytes), let
+    /// `edit` change each item's JSON, and import them; the lines imported.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_generated(
         &self,
         site: &Site,
         label: &str,
         (exposures, chips): (usize, usize),
+        first_id: i64,
         file_size: u64,
-        failing: &[i64],
-    ) {
+        mut edit: impl FnMut(&mut serde_json::Value),
+    ) -> String {
         let out = std::process::Command::new("python3")
             .arg(fixtures().join("gen-chip-items.py"))
-            .args([
-                "--exposures",
-                &exposures.to_string(),
-                "--chips",
-                &chips.to_string(),
-            ])
-            .args([
-                "--label",
-                label,
-                "--file-size",
-                &file_size.to_string(),
-                "--files",
-            ])
+            .args(["--exposures", &exposures.to_string()])
+            .args(["--chips", &chips.to_string(), "--label", label])
+            .args(["--first-id", &first_id.to_string()])
+            .args(["--file-size", &file_size.to_string(), "--files"])
             .arg(&site.neb)
             .output()
             .expect("python3 runs the fixture generator");
@@ -397,13 +390,29 @@ impl TestDb {
         let mut items = String::new();
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if failing.contains(&v["stage_id"].as_i64().unwrap()) {
-                v["params"]["FAIL"] = 3.into();
-            }
+            edit(&mut v);
             items.push_str(&v.to_string());
             items.push('\n');
         }
         self.import(&items);
+        items
+    }
+
+    /// Generate chip items (as [`TestDb::import_generated`]) whose stage_id
+    /// in `failing` fail with exit status 3.
+    pub fn import_chip_failing(
+        &self,
+        site: &Site,
+        label: &str,
+        shape: (usize, usize),
+        file_size: u64,
+        failing: &[i64],
+    ) {
+        self.import_generated(site, label, shape, 1, file_size, |v| {
+            if failing.contains(&v["stage_id"].as_i64().unwrap()) {
+                v["params"]["FAIL"] = 3.into();
+            }
+        });
     }
 
     /// Any tool with `--db`, in the test's home.
@@ -431,6 +440,20 @@ impl Site {
         std::fs::write(
             &self.config,
             text.replace(&recipes, &dir.display().to_string()),
+        )
+        .unwrap();
+    }
+
+    /// Set the target's `vars` (placeholders of every recipe).
+    pub fn set_vars(&self, vars: &[(&str, &str)]) {
+        let mut lines = String::from("[targets.testsite.vars]\n");
+        for (k, v) in vars {
+            lines.push_str(&format!("{k} = {}\n", toml::Value::String(v.to_string())));
+        }
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            text.replacen("[targets.testsite.vars]\n", &lines, 1),
         )
         .unwrap();
     }
