@@ -2,12 +2,18 @@
 //! submitted and watched, and how its files get there and back. The tools
 //! ask a [`Site`] and never which kind it is:
 //!
-//! - [`slurm::SlurmSite`]: a remote centre's front ends, reached through the
-//!   operators' masters; Slurm's commands (squeue, sbatch, sacct, scancel)
-//!   and df run there, files move with the transfer engine.
+//! - [`remote::RemoteSite`]: a remote centre's front ends, reached through
+//!   the operators' masters; its batch system's commands (a [`Scheduler`]:
+//!   [`slurm`], [`pbs`], [`sge`], [`moab`]) and df run there, files move
+//!   with the transfer engine.
 //! - [`local::LocalSite`]: this machine stands in for the remote centre (no
 //!   ssh, no scheduler): the batch script runs here, detached, files are
 //!   copied.
+//!
+//! A [`Scheduler`] is one batch system: the directives of its batch
+//! script, and its commands (submit, find a job by name, state, accounting,
+//! cancel, queue counts) with the parsing of what they print. prepare
+//! renders the batch script with [`batch_script`] (no network).
 //!
 //! This module and the transfer engine are the only ones that write shell
 //! text for the remote side (with [`crate::shell::quote`]).
@@ -19,13 +25,146 @@ use crate::db::Db;
 use crate::exit;
 use crate::printer::Printer;
 use crate::runs::{self, Actor, Extra};
+use crate::scripts::{JobSpec, Launch};
 use crate::ssh::Host;
 use crate::state::RunState;
-use crate::target::{SchedulerKind, Target};
+use crate::target::{LauncherKind, SchedulerKind, Target};
 use crate::transfer::{Pair, Report};
 
 pub mod local;
+pub mod moab;
+pub mod pbs;
+pub mod remote;
+pub mod sge;
 pub mod slurm;
+
+/// One batch system: how its batch script asks for the job, and its
+/// commands, each a script run on the front end with values as `$1`...
+/// (never spliced into the text), and the parsing of what they print.
+pub trait Scheduler: Send + Sync {
+    /// Its name in the configuration (`scheduler = "..."`).
+    fn name(&self) -> &'static str;
+    /// The batch script's directive lines (job name, size, walltime,
+    /// output file, queue, account), each ending in a newline.
+    fn directives(&self, j: &JobSpec<'_>) -> String;
+    /// Shell text for the job's id inside the job (for the summary).
+    fn job_id_expr(&self) -> &'static str;
+    /// Shell text for the job's nodes inside the job (for the summary).
+    fn nodes_expr(&self) -> &'static str;
+    /// The submit command's name, for messages.
+    fn submit_command(&self) -> &'static str;
+    /// Submit `job.sh` in the current folder under the name `$2` (`$1`
+    /// is the run folder); prints the job id.
+    fn submit_script(&self) -> &'static str;
+    fn parse_submit(&self, out: &str) -> anyhow::Result<String>;
+    /// List the queued or running jobs named `$1` (or all jobs, for
+    /// [`Scheduler::parse_find`] to pick from).
+    fn find_script(&self) -> &'static str;
+    fn parse_find(&self, out: &str, name: &str) -> Option<String>;
+    /// Ask the queue about job `$1`.
+    fn state_script(&self) -> &'static str;
+    /// The job's state from the queue's answer (its exit status and
+    /// stdout); None when the queue no longer knows it.
+    fn parse_state(&self, status: Option<i32>, out: &str, job_id: &str) -> Option<JobState>;
+    /// Ask accounting about ended job `$1`, when the system keeps it.
+    fn accounting_script(&self) -> Option<&'static str>;
+    /// The final state from accounting's answer.
+    fn parse_accounting(&self, out: &str) -> Option<String>;
+    /// The cancel command's name, for messages.
+    fn cancel_command(&self) -> &'static str;
+    /// Cancel job `$1`.
+    fn cancel_script(&self) -> &'static str;
+    /// Whether the cancel's complaint says the job had already ended.
+    fn cancel_gone(&self, stderr: &str) -> bool;
+    /// List the queue (every job's name and state).
+    fn queue_script(&self) -> &'static str;
+    /// (pending, running) jobs whose names start with `mine`.
+    fn parse_queue(&self, out: &str, mine: &str) -> (u64, u64);
+    /// Whether a final state means the site cut the job short (a time
+    /// limit, a node's failure, preemption): the site's failure for poll.
+    fn cut_short(&self, final_state: &str) -> bool;
+}
+
+/// The batch system of a remote target (none for `local`).
+pub fn scheduler_of(kind: SchedulerKind) -> Option<Box<dyn Scheduler>> {
+    Some(match kind {
+        SchedulerKind::Slurm => Box::new(slurm::Slurm),
+        SchedulerKind::Pbs => Box::new(pbs::Pbs),
+        SchedulerKind::Sge => Box::new(sge::Sge),
+        SchedulerKind::Moab => Box::new(moab::Moab),
+        SchedulerKind::Local => return None,
+    })
+}
+
+/// How the ranks start inside a target's job of `nodes` nodes: the
+/// target's `launcher`, else `srun` on Slurm and Moab, local processes on
+/// a one-node PBS or Grid Engine job (and on the `local` target), the
+/// site's own remote start (`pbsdsh`, `qrsh -inherit`) on more nodes.
+pub fn launch_for(target: &Target, nodes: u32) -> anyhow::Result<Launch> {
+    let kind = target.config.scheduler;
+    let chosen = match (target.config.launcher, kind) {
+        (Some(l), _) => l,
+        (None, SchedulerKind::Slurm | SchedulerKind::Moab) => LauncherKind::Srun,
+        (None, SchedulerKind::Local) => LauncherKind::Local,
+        (None, SchedulerKind::Pbs) if nodes > 1 => LauncherKind::Pbsdsh,
+        (None, SchedulerKind::Sge) if nodes > 1 => LauncherKind::Qrsh,
+        (None, _) => LauncherKind::Local,
+    };
+    let nodes_of = |what: &str| {
+        match kind {
+        SchedulerKind::Pbs | SchedulerKind::Moab => Ok(("${PBS_NODEFILE:-}", "pbs")),
+        SchedulerKind::Sge => Ok(("${PE_HOSTFILE:-}", "sge")),
+        _ => Err(crate::exit::usage(format!(
+            "target '{}': launcher '{what}' reads a PBS or Grid Engine node list; scheduler '{}' has none (use srun)",
+            target.name,
+            kind.as_str()
+        ))),
+    }
+    };
+    Ok(match chosen {
+        LauncherKind::Srun => Launch::Srun,
+        LauncherKind::Local => {
+            if nodes > 1 && kind != SchedulerKind::Local {
+                return Err(crate::exit::usage(format!(
+                    "target '{}': launcher 'local' runs the ranks on the job's first node only, and this job has {nodes} nodes (use srun, pbsdsh, qrsh or ssh)",
+                    target.name
+                )));
+            }
+            Launch::Local
+        }
+        LauncherKind::Pbsdsh => {
+            let (node_file, format) = nodes_of("pbsdsh")?;
+            Launch::Nodes {
+                node_file,
+                format,
+                start: "pbsdsh -h",
+            }
+        }
+        LauncherKind::Qrsh => {
+            let (node_file, format) = nodes_of("qrsh")?;
+            Launch::Nodes {
+                node_file,
+                format,
+                start: "qrsh -inherit -nostdin",
+            }
+        }
+        LauncherKind::Ssh => {
+            let (node_file, format) = nodes_of("ssh")?;
+            Launch::Nodes {
+                node_file,
+                format,
+                start: "ssh -o BatchMode=yes",
+            }
+        }
+    })
+}
+
+/// A target's batch script: its scheduler's directives, then the job (the
+/// `local` target's is Slurm's, which nothing reads there).
+pub fn batch_script(target: &Target, j: &JobSpec<'_>) -> String {
+    let s = scheduler_of(target.config.scheduler).unwrap_or_else(|| Box::new(slurm::Slurm));
+    crate::scripts::batch_job(j, &s.directives(j), s.job_id_expr(), s.nodes_expr())
+}
 
 /// Where a job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +237,10 @@ pub trait Site {
     fn cancel(&self, job_id: &str) -> anyhow::Result<()>;
     /// (pending, running) jobs named `PREFIX-r...` in the queue.
     fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)>;
+    /// Whether a job's final state means the site cut it short.
+    fn cut_short(&self, _final_state: &str) -> bool {
+        false
+    }
     /// Free bytes where `path` lives (its nearest existing parent).
     fn free_bytes(&self, path: &str) -> anyhow::Result<u64>;
     /// Bytes the account may still write, from the site's quota command.
@@ -124,11 +267,14 @@ pub trait Site {
 
 /// The site of a target.
 pub fn site_for(target: &Target) -> anyhow::Result<Box<dyn Site>> {
-    Ok(match target.config.scheduler {
-        SchedulerKind::Local => Box::new(local::LocalSite),
-        SchedulerKind::Slurm => {
-            Box::new(slurm::SlurmSite::new(target.hosts()?, target.sweep_after()))
-        }
+    Ok(match scheduler_of(target.config.scheduler) {
+        None => Box::new(local::LocalSite),
+        Some(s) => Box::new(remote::RemoteSite::new(
+            target.hosts()?,
+            s,
+            target.config.scheduler_path.clone(),
+            target.sweep_after(),
+        )),
     })
 }
 
