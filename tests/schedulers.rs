@@ -1,0 +1,181 @@
+//! The chain on each real batch system of the testbed: define -> prepare
+//! -> exec (over fe1's master) -> the scheduler -> poll -> error (a
+//! component made to fail) with every other component's output back, and
+//! exec finding a job already submitted under the run's name instead of
+//! submitting again. PBS is Slurm's own PBS commands (slurm-wlm-torque) on
+//! the testbed's Slurm; Grid Engine is the testbed's one-host cell. Both
+//! backends each. (Slurm's own chain is tests/chain.rs.)
+
+mod common;
+
+use std::process::Command;
+
+const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
+const TORQUE_BIN: &str = "/opt/offload-testbed/torque/bin";
+
+fn ssh_config() -> String {
+    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
+}
+
+fn torque_bin() -> String {
+    std::env::var("OFFLOAD_TEST_TORQUE_BIN").unwrap_or_else(|_| TORQUE_BIN.to_string())
+}
+
+fn prefix(db: &common::TestDb) -> String {
+    let name = db
+        .home
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    format!("s{name}")
+}
+
+/// A target of this scheduler on fe1; PBS's commands are Slurm's
+/// wrappers, in a folder of their own.
+fn site(db: &common::TestDb, scheduler: &str) -> common::Site {
+    let path = if scheduler == "pbs" {
+        format!("\nscheduler_path = \"{}\"", torque_bin())
+    } else {
+        String::new()
+    };
+    db.site_with(&format!(
+        "scheduler = \"{scheduler}\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1{path}",
+        ssh_config(),
+        prefix(db),
+    ))
+}
+
+/// Poll a run until it has left `run` (whatever the scheduler calls its
+/// job's states meanwhile: Q, R, qw, r...); poll's JSON of the last poll.
+fn poll_until_settled(db: &common::TestDb, id: i64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", &id.to_string(), "--json"]);
+        let p = common::json_of(c);
+        if ["full", "error", "pending", "new"].contains(&p["state"].as_str().unwrap_or("")) {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job of run {id} still {} after 300 s",
+            p["state"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The scheduler's own submit, by hand, of a held job under a name.
+fn held_job(scheduler: &str, name: &str, dir: &std::path::Path) -> String {
+    let out = match scheduler {
+        "pbs" => Command::new(format!("{}/qsub", torque_bin()))
+            .args(["-h", "-N", name, "-o", "/dev/null", "job.sh"])
+            .current_dir(dir)
+            .output(),
+        _ => Command::new("qsub")
+            .args(["-terse", "-h", "-N", name, "job.sh"])
+            .env("SGE_ROOT", "/var/lib/gridengine")
+            .env("SGE_CELL", "default")
+            .current_dir(dir)
+            .output(),
+    }
+    .expect("the scheduler's qsub runs (scripts/testbed up)");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!id.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    id
+}
+
+fn qdel(scheduler: &str, id: &str) {
+    let mut c = match scheduler {
+        "pbs" => Command::new(format!("{}/qdel", torque_bin())),
+        _ => Command::new("qdel"),
+    };
+    let _ = c
+        .arg(id)
+        .env("SGE_ROOT", "/var/lib/gridengine")
+        .env("SGE_CELL", "default")
+        .output();
+}
+
+fn chain(db: &common::TestDb, scheduler: &str, directive: &str) {
+    let site = site(db, scheduler);
+    db.import_chip_failing(&site, "SC", (2, 6), 64, &[4]);
+    db.remotetool()
+        .args(["define", "--label", "SC", "--stage", "chip"])
+        .assert()
+        .success();
+    db.tool("prepare")
+        .args(["--remote-id", "1"])
+        .assert()
+        .success();
+    let job = std::fs::read_to_string(site.run_dir(1).join("job.sh")).unwrap();
+    assert!(job.contains(directive), "{job}");
+    assert!(!job.contains("#SBATCH"), "{job}");
+    let mut c = db.tool("exec");
+    c.args(["--remote-id", "1", "--json"]);
+    let e = common::json_of(c);
+    assert_eq!(e["found_existing"], false);
+    let p = poll_until_settled(db, 1);
+    assert_eq!(p["state"], "error", "{p}");
+    assert_eq!(
+        (p["done"].as_u64(), p["failed"].as_u64()),
+        (Some(11), Some(1)),
+        "{p}"
+    );
+    assert_eq!(p["outputs"], 22);
+    let run = db.show(1);
+    assert_eq!(run["fault"], 30);
+    let failed = run["failed_components"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["stage_id"], 4);
+    assert_eq!(
+        failed[0]["last_line"],
+        "ppfake: failing as asked (--fail 3) after reading 5 inputs"
+    );
+    let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
+    let mut back = 0;
+    for l in outputs.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if std::path::Path::new(f[0]).exists() {
+            assert_eq!(std::fs::read(f[0]).unwrap(), std::fs::read(f[1]).unwrap());
+            back += 1;
+        }
+    }
+    assert_eq!(back, 22);
+    // The job's summary names its job id, as the scheduler gave it.
+    let summary = std::fs::read_to_string(site.remote_run_dir(1).join("job-summary.txt")).unwrap();
+    let job_id = e["job_id"].as_str().unwrap();
+    assert!(summary.contains(&format!("job_id={job_id}")), "{summary}");
+
+    // Exactly once: a job of the next run already queued under its name
+    // (an exec killed after qsub) is found and recorded, not submitted again.
+    db.remotetool()
+        .args(["define", "--label", "SC", "--stage", "chip"])
+        .assert()
+        .success()
+        .stdout("2\n");
+    db.tool("prepare")
+        .args(["--remote-id", "2"])
+        .assert()
+        .success();
+    let remote = site.push(2);
+    let held = held_job(scheduler, &format!("{}-r2-a0", prefix(db)), &remote);
+    let mut c = db.tool("exec");
+    c.args(["--remote-id", "2", "--json"]);
+    let e = common::json_of(c);
+    qdel(scheduler, &held);
+    assert_eq!(e["found_existing"], true, "{e}");
+    assert_eq!(e["job_id"], held.as_str());
+}
+
+both_backends! {
+    fn pbs_runs_the_chain_and_submits_exactly_once(db) {
+        chain(db, "pbs", "#PBS -l nodes=1:ppn=");
+    }
+
+    fn sge_runs_the_chain_and_submits_exactly_once(db) {
+        chain(db, "sge", "#$ -pe mpi ");
+    }
+}
