@@ -331,6 +331,125 @@ pub fn incomplete(
 mod tests {
     use super::*;
 
+    fn target(extra: &str) -> Target {
+        let c: crate::target::TargetConfig = toml::from_str(&format!(
+            "remote_root = \"/r\"\npartition = \"q1\"\n{extra}"
+        ))
+        .unwrap();
+        Target::new("t", c).unwrap()
+    }
+
+    fn script(extra: &str, nodes: u32) -> anyhow::Result<String> {
+        let t = target(extra);
+        let alloc = crate::alloc::Allocation {
+            components: 100,
+            threads: 2,
+            time_cost: 60.0,
+            core_need: 200.0,
+            node_need: 8.0,
+            hours: 2,
+            nodes,
+            ranks_per_node: 12,
+            ranks: 12 * nodes,
+        };
+        let launch = launch_for(&t, nodes)?;
+        Ok(batch_script(
+            &t,
+            &JobSpec {
+                job_prefix: "off",
+                remote_id: 7,
+                attempt: 1,
+                stage: "chip",
+                label: "L",
+                remote_run: "/r/run-7",
+                alloc: &alloc,
+                partition: t.config.partition.as_deref(),
+                account: None,
+                parallel_environment: &t.config.parallel_environment,
+                steps: 1,
+                launch,
+                tail_bytes: 2000,
+            },
+        ))
+    }
+
+    fn has(text: &str, lines: &[&str]) {
+        // Every rendering is a script bash reads.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        let st = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(f.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "bash -n refuses:\n{text}");
+        for l in lines {
+            assert!(text.lines().any(|x| x == *l), "no line {l:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn each_scheduler_renders_its_directives_and_launcher() {
+        let s = script("", 2).unwrap();
+        has(
+            &s,
+            &[
+                "#SBATCH --job-name=off-r7-a1",
+                "#SBATCH --nodes=2",
+                "#SBATCH --ntasks=24",
+                "#SBATCH --time=2:00:00",
+                "#SBATCH --partition=q1",
+                "OFFLOAD_JOB_ID=\"${SLURM_JOB_ID:-}\"",
+            ],
+        );
+        assert!(s.contains("srun --multi-prog --ntasks=24"), "{s}");
+
+        let s = script("scheduler = \"pbs\"", 1).unwrap();
+        has(
+            &s,
+            &[
+                "#PBS -N off-r7-a1",
+                "#PBS -l nodes=1:ppn=24",
+                "#PBS -l walltime=2:00:00",
+                "#PBS -q q1",
+                "#PBS -j oe",
+            ],
+        );
+        assert!(!s.contains("srun") && s.contains("xargs -P"), "{s}");
+        let s = script("scheduler = \"pbs\"", 2).unwrap();
+        has(
+            &s,
+            &[
+                "#PBS -l nodes=2:ppn=24",
+                "bash \"$OFFLOAD_RUN/tasks/launch.sh\" \"${PBS_NODEFILE:-}\" pbs 24 2 pbsdsh -h",
+            ],
+        );
+
+        let s = script("scheduler = \"sge\"\nparallel_environment = \"orte\"", 2).unwrap();
+        has(&s, &["#$ -N off-r7-a1", "#$ -pe orte 48", "#$ -l h_rt=2:00:00", "#$ -q q1", "#$ -o /r/run-7/job-$JOB_ID.out", "bash \"$OFFLOAD_RUN/tasks/launch.sh\" \"${PE_HOSTFILE:-}\" sge 24 2 qrsh -inherit -nostdin"]);
+        let s = script("scheduler = \"sge\"\nlauncher = \"ssh\"", 2).unwrap();
+        assert!(s.contains("sge 24 2 ssh -o BatchMode=yes\n"), "{s}");
+
+        let s = script("scheduler = \"moab\"", 2).unwrap();
+        has(
+            &s,
+            &[
+                "#MSUB -N off-r7-a1",
+                "#MSUB -l nodes=2:ppn=24,walltime=2:00:00",
+                "#MSUB -q q1",
+            ],
+        );
+        assert!(s.contains("srun --multi-prog"), "{s}");
+
+        // Launchers that cannot work are refused before anything is written.
+        let e = script("launcher = \"pbsdsh\"", 1).unwrap_err().to_string();
+        assert!(e.contains("node list"), "{e}");
+        let e = script("scheduler = \"pbs\"\nlauncher = \"local\"", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("first node only"), "{e}");
+    }
+
     #[test]
     fn listings_name_rank_files_and_the_summary() {
         let l = Listing::parse("rank-1.tsv\nrank-0.tsv\nrank-x.tsv\n../rank-2.tsv\nSUMMARY\n");
