@@ -179,3 +179,128 @@ both_backends! {
         chain(db, "sge", "#$ -pe mpi ");
     }
 }
+
+/// Components 5..8 sleep while the marker is there.
+const SLEEPY_CHIP: &str = r#"
+stage = "chip"
+threads = 2
+time_cost = 20
+command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; esac"
+post = "cat @out:STATS@"
+
+[inputs]
+IMAGE = "@INPUT@"
+MASK = "@MASK@"
+
+[outputs]
+IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
+STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+"#;
+
+fn sge(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .env("SGE_ROOT", "/var/lib/gridengine")
+        .env("SGE_CELL", "default")
+        .output()
+        .expect("Grid Engine's commands run (scripts/testbed up)")
+}
+
+/// The queue takes no new jobs while this lives (jobs wait, `qw`).
+struct QueueDisabled;
+
+impl QueueDisabled {
+    fn new() -> QueueDisabled {
+        assert!(sge(&["qmod", "-d", "all.q"]).status.success());
+        QueueDisabled
+    }
+}
+
+impl Drop for QueueDisabled {
+    fn drop(&mut self) {
+        let _ = sge(&["qmod", "-e", "all.q"]);
+    }
+}
+
+// Grid Engine kills the job at its h_rt: qacct says `failed 37`, poll
+// takes it for the site's cutting it short, applies what the first
+// components did and prepares the rest again, which then ends full.
+both_backends! {
+    fn sge_kills_a_job_at_its_h_rt_and_the_work_it_did_is_kept(db) {
+        let site = db.site_with(&format!(
+            "scheduler = \"sge\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\ncores_per_node = 8",
+            ssh_config(),
+            prefix(db),
+        ));
+        site.use_recipes(&[("chip.toml", SLEEPY_CHIP)]);
+        let marker = site.root.join("marker");
+        let text = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            text.replacen(
+                "[targets.testsite.vars]\n",
+                &format!("[targets.testsite.vars]\nODD = \"none\"\nMARKER = \"{}\"\n", marker.display()),
+                1,
+            ),
+        )
+        .unwrap();
+        let out = Command::new("python3")
+            .arg(common::fixtures().join("gen-chip-items.py"))
+            .args(["--exposures", "1", "--chips", "8", "--label", "HR", "--file-size", "64", "--files"])
+            .arg(&site.neb)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let mut items = String::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["stage_id"].as_i64().unwrap() >= 5 {
+                v["params"]["ODD"] = "sleep".into();
+            }
+            items.push_str(&v.to_string());
+            items.push('\n');
+        }
+        db.import(&items);
+        std::fs::write(&marker, "").unwrap();
+        db.remotetool().args(["define", "--label", "HR", "--stage", "chip"]).assert().success();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        let job = {
+            let _held = QueueDisabled::new();
+            let mut c = db.tool("exec");
+            c.args(["--remote-id", "1", "--json"]);
+            let e = common::json_of(c);
+            let job = e["job_id"].as_str().unwrap().to_string();
+            let alter = sge(&["qalter", "-l", "h_rt=0:0:10", &job]);
+            assert!(alter.status.success(), "{}", String::from_utf8_lossy(&alter.stderr));
+            job
+        };
+        // Wait for Grid Engine's own record of the job's end, then poll.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let acct = loop {
+            let a = sge(&["qacct", "-j", &job]);
+            if a.status.success() {
+                break String::from_utf8_lossy(&a.stdout).into_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "job {job} has no accounting after 180 s");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        assert!(acct.lines().any(|l| l.starts_with("failed") && l.contains("37")), "{acct}");
+        let p = poll_until_settled(db, 1);
+        assert_eq!(p["state"], "new", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(4), Some(0)), "{p}");
+        assert_eq!(p["outputs"], 8, "{p}");
+        let run = db.show(1);
+        assert_eq!(run["attempt"], 1, "{run}");
+        let text = run.to_string();
+        assert!(text.contains("failed=37"), "{text}");
+        // Prepared again for the four that did not come back; now they do.
+        std::fs::remove_file(&marker).unwrap();
+        let mut c = db.tool("prepare");
+        c.args(["--remote-id", "1", "--json"]);
+        assert_eq!(common::json_of(c)["components"], 4);
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let p = poll_until_settled(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["done"], 4);
+    }
+}

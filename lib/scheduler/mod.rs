@@ -130,7 +130,9 @@ pub fn launch_for(target: &Target, nodes: u32) -> anyhow::Result<Launch> {
                     target.name
                 )));
             }
-            Launch::Local
+            Launch::Local {
+                all_at_once: kind != SchedulerKind::Local,
+            }
         }
         LauncherKind::Pbsdsh => {
             let (node_file, format) = nodes_of("pbsdsh")?;
@@ -415,7 +417,10 @@ mod tests {
                 "#PBS -j oe",
             ],
         );
-        assert!(!s.contains("srun") && s.contains("xargs -P"), "{s}");
+        assert!(
+            !s.contains("srun") && s.contains("| xargs -P 12 -I RANK"),
+            "{s}"
+        );
         let s = script("scheduler = \"pbs\"", 2).unwrap();
         has(
             &s,

@@ -206,8 +206,10 @@ pub struct JobSpec<'a> {
 pub enum Launch {
     /// `srun --multi-prog` over the step configs.
     Srun,
-    /// As local processes on the job's (first) node, `nproc` at a time.
-    Local,
+    /// As local processes on the job's (first) node: every rank at once
+    /// in a scheduler's job (it holds their cores), `nproc` at a time on
+    /// the `local` target (`all_at_once` false).
+    Local { all_at_once: bool },
     /// Each rank on its node from the scheduler's node list, started with
     /// the site's own remote start, by [`LAUNCHER`].
     Nodes {
@@ -302,9 +304,14 @@ pub fn batch_job(j: &JobSpec<'_>, directives: &str, job_id: &str, nodes: &str) -
     s.push_str("status=0\n");
     for step in 0..j.steps {
         match &j.launch {
-            Launch::Local => s.push_str(&format!(
-                "seq 0 {} | xargs -P \"$(nproc)\" -I RANK bash -c 'bash \"$OFFLOAD_RUN/tasks/run.sh\" RANK > \"$OFFLOAD_RUN/logs/rank-RANK.log\" 2>&1'\n",
-                a.ranks.saturating_sub(1)
+            Launch::Local { all_at_once } => s.push_str(&format!(
+                "seq 0 {} | xargs -P {} -I RANK bash -c 'bash \"$OFFLOAD_RUN/tasks/run.sh\" RANK > \"$OFFLOAD_RUN/logs/rank-RANK.log\" 2>&1'\n",
+                a.ranks.saturating_sub(1),
+                if *all_at_once {
+                    a.ranks.max(1).to_string()
+                } else {
+                    "\"$(nproc)\"".to_string()
+                }
             )),
             Launch::Srun => s.push_str(&format!(
                 "srun --multi-prog --ntasks={} --cpus-per-task={} --kill-on-bad-exit=0 --output=logs/rank-%t.log multiprog/step-{step}.conf\n",
