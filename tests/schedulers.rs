@@ -304,3 +304,95 @@ both_backends! {
         assert_eq!(p["done"], 4);
     }
 }
+
+/// A target of `scheduler` whose throttle lets one job wait in the queue,
+/// with one run per work item of a stage that sleeps.
+fn sleepy_runs(db: &common::TestDb, scheduler: &str, runs: usize) -> (common::Site, Vec<String>) {
+    let path = if scheduler == "pbs" {
+        format!("\nscheduler_path = \"{}\"", torque_bin())
+    } else {
+        String::new()
+    };
+    let site = db.site_with(&format!(
+        "scheduler = \"{scheduler}\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 1\nqueue_factor = 0.0{path}",
+        ssh_config(),
+        prefix(db),
+    ));
+    site.use_recipes(&[(
+        "sleepy.toml",
+        "stage = \"sleepy\"\nthreads = 2\ntime_cost = 60\ncommand = \"sleep 300\"\n",
+    )]);
+    let items: String = (1..=runs)
+        .map(|i| {
+            format!("{{\"stage\":\"sleepy\",\"stage_id\":{i},\"label\":\"AB\",\"params\":{{}}}}\n")
+        })
+        .collect();
+    db.import(&items);
+    let mut ids = Vec::new();
+    for _ in 0..runs {
+        let out = db
+            .remotetool()
+            .args([
+                "define", "--label", "AB", "--stage", "sleepy", "--limit", "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        db.tool("prepare")
+            .args(["--remote-id", &id])
+            .assert()
+            .success();
+        ids.push(id);
+    }
+    (site, ids)
+}
+
+fn abort(db: &common::TestDb, id: &str, job: &str) {
+    let mut c = db.remotetool();
+    c.args(["abort", id, "--reason", "operator test", "--json"]);
+    let a = common::json_of(c);
+    assert_eq!(a[0]["job_cancelled"], true, "{a}");
+    assert_eq!(a[0]["job_id"].as_str(), Some(job), "{a}");
+    assert_eq!(db.show(id.parse().unwrap())["fault"], 40);
+}
+
+both_backends! {
+    fn sge_throttles_by_its_queue_and_abort_deletes_the_job(db) {
+        let (_site, ids) = sleepy_runs(db, "sge", 2);
+        let _held = QueueDisabled::new();
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", &ids[0], "--json"]);
+        let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
+        // Its job waits (qw): the throttle (one may wait) holds the next back.
+        db.tool("exec")
+            .args(["--remote-id", &ids[1]])
+            .assert()
+            .code(4)
+            .stderr(predicates::str::contains("throttled"));
+        assert_eq!(db.show(ids[1].parse().unwrap())["state"], "pending");
+        abort(db, &ids[0], &job);
+        let q = sge(&["qstat", "-u", "*", "-xml"]);
+        let listed = String::from_utf8_lossy(&q.stdout).into_owned();
+        assert!(!listed.contains(&format!("<JB_job_number>{job}</JB_job_number>")), "{listed}");
+    }
+
+    fn pbs_throttles_by_its_queue_and_abort_deletes_the_job(db) {
+        let (site, ids) = sleepy_runs(db, "pbs", 2);
+        // A held job of this prefix waits in the queue: the throttle holds exec back.
+        let other = site.push(2);
+        let held = held_job("pbs", &format!("{}-r9-a0", prefix(db)), &other);
+        let throttled = db.tool("exec").args(["--remote-id", &ids[0]]).output().unwrap();
+        qdel("pbs", &held);
+        assert_eq!(throttled.status.code(), Some(4), "{}", String::from_utf8_lossy(&throttled.stderr));
+        assert!(String::from_utf8_lossy(&throttled.stderr).contains("throttled"));
+        // Nothing waits now: submitted; then aborted, its job deleted.
+        let mut c = db.tool("exec");
+        c.args(["--remote-id", &ids[0], "--json"]);
+        let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
+        abort(db, &ids[0], &job);
+        let st = Command::new(format!("{}/qstat", torque_bin())).args(["-f", &job]).output().unwrap();
+        let text = String::from_utf8_lossy(&st.stdout).into_owned();
+        assert!(!st.status.success() || text.contains("job_state = C"), "{text}");
+    }
+}
