@@ -129,6 +129,8 @@ pub struct Plan {
     pub alloc: Allocation,
     pub multiprog: Vec<String>,
     pub job_script: String,
+    /// Whether the job starts its ranks with `tasks/launch.sh`.
+    pub launcher: bool,
     pub remote_run: String,
 }
 
@@ -499,20 +501,27 @@ pub fn plan(
     }
     let multiprog = scripts::multiprog(&remote_run, alloc.ranks, c.multiprog_max_bytes)
         .map_err(|e| exit::usage(format!("run {}: {e}", job.remote_id)))?;
-    let job_script = scripts::slurm_job(&scripts::JobSpec {
-        job_prefix: &c.job_prefix,
-        remote_id: job.remote_id,
-        attempt: job.attempt,
-        stage: job.stage,
-        label: job.label,
-        remote_run: &remote_run,
-        alloc: &alloc,
-        partition: c.partition.as_deref(),
-        account: c.account.as_deref(),
-        steps: multiprog.len(),
-        local: c.scheduler == crate::target::SchedulerKind::Local,
-        tail_bytes: c.log_tail_bytes,
-    });
+    let launch = crate::scheduler::launch_for(job.target, alloc.nodes)
+        .map_err(|e| exit::usage(format!("run {}: {}", job.remote_id, exit::one_line(&e))))?;
+    let launcher = matches!(launch, scripts::Launch::Nodes { .. });
+    let job_script = crate::scheduler::batch_script(
+        job.target,
+        &scripts::JobSpec {
+            job_prefix: &c.job_prefix,
+            remote_id: job.remote_id,
+            attempt: job.attempt,
+            stage: job.stage,
+            label: job.label,
+            remote_run: &remote_run,
+            alloc: &alloc,
+            partition: c.partition.as_deref(),
+            account: c.account.as_deref(),
+            parallel_environment: &c.parallel_environment,
+            steps: multiprog.len(),
+            launch,
+            tail_bytes: c.log_tail_bytes,
+        },
+    );
     Ok(Plan {
         inputs,
         remote_inputs: remote_inputs.into_iter().collect(),
@@ -524,6 +533,7 @@ pub fn plan(
         alloc,
         multiprog,
         job_script,
+        launcher,
         remote_run,
     })
 }
@@ -643,6 +653,9 @@ pub fn write(
     w.file("components.tsv", text.as_bytes())?;
 
     w.file("tasks/run.sh", scripts::RUNNER.as_bytes())?;
+    if plan.launcher {
+        w.file("tasks/launch.sh", scripts::LAUNCHER.as_bytes())?;
+    }
     let rank_files: Vec<(String, String)> = plan
         .ranks
         .par_iter()

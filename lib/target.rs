@@ -42,9 +42,45 @@ use crate::ssh::{Host, SshOptions};
 pub enum SchedulerKind {
     /// A Slurm cluster behind front ends reached over ssh.
     Slurm,
+    /// PBS or Torque (qsub, qstat, qdel; `#PBS` directives).
+    Pbs,
+    /// Grid Engine (qsub, qstat, qacct, qdel; `#$` directives, a parallel
+    /// environment).
+    Sge,
+    /// Moab (msub, checkjob, showq, mjobctl; `#MSUB` directives), with
+    /// srun inside the job.
+    Moab,
     /// This machine: no ssh, no Slurm; the batch script runs here and its
     /// ranks run side by side (for trying offload out, and for tests).
     Local,
+}
+
+impl SchedulerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::Slurm => "slurm",
+            SchedulerKind::Pbs => "pbs",
+            SchedulerKind::Sge => "sge",
+            SchedulerKind::Moab => "moab",
+            SchedulerKind::Local => "local",
+        }
+    }
+}
+
+/// How the ranks start inside the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// `srun --multi-prog` (Slurm, Moab over Slurm).
+    Srun,
+    /// Local processes on the job's (one) node, `nproc` at a time.
+    Local,
+    /// `pbsdsh -h HOST` for each rank, from `$PBS_NODEFILE`.
+    Pbsdsh,
+    /// `qrsh -inherit HOST` for each rank, from `$PE_HOSTFILE`.
+    Qrsh,
+    /// `ssh HOST` for each rank, from the scheduler's node list.
+    Ssh,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +88,15 @@ pub enum SchedulerKind {
 pub struct TargetConfig {
     #[serde(default = "default_scheduler")]
     pub scheduler: SchedulerKind,
+    /// How the ranks start inside the job (default: by scheduler, see
+    /// `scheduler::launch_for`).
+    pub launcher: Option<LauncherKind>,
+    /// A folder on the front end put first on PATH for the scheduler's
+    /// commands (when they are not on the login PATH).
+    pub scheduler_path: Option<String>,
+    /// Grid Engine's parallel environment for the job's slots.
+    #[serde(default = "default_pe")]
+    pub parallel_environment: String,
     /// ssh Host aliases of the front ends (each with its own master).
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -111,6 +156,9 @@ pub struct TargetConfig {
 
 fn default_scheduler() -> SchedulerKind {
     SchedulerKind::Slurm
+}
+fn default_pe() -> String {
+    "mpi".to_string()
 }
 fn default_cores() -> u32 {
     24
@@ -260,6 +308,24 @@ impl Target {
                 "remote_root '{}' must be an absolute path without spaces, quotes, $, ` or % (it goes into Slurm's multi-prog file)",
                 c.remote_root
             )));
+        }
+        if c.parallel_environment.is_empty()
+            || !c
+                .parallel_environment
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+        {
+            return Err(bad(format!(
+                "parallel_environment '{}' must be a name of letters, digits and ._-",
+                c.parallel_environment
+            )));
+        }
+        if let Some(p) = &c.scheduler_path {
+            if !p.starts_with('/') || bad_path_char(p).is_some() || p.contains(':') {
+                return Err(bad(format!(
+                    "scheduler_path '{p}' must be an absolute folder (no ':', no newline)"
+                )));
+            }
         }
         let mut rules = Vec::new();
         for (i, r) in c.paths.iter().enumerate() {

@@ -315,10 +315,9 @@ fn decide(
             listing.inputs_missing_first.join(", ")
         )));
     }
-    let cut = matches!(
-        final_state.as_deref(),
-        Some("TIMEOUT" | "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE")
-    );
+    // Cut short by the site, in its scheduler's words (Slurm's TIMEOUT,
+    // NODE_FAIL...; Grid Engine's failed jobs; PBS's killed ones).
+    let cut = final_state.as_deref().is_some_and(|f| site.cut_short(f));
     if cut || !listing.summary {
         let why = format!(
             "job {job_id} ended {} without its summary",

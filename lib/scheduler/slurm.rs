@@ -1,199 +1,69 @@
-//! A Slurm site: its front ends, reached through the operators' masters.
-//! Jobs are asked about and submitted on the first front end (squeue,
-//! sbatch, sacct, scancel; df for the space); files move over all of them
-//! with the transfer engine.
+//! Slurm: sbatch, squeue, sacct, scancel; `#SBATCH` directives.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use anyhow::anyhow;
 
-use anyhow::{anyhow, Context};
+use super::{JobState, Scheduler};
+use crate::scripts::{job_name, JobSpec};
 
-use super::{JobState, Listing, Site};
-use crate::printer::Printer;
-use crate::ssh::Host;
-use crate::transfer::{self, Direction, Options, Pair, Report};
+pub struct Slurm;
 
-const LIMIT: Duration = Duration::from_secs(120);
-/// Removing a run's folder may take a while on a busy file system.
-const REMOVE_LIMIT: Duration = Duration::from_secs(600);
+/// Slurm's final states.
+const FINAL: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+];
 
-pub struct SlurmSite {
-    hosts: Vec<Host>,
-    /// The transfers' `Options::sweep_after`.
-    sweep_after: Option<Duration>,
-}
-
-impl SlurmSite {
-    /// A site of these front ends (at least one); its transfers sweep what
-    /// killed ones left after `sweep_after`.
-    pub fn new(hosts: Vec<Host>, sweep_after: Option<Duration>) -> SlurmSite {
-        assert!(!hosts.is_empty(), "a Slurm site has front ends");
-        SlurmSite { hosts, sweep_after }
+impl Scheduler for Slurm {
+    fn name(&self) -> &'static str {
+        "slurm"
     }
 
-    fn host(&self) -> &Host {
-        &self.hosts[0]
-    }
-
-    /// Run a script on the first front end with `args` as `$1`...; its
-    /// stdout, or an error with its stderr.
-    fn run(&self, script: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.host().run_with(script, args, b"", LIMIT)?;
-        if out.status != Some(0) {
-            let with = if args.is_empty() {
-                String::new()
-            } else {
-                format!(" (with {})", crate::shell::join(args.iter().copied()))
-            };
-            return Err(anyhow!(
-                "`{script}`{with} failed on {}: {}",
-                self.host().alias,
-                out.stderr.trim().replace('\n', "; ")
-            ));
+    fn directives(&self, j: &JobSpec<'_>) -> String {
+        let a = j.alloc;
+        let mut s = String::new();
+        s.push_str(&format!(
+            "#SBATCH --job-name={}\n",
+            job_name(j.job_prefix, j.remote_id, j.attempt)
+        ));
+        s.push_str(&format!("#SBATCH --nodes={}\n", a.nodes));
+        s.push_str(&format!("#SBATCH --ntasks={}\n", a.ranks));
+        s.push_str(&format!("#SBATCH --cpus-per-task={}\n", a.threads));
+        s.push_str(&format!("#SBATCH --time={}\n", a.walltime()));
+        // The run folder exists when the job starts; logs/ is made by the job.
+        s.push_str(&format!("#SBATCH --output={}/job-%j.out\n", j.remote_run));
+        if let Some(p) = j.partition {
+            s.push_str(&format!("#SBATCH --partition={p}\n"));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn transfer(
-        &self,
-        pairs: Vec<Pair>,
-        dir: Direction,
-        printer: &Printer,
-    ) -> anyhow::Result<Report> {
-        let opts = Options {
-            sweep_after: self.sweep_after,
-            ..Options::default()
-        };
-        let report =
-            transfer::transfer(&self.hosts, pairs, dir, &opts, printer.bytes_progress(dir))?;
-        if report.swept > 0 {
-            printer.debug(format!(
-                "{}: swept {} staging names left by killed transfers: {}",
-                dir.as_str(),
-                report.swept,
-                report.swept_paths.join(", ")
-            ));
+        if let Some(acc) = j.account {
+            s.push_str(&format!("#SBATCH --account={acc}\n"));
         }
-        Ok(report)
-    }
-}
-
-impl Site for SlurmSite {
-    fn place(&self) -> String {
-        format!("on {}", self.host().alias)
+        s
     }
 
-    fn hosts(&self) -> &[Host] {
-        &self.hosts
+    fn job_id_expr(&self) -> &'static str {
+        "${SLURM_JOB_ID:-}"
     }
 
-    fn check(&self) -> anyhow::Result<()> {
-        self.hosts.iter().try_for_each(Host::check)
+    fn nodes_expr(&self) -> &'static str {
+        "${SLURM_JOB_NODELIST:-}"
     }
 
-    fn listing(&self, remote_run: &str) -> anyhow::Result<Listing> {
-        let out = self.host().run_with(
-            "cd \"$1\" 2>/dev/null && { ls -1 results 2>/dev/null | grep -E '^rank-[0-9]+\\.tsv$'; [ -f job-summary.txt ] && { echo SUMMARY; grep '^inputs_missing' job-summary.txt; }; }; true",
-            &[remote_run],
-            b"",
-            Duration::from_secs(60),
-        )?;
-        Ok(Listing::parse(&String::from_utf8_lossy(&out.stdout)))
+    fn submit_command(&self) -> &'static str {
+        "sbatch"
     }
 
-    fn regular_files(&self, paths: &[&str]) -> anyhow::Result<HashSet<String>> {
-        let mut input = Vec::new();
-        for p in paths {
-            input.extend_from_slice(p.as_bytes());
-            input.push(0);
-        }
-        let out = self.host().run_with(
-            "while IFS= read -r -d '' f; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done",
-            &[],
-            &input,
-            LIMIT,
-        )?;
-        if out.status != Some(0) {
-            return Err(anyhow!(
-                "cannot look at the outputs on {}: {}",
-                self.host().alias,
-                out.stderr.trim()
-            ));
-        }
-        Ok(out
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect())
+    fn submit_script(&self) -> &'static str {
+        "sbatch --parsable --job-name=\"$2\" job.sh"
     }
 
-    fn remove(&self, folder: &str) -> anyhow::Result<()> {
-        self.host().check()?;
-        let out = self
-            .host()
-            .run_with("rm -rf -- \"$1\"", &[folder], b"", REMOVE_LIMIT)?;
-        if out.status != Some(0) {
-            return Err(anyhow!(
-                "cannot remove {folder} on {}: {}",
-                self.host().alias,
-                out.stderr.trim()
-            ));
-        }
-        Ok(())
-    }
-
-    fn push(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report> {
-        self.transfer(pairs, Direction::Push, printer)
-    }
-
-    fn pull(&self, pairs: Vec<Pair>, printer: &Printer) -> anyhow::Result<Report> {
-        self.transfer(pairs, Direction::Pull, printer)
-    }
-
-    /// One `find` on the first front end (GNU find: fractional `-mmin`);
-    /// a staging folder is removed whole and not looked into.
-    fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
-        self.host().check()?;
-        let minutes = format!("{:.3}", older_than.as_secs_f64() / 60.0);
-        let out = self.host().run_with(
-            "[ -d \"$1\" ] || exit 0; \
-             find \"$1\" -mindepth 1 \\( -name '*.offload-part' -o -name '*.offload-part.*' \\) -prune -mmin \"+$2\" -print0 2>/dev/null \
-             | while IFS= read -r -d '' p; do rm -rf -- \"$p\" 2>/dev/null && printf '%s\\0' \"$p\"; done; exit 0",
-            &[root, &minutes],
-            b"",
-            REMOVE_LIMIT,
-        )?;
-        if out.status != Some(0) {
-            return Err(anyhow!(
-                "cannot sweep {root} on {}: {}",
-                self.host().alias,
-                out.stderr.trim().replace('\n', "; ")
-            ));
-        }
-        Ok(out
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect())
-    }
-
-    /// The id of a queued or running job with this name, if any.
-    fn find_job(&self, name: &str) -> anyhow::Result<Option<String>> {
-        let out = self.run("squeue -h -n \"$1\" -o %i", &[name])?;
-        Ok(out.split_whitespace().next().map(str::to_string))
-    }
-
-    /// Submit `job.sh` in the run's folder (clearing what an earlier attempt
-    /// left); the job id.
-    fn submit(&self, remote_run: &str, name: &str) -> anyhow::Result<String> {
-        let out = self
-            .run(
-                "cd \"$1\" && rm -rf -- results job-summary.txt && sbatch --parsable --job-name=\"$2\" job.sh",
-                &[remote_run, name],
-            )
-            .context("sbatch refused the job")?;
+    fn parse_submit(&self, out: &str) -> anyhow::Result<String> {
         let id = out.trim().split(';').next().unwrap_or("").to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
             return Err(anyhow!("sbatch printed no job id: {out:?}"));
@@ -201,74 +71,61 @@ impl Site for SlurmSite {
         Ok(id)
     }
 
-    fn state(&self, job_id: &str) -> anyhow::Result<JobState> {
-        let out = self
-            .host()
-            .run_with("squeue -h -j \"$1\" -o %T", &[job_id], b"", LIMIT)?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if out.status == Some(0) {
-            if let Some(s) = text.split_whitespace().next() {
-                if !matches!(
-                    s,
-                    "COMPLETED"
-                        | "FAILED"
-                        | "CANCELLED"
-                        | "TIMEOUT"
-                        | "NODE_FAIL"
-                        | "PREEMPTED"
-                        | "OUT_OF_MEMORY"
-                        | "BOOT_FAIL"
-                        | "DEADLINE"
-                ) {
-                    return Ok(JobState::Active(s.to_string()));
-                }
-                return Ok(JobState::Ended(Some(s.to_string())));
-            }
-        }
-        // Gone from the queue: accounting, where the site keeps it.
-        let acct =
-            self.host()
-                .run_with("sacct -n -X -P -j \"$1\" -o State", &[job_id], b"", LIMIT)?;
-        let state = (acct.status == Some(0))
-            .then(|| {
-                String::from_utf8_lossy(&acct.stdout)
-                    .split_whitespace()
-                    .next()
-                    .map(str::to_string)
-            })
-            .flatten();
-        Ok(JobState::Ended(state))
+    fn find_script(&self) -> &'static str {
+        "squeue -h -n \"$1\" -o %i"
     }
 
-    /// Cancel a job (`scancel`). A job that has already ended is not an
-    /// error: there is nothing left to cancel.
-    fn cancel(&self, job_id: &str) -> anyhow::Result<()> {
-        let out = self
-            .host()
-            .run_with("scancel \"$1\"", &[job_id], b"", LIMIT)?;
-        let err = out.stderr.trim();
-        let gone =
-            err.contains("already completing or completed") || err.contains("Invalid job id");
-        if out.status == Some(0) || gone {
-            return Ok(());
-        }
-        Err(anyhow!(
-            "scancel {job_id} failed on {}: {}",
-            self.host().alias,
-            err.replace('\n', "; ")
-        ))
+    fn parse_find(&self, out: &str, _name: &str) -> Option<String> {
+        out.split_whitespace().next().map(str::to_string)
     }
 
-    /// (pending, running) jobs of offload (names `PREFIX-r...`) in the queue.
-    fn queue_counts(&self, prefix: &str) -> anyhow::Result<(u64, u64)> {
-        let mine = format!("{prefix}-r");
-        let out = self.run("squeue -h -o '%j %t'", &[])?;
+    fn state_script(&self) -> &'static str {
+        "squeue -h -j \"$1\" -o %T"
+    }
+
+    fn parse_state(&self, status: Option<i32>, out: &str, _job_id: &str) -> Option<JobState> {
+        if status != Some(0) {
+            return None;
+        }
+        let s = out.split_whitespace().next()?;
+        Some(if FINAL.contains(&s) {
+            JobState::Ended(Some(s.to_string()))
+        } else {
+            JobState::Active(s.to_string())
+        })
+    }
+
+    fn accounting_script(&self) -> Option<&'static str> {
+        Some("sacct -n -X -P -j \"$1\" -o State")
+    }
+
+    fn parse_accounting(&self, out: &str) -> Option<String> {
+        out.split_whitespace().next().map(str::to_string)
+    }
+
+    fn cancel_command(&self) -> &'static str {
+        "scancel"
+    }
+
+    fn cancel_script(&self) -> &'static str {
+        "scancel \"$1\""
+    }
+
+    fn cancel_gone(&self, stderr: &str) -> bool {
+        stderr.contains("already completing or completed") || stderr.contains("Invalid job id")
+    }
+
+    fn queue_script(&self) -> &'static str {
+        "squeue -h -o '%j %t'"
+    }
+
+    fn parse_queue(&self, out: &str, mine: &str) -> (u64, u64) {
         let mut pending = 0;
         let mut running = 0;
         for l in out.lines() {
             let mut f = l.split_whitespace();
             if let (Some(name), Some(st)) = (f.next(), f.next()) {
-                if name.starts_with(&mine) {
+                if name.starts_with(mine) {
                     match st {
                         "PD" => pending += 1,
                         "R" | "CG" | "CF" => running += 1,
@@ -277,29 +134,45 @@ impl Site for SlurmSite {
                 }
             }
         }
-        Ok((pending, running))
+        (pending, running)
     }
 
-    /// Bytes the account may still write, from the site's quota command.
-    fn quota_bytes(&self, command: &str) -> anyhow::Result<u64> {
-        let out = self.run(command, &[])?;
-        out.split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                anyhow!("the quota command `{command}` printed no number of bytes: {out:?}")
-            })
+    /// Cut short by the site: a time limit, a node's failure, preemption.
+    fn cut_short(&self, final_state: &str) -> bool {
+        matches!(
+            final_state.split_whitespace().next().unwrap_or(""),
+            "TIMEOUT" | "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE"
+        )
     }
+}
 
-    /// Free bytes where `path` lives (its nearest existing parent).
-    fn free_bytes(&self, path: &str) -> anyhow::Result<u64> {
-        let out = self.run(
-            "p=$1; while [ ! -e \"$p\" ]; do p=$(dirname -- \"$p\"); done; df -P -B1 -- \"$p\" | tail -n 1",
-            &[path],
-        )?;
-        out.split_whitespace()
-            .nth(3)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("cannot read free space from df: {out:?}"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_outputs_parse() {
+        let s = Slurm;
+        assert_eq!(s.parse_submit("4242\n").unwrap(), "4242");
+        assert_eq!(s.parse_submit("4242;cluster\n").unwrap(), "4242");
+        assert!(s.parse_submit("error\n").is_err());
+        assert_eq!(
+            s.parse_state(Some(0), "PENDING\n", "1"),
+            Some(JobState::Active("PENDING".into()))
+        );
+        assert_eq!(
+            s.parse_state(Some(0), "TIMEOUT\n", "1"),
+            Some(JobState::Ended(Some("TIMEOUT".into())))
+        );
+        assert_eq!(s.parse_state(Some(1), "", "1"), None);
+        assert_eq!(
+            s.parse_queue(
+                "t1-r1-a0 PD\nt1-r2-a0 R\nother-r1-a0 PD\nt1-r3-a1 CG\n",
+                "t1-r"
+            ),
+            (1, 2)
+        );
+        assert!(s.cut_short("TIMEOUT") && s.cut_short("NODE_FAIL"));
+        assert!(!s.cut_short("COMPLETED") && !s.cut_short("FAILED"));
     }
 }

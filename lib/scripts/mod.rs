@@ -192,12 +192,39 @@ pub struct JobSpec<'a> {
     pub alloc: &'a Allocation,
     pub partition: Option<&'a str>,
     pub account: Option<&'a str>,
+    /// Grid Engine's parallel environment for the job's slots.
+    pub parallel_environment: &'a str,
     pub steps: usize,
-    /// Run the ranks here, side by side, instead of with srun.
-    pub local: bool,
+    /// How the ranks start.
+    pub launch: Launch,
     /// Bytes of each component's stdout and stderr kept in its result.
     pub tail_bytes: usize,
 }
+
+/// How the ranks start inside the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// `srun --multi-prog` over the step configs.
+    Srun,
+    /// As local processes on the job's (first) node: every rank at once
+    /// in a scheduler's job (it holds their cores), `nproc` at a time on
+    /// the `local` target (`all_at_once` false).
+    Local { all_at_once: bool },
+    /// Each rank on its node from the scheduler's node list, started with
+    /// the site's own remote start, by [`LAUNCHER`].
+    Nodes {
+        /// Shell text for the node list's file (`${PBS_NODEFILE:-}`).
+        node_file: &'static str,
+        /// `pbs` (a line per slot) or `sge` (HOST SLOTS ...).
+        format: &'static str,
+        /// The words that start a command on a host given next.
+        start: &'static str,
+    },
+}
+
+/// The rank launcher for sites without srun (`tasks/launch.sh`): see
+/// its header.
+pub const LAUNCHER: &str = include_str!("launch.sh");
 
 /// The job name: the target's prefix, run id and attempt, so a job can be
 /// found again.
@@ -232,7 +259,7 @@ if [ -s remote-inputs.list ]; then
 fi
 if [ "$missing" -gt 0 ]; then
     {
-        echo "job_id=${SLURM_JOB_ID:-}"
+        echo "job_id=$OFFLOAD_JOB_ID"
         echo "inputs_missing=$missing"
         for f in "${first[@]}"; do echo "inputs_missing_first=$f"; done
     } > job-summary.txt.tmp && mv job-summary.txt.tmp job-summary.txt
@@ -241,28 +268,15 @@ if [ "$missing" -gt 0 ]; then
 fi
 "#;
 
-/// The Slurm batch script.
-pub fn slurm_job(j: &JobSpec<'_>) -> String {
+/// The batch script: the scheduler's `directives`, then the job; the job's
+/// id and nodes for its summary are the scheduler's shell text `job_id`
+/// and `nodes`.
+pub fn batch_job(j: &JobSpec<'_>, directives: &str, job_id: &str, nodes: &str) -> String {
     let a = j.alloc;
     let q = crate::shell::quote;
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
-    s.push_str(&format!(
-        "#SBATCH --job-name={}\n",
-        job_name(j.job_prefix, j.remote_id, j.attempt)
-    ));
-    s.push_str(&format!("#SBATCH --nodes={}\n", a.nodes));
-    s.push_str(&format!("#SBATCH --ntasks={}\n", a.ranks));
-    s.push_str(&format!("#SBATCH --cpus-per-task={}\n", a.threads));
-    s.push_str(&format!("#SBATCH --time={}\n", a.walltime()));
-    // The run folder exists when the job starts; logs/ is made by the job.
-    s.push_str(&format!("#SBATCH --output={}/job-%j.out\n", j.remote_run));
-    if let Some(p) = j.partition {
-        s.push_str(&format!("#SBATCH --partition={p}\n"));
-    }
-    if let Some(acc) = j.account {
-        s.push_str(&format!("#SBATCH --account={acc}\n"));
-    }
+    s.push_str(directives);
     s.push_str(&format!(
         "# offload run {} ({}/{}), attempt {}: {} components on {} ranks, {} nodes x {} h\n",
         j.remote_id,
@@ -276,7 +290,7 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     ));
     s.push_str("set -u\nexport LC_ALL=C\n");
     s.push_str(&format!(
-        "OFFLOAD_RUN={}\nexport OFFLOAD_RUN\nOFFLOAD_TAIL={}\nexport OFFLOAD_TAIL\n",
+        "OFFLOAD_RUN={}\nexport OFFLOAD_RUN\nOFFLOAD_TAIL={}\nexport OFFLOAD_TAIL\nOFFLOAD_JOB_ID=\"{job_id}\"\n",
         q(j.remote_run),
         j.tail_bytes
     ));
@@ -289,23 +303,37 @@ pub fn slurm_job(j: &JobSpec<'_>) -> String {
     s.push_str(INPUTS_CHECK);
     s.push_str("status=0\n");
     for step in 0..j.steps {
-        if j.local {
-            s.push_str(&format!(
-                "seq 0 {} | xargs -P \"$(nproc)\" -I RANK bash -c 'bash \"$OFFLOAD_RUN/tasks/run.sh\" RANK > \"$OFFLOAD_RUN/logs/rank-RANK.log\" 2>&1'\n",
-                a.ranks.saturating_sub(1)
-            ));
-        } else {
-            s.push_str(&format!(
+        match &j.launch {
+            Launch::Local { all_at_once } => s.push_str(&format!(
+                "seq 0 {} | xargs -P {} -I RANK bash -c 'bash \"$OFFLOAD_RUN/tasks/run.sh\" RANK > \"$OFFLOAD_RUN/logs/rank-RANK.log\" 2>&1'\n",
+                a.ranks.saturating_sub(1),
+                if *all_at_once {
+                    a.ranks.max(1).to_string()
+                } else {
+                    "\"$(nproc)\"".to_string()
+                }
+            )),
+            Launch::Srun => s.push_str(&format!(
                 "srun --multi-prog --ntasks={} --cpus-per-task={} --kill-on-bad-exit=0 --output=logs/rank-%t.log multiprog/step-{step}.conf\n",
                 a.ranks, a.threads
-            ));
+            )),
+            Launch::Nodes {
+                node_file,
+                format,
+                start,
+            } => s.push_str(&format!(
+                "bash \"$OFFLOAD_RUN/tasks/launch.sh\" \"{node_file}\" {format} {} {} {start}\n",
+                a.ranks, a.threads
+            )),
         }
         s.push_str(&format!(
             "step{step}=$?\n[ \"$step{step}\" -ne 0 ] && status=$step{step}\n"
         ));
     }
     s.push_str("ended=$(date +%s)\n{\n");
-    s.push_str("  echo \"job_id=${SLURM_JOB_ID:-}\"\n  echo \"nodes=${SLURM_JOB_NODELIST:-}\"\n");
+    s.push_str(&format!(
+        "  echo \"job_id=$OFFLOAD_JOB_ID\"\n  echo \"nodes={nodes}\"\n"
+    ));
     s.push_str("  echo \"started=$started\"\n  echo \"ended=$ended\"\n");
     for step in 0..j.steps {
         s.push_str(&format!("  echo \"step.{step}.exit=$step{step}\"\n"));
