@@ -303,22 +303,36 @@ impl crate::recipe::Values for RunValues<'_> {
     }
 }
 
+/// What applying needs of the poll: the run, where its files are here, the
+/// attempt limit, the stage its work feeds, and who acts.
+#[derive(Clone, Copy)]
+pub(super) struct Settling<'a> {
+    pub(super) run: &'a Run,
+    pub(super) local_run: &'a Path,
+    pub(super) attempts_limit: i32,
+    pub(super) next: Option<&'a Chain<'a>>,
+    pub(super) printer: &'a Printer,
+    pub(super) actor: &'a Actor,
+}
+
 /// Record the results, run the apply command (if any), release them and
 /// settle the run. Returns the run's new state and what was applied.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn apply_and_settle(
     db: &mut Db,
-    run: &Run,
+    how: Settling<'_>,
     members: &[Member],
     fetched: &Fetched,
     ending: Ending<'_>,
     apply: Option<&ApplyStep>,
-    local_run: &Path,
-    attempts_limit: i32,
-    next: Option<&Chain<'_>>,
-    printer: &Printer,
-    actor: &Actor,
 ) -> anyhow::Result<(RunState, Applied)> {
+    let Settling {
+        run,
+        local_run,
+        attempts_limit,
+        next,
+        actor,
+        ..
+    } = how;
     let partial = matches!(ending, Ending::Cut { .. });
     let outputs = pipeline::outputs_here(&local_run.join("outputs.list"))?;
     let Some(step) = apply else {
@@ -333,35 +347,27 @@ pub(super) fn apply_and_settle(
         record(s, members, fetched, partial)?;
         runs::set_columns_in(s, run.remote_id, |_, c| c.apply_pending = Some(true))
     })?;
-    run_the_apply(
-        db,
-        run,
-        step,
-        ending,
-        local_run,
-        attempts_limit,
-        next,
-        printer,
-        actor,
-    )
+    run_the_apply(db, how, step, ending)
 }
 
 /// The apply step of a run whose results are recorded (now, or by an
 /// earlier poll whose apply failed): the command reads the results; when
 /// it exits 0 they are released and the run settles, in one transaction
 /// that says it was applied. Otherwise fault 50, and the run stays.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_the_apply(
     db: &mut Db,
-    run: &Run,
+    how: Settling<'_>,
     step: &ApplyStep,
     ending: Ending<'_>,
-    local_run: &Path,
-    attempts_limit: i32,
-    next: Option<&Chain<'_>>,
-    printer: &Printer,
-    actor: &Actor,
 ) -> anyhow::Result<(RunState, Applied)> {
+    let Settling {
+        run,
+        local_run,
+        attempts_limit,
+        next,
+        printer,
+        actor,
+    } = how;
     let outputs = pipeline::outputs_here(&local_run.join("outputs.list"))?;
     let rows = db.read(|s| s.recorded_components(run.remote_id))?;
     let lines: Vec<ResultLine> = rows

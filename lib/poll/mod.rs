@@ -168,6 +168,14 @@ pub fn poll_run(
     let next = crate::chain::Chain::of(&recipe, &target.config.vars);
     let local_run = runs::local_run_dir(run, &target)?;
     let attempts_limit = args.attempts.max(1);
+    let settling = apply::Settling {
+        run,
+        local_run: &local_run,
+        attempts_limit,
+        next: next.as_ref(),
+        printer,
+        actor,
+    };
     let polled = |state: &str| Polled {
         remote_id: run.remote_id,
         job_id: job_id.clone(),
@@ -198,17 +206,7 @@ pub fn poll_run(
         } else {
             Ending::Ended { job_id: &job_id }
         };
-        let (to, a) = apply::run_the_apply(
-            db,
-            run,
-            step,
-            ending,
-            &local_run,
-            attempts_limit,
-            next.as_ref(),
-            printer,
-            actor,
-        )?;
+        let (to, a) = apply::run_the_apply(db, settling, step, ending)?;
         return Ok(Polled {
             state: to.as_str().to_string(),
             done: a.done,
@@ -262,19 +260,8 @@ pub fn poll_run(
         Some(why) => Ending::Cut { why },
         None => Ending::Ended { job_id: &job_id },
     };
-    let (to, applied) = apply::apply_and_settle(
-        db,
-        run,
-        &members,
-        &fetched,
-        ending,
-        apply.as_ref(),
-        &local_run,
-        attempts_limit,
-        next.as_ref(),
-        printer,
-        actor,
-    )?;
+    let (to, applied) =
+        apply::apply_and_settle(db, settling, &members, &fetched, ending, apply.as_ref())?;
     Ok(Polled {
         remote_id: run.remote_id,
         job_id,
