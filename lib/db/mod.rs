@@ -237,8 +237,11 @@ pub fn claim_oldest_in_one_statement(
              AND (r.held_until IS NULL OR r.held_until <= $8)
              AND ((r.target IS NULL AND $9)
                   OR (r.target <> ALL($10) AND ($11::text IS NULL OR r.target = $11)))
-             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.paused
-                             AND (k.tool = $4 OR k.tool = $4 || '@' || COALESCE(r.target, $12)))
+             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.paused AND k.tool = $4)
+             -- Per-target pauses: looked at row by row only when there is one.
+             AND (NOT EXISTS (SELECT 1 FROM control k WHERE k.paused AND k.tool LIKE $4 || '@%')
+                  OR NOT EXISTS (SELECT 1 FROM control k WHERE k.paused
+                                 AND k.tool = $4 || '@' || COALESCE(r.target, $12)))
            ORDER BY r.remote_id LIMIT 1
            FOR UPDATE OF r SKIP LOCKED)
          , leased AS (
