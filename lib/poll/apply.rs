@@ -479,6 +479,8 @@ fn settle_cut(
         Extra {
             attempt: Some(now_run.attempt + 1),
             job_id: Some(None),
+            // What came back was applied: no fault of an earlier try stays.
+            fault: Some(0),
             message: Some(Some(msg.clone())),
             ..Extra::default()
         },

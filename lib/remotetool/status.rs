@@ -416,8 +416,18 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::New) if r.fault != 0 => Some(format!(
+            Ok(RunState::New) if r.fault == crate::state::fault::PREPARE => Some(format!(
                 "prepare failed, fault {}: {}",
+                r.fault,
+                r.message.as_deref().unwrap_or("(no message)")
+            )),
+            Ok(RunState::Pending) if r.fault == crate::state::fault::EXEC => Some(format!(
+                "exec failed, fault {}: {}",
+                r.fault,
+                r.message.as_deref().unwrap_or("(no message)")
+            )),
+            Ok(RunState::New | RunState::Pending) if r.fault != 0 => Some(format!(
+                "fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
