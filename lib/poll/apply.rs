@@ -482,7 +482,6 @@ fn settle_cut(
             // What came back was applied: no fault of an earlier try stays.
             fault: Some(0),
             message: Some(Some(msg.clone())),
-            ..Extra::default()
         },
     )?;
     Ok(RunState::New)
