@@ -700,13 +700,9 @@ struct Cleaned {
     needed_by: Vec<String>,
 }
 
-/// What still needs files under a run's remote folder: prepared runs not
-/// finished whose remote-resident inputs are there, and unfinished work
-/// items whose params name a path there (a later stage reading an earlier
-/// one's products where they are).
-fn still_needed(db: &mut Db, cfg: &Config, folder: &str) -> anyhow::Result<Vec<String>> {
-    let prefix = format!("{}/", folder.trim_end_matches('/'));
-    let mut why = Vec::new();
+/// The remote-resident inputs of the prepared runs not finished: (run,
+/// state, its `remote-inputs.list`). Read once for a whole `clean`.
+fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, String, String)>> {
     let open = db.read(|s| {
         s.runs(&RunFilter {
             states: [
@@ -722,16 +718,32 @@ fn still_needed(db: &mut Db, cfg: &Config, folder: &str) -> anyhow::Result<Vec<S
             ..RunFilter::default()
         })
     })?;
-    for r in &open {
-        let Ok(target) = cfg.run_target(r.target.as_deref(), r.remote_id) else {
-            continue;
-        };
-        let Ok(dir) = runs::local_run_dir(r, &target) else {
-            continue;
-        };
-        let list = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap_or_default();
+    Ok(open
+        .iter()
+        .filter_map(|r| {
+            let target = cfg.run_target(r.target.as_deref(), r.remote_id).ok()?;
+            let dir = runs::local_run_dir(r, &target).ok()?;
+            let list = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap_or_default();
+            Some((r.remote_id, r.state.clone(), list))
+        })
+        .collect())
+}
+
+/// What still needs files under a run's remote folder: prepared runs not
+/// finished whose remote-resident inputs are there (`open`, from
+/// [`open_remote_inputs`]), and unfinished work items whose params name a
+/// path there (a later stage reading an earlier one's products where they
+/// are).
+fn still_needed(
+    db: &mut Db,
+    open: &[(i64, String, String)],
+    folder: &str,
+) -> anyhow::Result<Vec<String>> {
+    let prefix = format!("{}/", folder.trim_end_matches('/'));
+    let mut why = Vec::new();
+    for (id, state, list) in open {
         if let Some(p) = list.lines().find(|l| l.starts_with(&prefix)) {
-            why.push(format!("run {} ({}) reads {p}", r.remote_id, r.state));
+            why.push(format!("run {id} ({state}) reads {p}"));
         }
     }
     for w in db.read(|s| s.ready_items_mentioning(&prefix, 100))? {
@@ -770,10 +782,11 @@ fn clean(
     }
     let mut done = Vec::new();
     let mut kept = Vec::new();
+    let open = open_remote_inputs(db, cfg)?;
     for run in found {
         let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
         let folder = target.remote_run_dir(run.remote_id);
-        let needed_by = still_needed(db, cfg, &folder)?;
+        let needed_by = still_needed(db, &open, &folder)?;
         if !needed_by.is_empty() {
             printer.warn(format!(
                 "run {}: kept {folder}: still needed ({}{})",
