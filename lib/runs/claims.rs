@@ -99,21 +99,9 @@ pub fn claim_next(
     policy: &ClaimPolicy,
     actor: &Actor,
 ) -> anyhow::Result<Option<Run>> {
-    claim_next_polled(db, state, None, policy, actor)
-}
-
-/// Like [`claim_next`], only runs last polled before `polled_before` (or
-/// never).
-pub fn claim_next_polled(
-    db: &mut Db,
-    state: RunState,
-    polled_before: Option<chrono::NaiveDateTime>,
-    policy: &ClaimPolicy,
-    actor: &Actor,
-) -> anyhow::Result<Option<Run>> {
     let next = Next {
         state,
-        polled_before,
+        polled_before: None,
         only: None,
         default_target: None,
         skip: &[],
@@ -285,26 +273,6 @@ pub fn claim_named(
             "run {remote_id} was just claimed by another process"
         ))),
         r => r,
-    }
-}
-
-/// The run a tool works on: the one named (held by no other process), or
-/// the oldest claimable in `state` (last polled before `polled_before`,
-/// when given); none to claim is "nothing to do" with `none`.
-#[allow(clippy::too_many_arguments)]
-pub fn claim_which(
-    db: &mut Db,
-    remote_id: Option<i64>,
-    state: RunState,
-    polled_before: Option<chrono::NaiveDateTime>,
-    policy: &ClaimPolicy,
-    actor: &Actor,
-    none: &str,
-) -> anyhow::Result<Run> {
-    match remote_id {
-        Some(id) => claim(db, id, actor),
-        None => claim_next_polled(db, state, polled_before, policy, actor)?
-            .ok_or_else(|| exit::nothing_to_do(none.to_string())),
     }
 }
 

@@ -17,9 +17,9 @@ pub mod claims;
 pub mod paths;
 
 pub use claims::{
-    back_off, claim, claim_named, claim_next, claim_next_in, claim_next_polled, claim_which,
-    holder_gone, is_throttled, needs_a_person, pid_alive, release, throttled, work_on, Gone, Next,
-    OnFailure, Throttled, Which, Work, LEASE_STALE,
+    back_off, claim, claim_named, claim_next, claim_next_in, holder_gone, is_throttled,
+    needs_a_person, pid_alive, release, throttled, work_on, Gone, Next, OnFailure, Throttled,
+    Which, Work, LEASE_STALE,
 };
 pub use paths::local_run_dir;
 
