@@ -334,8 +334,8 @@ pub(super) fn apply_and_settle(
         ..
     } = how;
     let partial = matches!(ending, Ending::Cut { .. });
-    let outputs = pipeline::outputs_here(&local_run.join("outputs.list"))?;
     let Some(step) = apply else {
+        let outputs = pipeline::outputs_here(&local_run.join("outputs.list"))?;
         return db.tx(|s| {
             let recorded = record(s, members, fetched, partial)?;
             let a = release(s, run, &recorded, attempts_limit, &outputs, next, actor)?;

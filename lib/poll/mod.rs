@@ -124,17 +124,6 @@ fn note_poll(db: &mut Db, run: &Run, polled: &anyhow::Result<Polled>) -> anyhow:
     })
 }
 
-fn touch_poll(db: &mut Db, run: &Run) -> anyhow::Result<()> {
-    db.tx(|s| {
-        let changes = RunChanges {
-            last_poll: Some(Some(db::now())),
-            ..RunChanges::to(&run.state)
-        };
-        s.set_run_state(run.remote_id, &run.state, &changes)?;
-        Ok(())
-    })
-}
-
 /// What the job's end means for the run.
 enum Decision {
     /// Still queued or running: the scheduler's state.
@@ -228,7 +217,9 @@ pub fn poll_run(
     let remote_run = target.remote_run_dir(run.remote_id);
     let listing = match decide(site, &remote_run, &job_id, job_state)? {
         Decision::Running(state) => {
-            touch_poll(db, run)?;
+            db.tx(|s| {
+                runs::set_columns_in(s, run.remote_id, |_, c| c.last_poll = Some(Some(db::now())))
+            })?;
             return Ok(polled(&state));
         }
         Decision::SiteFailure(why) => {
