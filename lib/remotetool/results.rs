@@ -90,25 +90,25 @@ pub fn results(
     let hold = Heartbeat::start(url, &name, actor)?;
     let outcome = hand_out(db, &a, &name, cursor, printer);
     drop(hold);
-    let (cursor, status) = match outcome {
-        Ok(r) => r,
+    let cursor = match outcome {
+        Ok(c) => c,
         Err(e) => {
             give_back(db, &name, actor, None)?;
             return Err(e);
         }
     };
-    give_back(db, &name, actor, cursor)?;
-    Ok(status)
+    give_back(db, &name, actor, Some(cursor))?;
+    Ok(ExitStatus::Success)
 }
 
-/// Hand the batch out; the new cursor when it was taken.
+/// Hand the batch out; the new cursor once it was taken.
 fn hand_out(
     db: &mut Db,
     a: &ResultsArgs,
     name: &str,
     cursor: i64,
     printer: &Printer,
-) -> anyhow::Result<(Option<i64>, ExitStatus)> {
+) -> anyhow::Result<i64> {
     let (text, n, last) = lines_of(db, &filter(a, cursor)?)?;
     let Some(last) = last else {
         return Err(exit::nothing_to_do(format!(
@@ -119,7 +119,7 @@ fn hand_out(
         None => {
             printer.data_bytes(&text)?;
             printer.info(format!("consumer '{name}': {n} results, up to {last}"));
-            Ok((Some(last), ExitStatus::Success))
+            Ok(last)
         }
         Some(cmd) => {
             let status = run_consumer(cmd, text, name)?;
@@ -135,7 +135,7 @@ fn hand_out(
             printer.info(format!(
                 "consumer '{name}': `{cmd}` took {n} results, up to {last}"
             ));
-            Ok((Some(last), ExitStatus::Success))
+            Ok(last)
         }
     }
 }
