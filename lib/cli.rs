@@ -11,7 +11,7 @@ use crate::exit::{self, ExitStatus};
 /// Global options every tool takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
-    /// Database: a PostgreSQL URL, an SQLite file, or a name from the configuration
+    /// Database: a PostgreSQL or MySQL/MariaDB URL, an SQLite file, or a name from the configuration
     /// [default: $OFFLOAD_DB, else default_db of the configuration, else ~/.local/share/offload/offload.db]
     #[arg(long, global = true, value_name = "URL|PATH|NAME")]
     pub db: Option<String>,

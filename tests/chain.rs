@@ -1,5 +1,5 @@
 //! The whole chain on the testbed: define -> prepare -> exec (over the
-//! fe1 master) -> real Slurm -> poll -> full or error, on both backends.
+//! fe1 master) -> real Slurm -> poll -> full or error, on every backend.
 
 mod common;
 
@@ -34,7 +34,7 @@ fn prefix(db: &common::TestDb) -> String {
     format!("t{name}")
 }
 
-both_backends! {
+each_backend! {
     fn a_run_goes_to_slurm_and_comes_back(db) {
         let site = site(db, "fe1", &ssh_config());
         db.import_chip_failing(&site, "CH", (2, 6), 64, &[3, 8]);
@@ -156,7 +156,7 @@ fn local_site(db: &common::TestDb) -> common::Site {
     site
 }
 
-both_backends! {
+each_backend! {
     fn the_seed_command_lines_drive_a_local_run_to_full(db) {
         let site = local_site(db);
         db.import_chip_failing(&site, "lanl.SAS.201402114", (2, 6), 64, &[]);
@@ -245,7 +245,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn a_job_the_site_lost_is_submitted_again(db) {
         let site = site(db, "fe2", &ssh_config());
         db.import_chip_failing(&site, "SF", (2, 6), 64, &[]);
@@ -378,7 +378,7 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
     }
 }
 
-both_backends! {
+each_backend! {
     // Chip then camera, declared in the chip recipe's [next], through fe1
     // and the real Slurm: define --all, prepare, exec, poll; poll makes
     // each exposure's camera item when its last chip is done.
@@ -439,7 +439,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn exec_holds_back_when_the_queue_is_full(db) {
         let site = db.site_with(&format!(
             "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 0\nqueue_factor = 0.0",
@@ -481,7 +481,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn exec_refuses_what_the_quota_does_not_allow(db) {
         let site = db.site_with(&format!(
             "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nquota_command = \"echo 1000\"",
@@ -501,7 +501,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn paused_exec_and_poll_touch_nothing(db) {
         let site = local_site(db);
         db.import_chip_failing(&site, "PA", (2, 6), 64, &[]);
@@ -544,7 +544,7 @@ fn wait_for_job(job: &str, want: &[&str], secs: u64) -> String {
     }
 }
 
-both_backends! {
+each_backend! {
     fn abort_cancels_a_queued_and_a_running_slurm_job(db) {
         let site = site(db, "fe2", &ssh_config());
         site.use_recipes(&[("sleepy.toml", "stage = \"sleepy\"\nthreads = 24\ntime_cost = 60\ncommand = \"sleep 300\"\n")]);
@@ -610,7 +610,7 @@ fn plant(path: &std::path::Path, when: &str) {
     assert!(st.success());
 }
 
-both_backends! {
+each_backend! {
     fn clean_staging_sweeps_remote_and_local_targets(db) {
         // testsite: Slurm on fe1; here: this machine.
         let site = site(db, "fe1", &ssh_config());
@@ -691,7 +691,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn exec_and_poll_sweep_by_the_targets_limit(db) {
         let site = site(db, "fe1", &ssh_config());
         site.target_lines("sweep_after_hours = 1");

@@ -1,6 +1,6 @@
 //! What `--next` takes when part of the work cannot go on: a target whose
 //! masters are down, a target paused or throttled, a run whose last try
-//! failed with a fault. The rest of the queue goes on, on both backends.
+//! failed with a fault. The rest of the queue goes on, on every backend.
 
 mod common;
 
@@ -68,7 +68,7 @@ fn expire_hold(db: &common::TestDb, id: i64) {
         .unwrap();
 }
 
-both_backends! {
+each_backend! {
     fn exec_next_goes_on_past_a_dead_target(db) {
         let site = two_targets(db);
         db.import_chip_failing(&site, "AA", (1, 4), 64, &[]);

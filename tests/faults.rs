@@ -119,7 +119,7 @@ fn component(db: &common::TestDb, stage_id: i64) -> serde_json::Value {
     common::json(&out.stdout)
 }
 
-both_backends! {
+each_backend! {
     fn a_component_that_forgets_an_output_fails_alone(db) {
         let site = odd_site(db, "");
         import(db, &site, "FO", (1, 8), &[(2, "ODD", "forget"), (5, "ODD", "link")]);
@@ -275,7 +275,7 @@ both_backends! {
 // A real Slurm job killed at its time limit: the components that wrote
 // their results are applied (and their outputs pulled), only the others go
 // round again, in a run prepared anew as the next attempt.
-both_backends! {
+each_backend! {
     fn a_job_cut_at_its_time_limit_keeps_the_work_it_did(db) {
         let site = odd_site(db, "");
         // 8 components on 4 ranks (2 each, in id order): the second of each

@@ -247,7 +247,7 @@ fn this_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-both_backends! {
+each_backend! {
     fn wait_waits_for_live_tools_and_reclaims_dead_ones(db) {
         db.import(&common::items("W", "chip", 1, 2, 1));
         db.remotetool().args(["define", "--label", "W", "--stage", "chip", "--path-base", "/tmp/w"]).assert().success();
@@ -473,7 +473,7 @@ fn item_lines(label: &str, stage: &str, n: usize, first: usize) -> String {
         .collect()
 }
 
-both_backends! {
+each_backend! {
     fn each_host_claims_what_it_may_run_best_first(db) {
         let _site = quick_site(
             db,
@@ -638,6 +638,12 @@ fn many_processes(db: &common::TestDb, workers: usize, runs: usize) {
 #[test]
 fn eight_processes_on_postgresql_handle_each_run_once() {
     let db = common::TestDb::new(common::Kind::Postgres);
+    many_processes(&db, 8, 200);
+}
+
+#[test]
+fn eight_processes_on_mariadb_handle_each_run_once() {
+    let db = common::TestDb::new(common::Kind::Mysql);
     many_processes(&db, 8, 200);
 }
 
@@ -927,7 +933,7 @@ fn quiet_keeps_nothing_to_do_off_stderr_for_schedulers() {
         .stderr(contains("no run with remote_id 7"));
 }
 
-both_backends! {
+each_backend! {
     fn a_dead_holders_lease_is_reclaimed_with_a_message(db) {
         let _site = quick_site(db, &["quick"], "");
         db.import(&item_lines("DL", "quick", 2, 1));

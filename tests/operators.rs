@@ -66,7 +66,7 @@ fn chain(db: &common::TestDb, label: &str, stage: &str, id: i64, poll_args: &[&s
     }
 }
 
-both_backends! {
+each_backend! {
     fn a_failed_component_shows_its_log_tail_and_commands(db) {
         let site = local_site(db, &[("chip.toml", &chip_with_log())]);
         db.import_chip_failing(&site, "LG", (1, 6), 64, &[2]);
@@ -259,18 +259,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 /// Run SQL on the test database as it is (to pin timestamps).
 fn sql(db: &common::TestDb, text: &str) {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    match db.kind {
-        common::Kind::Sqlite => diesel::sqlite::SqliteConnection::establish(&db.url)
-            .unwrap()
-            .batch_execute(text)
-            .unwrap(),
-        common::Kind::Postgres => diesel::pg::PgConnection::establish(&db.url)
-            .unwrap()
-            .batch_execute(text)
-            .unwrap(),
-    }
+    db.batch(text).unwrap()
 }
 
 /// Apply results to a run's components as poll would: `failed` stage_ids
@@ -319,7 +308,7 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
     .unwrap();
 }
 
-both_backends! {
+each_backend! {
     fn status_shows_a_realistic_mix_at_a_glance(db) {
         let home = db.home.path();
         let dir = home.join(".config/offload");

@@ -1,7 +1,7 @@
 //! The loop closed with the pipeline that owns the work: every applied
 //! result out to every consumer exactly once (`remotetool results`), and a
 //! recipe's apply command run by poll with the run's results on stdin, on
-//! both backends.
+//! every backend.
 
 mod common;
 
@@ -109,7 +109,7 @@ fn results(db: &common::TestDb, args: &[&str]) -> (i32, Vec<serde_json::Value>, 
     )
 }
 
-both_backends! {
+each_backend! {
     fn results_are_listed_field_by_field(db) {
         let site = site(db, None);
         import(db, &site, "RL", 4, 1);
@@ -331,7 +331,7 @@ IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.wp.fits"
 KEPT = "@RUN_DIR@/kept/@CHIP@.fits"
 "#;
 
-both_backends! {
+each_backend! {
     fn inputs_that_live_at_the_site_are_not_pushed_and_kept_products_not_cleaned(db) {
         let site = db.site_with("scheduler = \"local\"");
         site.use_recipes(&[("chip.toml", WARP)]);

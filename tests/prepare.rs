@@ -60,7 +60,7 @@ fn lines(p: &std::path::Path) -> Vec<String> {
     read(p).lines().map(str::to_string).collect()
 }
 
-both_backends! {
+each_backend! {
     fn prepares_lists_scripts_and_allocation(db) {
         let site = db.site();
         db.import_chip(&site, L, 3, 4, 1);
@@ -315,7 +315,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn real_slurm_runs_every_component_and_records_results(db) {
         let site = db.site();
         let items = db.import_chip(&site, L, 2, 6, 1);
@@ -427,9 +427,8 @@ fn five_thousand_components_with_long_command_lines_run_on_real_slurm() {
     assert_eq!(ns.len(), 5000);
 }
 
-both_backends! {
+each_backend! {
     fn measured_runtimes_replace_the_recipe_cost(db) {
-        use diesel::connection::SimpleConnection;
         let site = db.site();
         let recipes = site.root.join("recipes");
         std::fs::create_dir_all(&recipes).unwrap();
@@ -455,11 +454,7 @@ both_backends! {
         assert!(s["time_cost_source"].as_str().unwrap().contains("tiny.toml"));
         // Run A's components finished with these runtimes.
         let sql = "UPDATE remote_components SET state = 'done', runtime = 10.0 * id WHERE remote_id = 1";
-        let mut c = db.open();
-        match &mut c {
-            offload::db::Db::Sqlite(c) => c.batch_execute(sql).unwrap(),
-            offload::db::Db::Postgres(c) => c.batch_execute(sql).unwrap(),
-        }
+        db.batch(sql).unwrap();
         db.import(&items("B", 100));
         let b = define(db, "B", "tiny");
         let s = prep(b);
@@ -471,7 +466,7 @@ both_backends! {
     }
 }
 
-both_backends! {
+each_backend! {
     fn verbose_and_quiet_shape_stderr_only(db) {
         let site = db.site();
         db.import_chip(&site, L, 1, 2, 1);

@@ -170,7 +170,7 @@ fn chain(db: &common::TestDb, scheduler: &str, directive: &str) {
     assert_eq!(e["job_id"], held.as_str());
 }
 
-both_backends! {
+each_backend! {
     fn pbs_runs_the_chain_and_submits_exactly_once(db) {
         chain(db, "pbs", "#PBS -l nodes=1:ppn=");
     }
@@ -225,7 +225,7 @@ impl Drop for QueueDisabled {
 // Grid Engine kills the job at its h_rt: qacct says `failed 37`, poll
 // takes it for the site's cutting it short, applies what the first
 // components did and prepares the rest again, which then ends full.
-both_backends! {
+each_backend! {
     fn sge_kills_a_job_at_its_h_rt_and_the_work_it_did_is_kept(db) {
         let site = db.site_with(&format!(
             "scheduler = \"sge\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\ncores_per_node = 8",
@@ -357,7 +357,7 @@ fn abort(db: &common::TestDb, id: &str, job: &str) {
     assert_eq!(db.show(id.parse().unwrap())["fault"], 40);
 }
 
-both_backends! {
+each_backend! {
     fn sge_throttles_by_its_queue_and_abort_deletes_the_job(db) {
         let (_site, ids) = sleepy_runs(db, "sge", 2);
         let _held = QueueDisabled::new();

@@ -1,4 +1,4 @@
-//! Chained stages on a `local` target, on both backends: a recipe's
+//! Chained stages on a `local` target, on every backend: a recipe's
 //! `[next]` (chip feeds camera), list params and list inputs, `define
 //! --all` with `max_components`, groups an abandoned item blocks, two polls
 //! racing on one group, and the demo's chain.
@@ -98,7 +98,7 @@ fn params(item: &offload::db::models::WorkItem) -> Value {
     serde_json::from_str(&item.params).unwrap()
 }
 
-both_backends! {
+each_backend! {
     fn a_group_feeds_the_next_stage_only_when_all_its_items_are_done(db) {
         let site = local(db);
         import_chips(db, &site, "L", (2, 3), |v| {
@@ -208,8 +208,8 @@ both_backends! {
                                 s.set_work_item(*id, "done", true, offload::db::now())?;
                             }
                             // SQLite's writers take turns (the second waits
-                            // to begin); PostgreSQL's run side by side.
-                            if db.kind == common::Kind::Postgres {
+                            // to begin); PostgreSQL's and MySQL's run side by side.
+                            if db.concurrent() {
                                 barrier.wait();
                             }
                             let n = chain::after_done(s, &ch, "T", half)?.len();

@@ -1,8 +1,9 @@
 //! The queries of chained stages (`crate::chain`): a stage's work items of
 //! one label, a work item created at most once, and the lock that orders
 //! the transactions that decide whether a group is complete. Written once
-//! for both backends, as the rest of [`super::queries`].
+//! for every backend, as the rest of [`super::queries`].
 
+use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -11,8 +12,8 @@ use super::models::{NewWorkItem, WorkItem};
 use super::schema::*;
 
 pub trait ChainStore {
-    /// Order the transactions that look at whole groups: on PostgreSQL one
-    /// lock, held to the end of the transaction, so a transaction that
+    /// Order the transactions that look at whole groups: on PostgreSQL and
+    /// MySQL one lock, held to the end of the transaction, so a transaction that
     /// marks a group's last items done sees what the ones before it
     /// committed. (An SQLite write transaction holds the whole database.)
     fn lock_groups(&mut self) -> QueryResult<()>;
@@ -23,15 +24,29 @@ pub trait ChainStore {
     fn insert_work_item_once(&mut self, item: &NewWorkItem) -> QueryResult<usize>;
 }
 
-/// What differs: the lock.
+/// What differs: the lock, and inserting a row unless its key exists.
 trait GroupLock {
     fn group_lock(&mut self) -> QueryResult<()>;
+    fn insert_once(&mut self, item: &NewWorkItem) -> QueryResult<usize>;
+}
+
+macro_rules! on_conflict_do_nothing {
+    () => {
+        fn insert_once(&mut self, item: &NewWorkItem) -> QueryResult<usize> {
+            diesel::insert_into(work_items::table)
+                .values(item)
+                .on_conflict_do_nothing()
+                .execute(self)
+        }
+    };
 }
 
 impl GroupLock for SqliteConnection {
     fn group_lock(&mut self) -> QueryResult<()> {
         Ok(())
     }
+
+    on_conflict_do_nothing!();
 }
 
 impl GroupLock for PgConnection {
@@ -40,6 +55,34 @@ impl GroupLock for PgConnection {
         diesel::sql_query("SELECT pg_advisory_xact_lock(426883901806)")
             .execute(self)
             .map(|_| ())
+    }
+
+    on_conflict_do_nothing!();
+}
+
+impl GroupLock for MysqlConnection {
+    fn group_lock(&mut self) -> QueryResult<()> {
+        // A row lock, held to the end of the transaction (migrations/mysql).
+        diesel::sql_query("SELECT name FROM offload_locks WHERE name = 'chain' FOR UPDATE")
+            .execute(self)
+            .map(|_| ())
+    }
+
+    fn insert_once(&mut self, item: &NewWorkItem) -> QueryResult<usize> {
+        // MySQL's ON DUPLICATE KEY counts a kept row as 1, and INSERT IGNORE
+        // would hide other errors: try the insert in a savepoint instead.
+        let tried = self.transaction(|c| {
+            diesel::insert_into(work_items::table)
+                .values(item)
+                .execute(c)
+        });
+        match tried {
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(0),
+            other => other,
+        }
     }
 }
 
@@ -60,10 +103,7 @@ macro_rules! impl_chain_store {
             }
 
             fn insert_work_item_once(&mut self, item: &NewWorkItem) -> QueryResult<usize> {
-                diesel::insert_into(work_items::table)
-                    .values(item)
-                    .on_conflict_do_nothing()
-                    .execute(self)
+                self.insert_once(item)
             }
         }
     };
@@ -71,3 +111,4 @@ macro_rules! impl_chain_store {
 
 impl_chain_store!(SqliteConnection);
 impl_chain_store!(PgConnection);
+impl_chain_store!(MysqlConnection);

@@ -1,7 +1,7 @@
 //! The database: SQLite by default (a file, nothing to install), PostgreSQL
-//! by URL when several hosts share the work. Opening applies the embedded
-//! migrations of the backend and refuses a database written by a newer
-//! offload.
+//! by URL when several hosts share the work, MySQL/MariaDB by URL where the
+//! pipeline's own database is one. Opening applies the embedded migrations
+//! of the backend and refuses a database written by a newer offload.
 
 pub mod chain;
 pub mod models;
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -25,22 +26,30 @@ use crate::exit;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 /// How long a SQLite writer waits for another before giving up (ms).
 const SQLITE_BUSY_MS: u32 = 30_000;
 /// PostgreSQL advisory lock key held while migrating ("offload" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006f_6666_6c6f_6164;
+/// MySQL's named lock held while migrating, and how long to wait for it (s).
+const MYSQL_MIGRATION_LOCK: &str = "offload-migrations";
+const MYSQL_MIGRATION_WAIT_S: u32 = 120;
+/// How long a MySQL statement waits for a row lock before giving up (s).
+const MYSQL_LOCK_WAIT_S: u32 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
-/// An open database of either backend.
+/// An open database of any backend.
 pub enum Db {
     Sqlite(SqliteConnection),
     Postgres(PgConnection),
+    Mysql(MysqlConnection),
 }
 
 /// Where a database lives, parsed from a URL or a path.
@@ -48,12 +57,17 @@ pub enum Db {
 pub enum Location {
     Sqlite(PathBuf),
     Postgres(String),
+    Mysql(String),
 }
 
 impl Location {
     pub fn parse(url: &str) -> Location {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Location::Postgres(url.to_string())
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            // diesel knows the scheme mysql:// only; MariaDB speaks the same.
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            Location::Mysql(format!("mysql://{rest}"))
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             Location::Sqlite(PathBuf::from(path))
@@ -64,7 +78,7 @@ impl Location {
     pub fn display(&self) -> String {
         match self {
             Location::Sqlite(p) => p.display().to_string(),
-            Location::Postgres(url) => redact(url),
+            Location::Postgres(url) | Location::Mysql(url) => redact(url),
         }
     }
 }
@@ -82,6 +96,7 @@ impl Db {
         match &loc {
             Location::Sqlite(path) => open_sqlite(path).map(Db::Sqlite),
             Location::Postgres(url) => open_postgres(url).map(Db::Postgres),
+            Location::Mysql(url) => open_mysql(url).map(Db::Mysql),
         }
         .with_context(|| format!("database {}", loc.display()))
         .map_err(busy_means_later)
@@ -91,6 +106,7 @@ impl Db {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
+            Db::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -104,6 +120,7 @@ impl Db {
         match self {
             Db::Sqlite(c) => c.immediate_transaction(|c| f(c)),
             Db::Postgres(c) => c.transaction(|c| f(c)),
+            Db::Mysql(c) => c.transaction(|c| f(c)),
         }
         .map_err(busy_means_later)
     }
@@ -125,6 +142,7 @@ impl Db {
         match self {
             Db::Sqlite(c) => f(c),
             Db::Postgres(c) => f(c),
+            Db::Mysql(c) => f(c),
         }
         .map_err(|e| busy_means_later(e.into()))
     }
@@ -171,6 +189,44 @@ fn open_postgres(url: &str) -> anyhow::Result<PgConnection> {
         c.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
         migrate(c, POSTGRES_MIGRATIONS)
     })?;
+    Ok(c)
+}
+
+fn open_mysql(url: &str) -> anyhow::Result<MysqlConnection> {
+    let mut c = MysqlConnection::establish(url).map_err(|e| {
+        anyhow!(
+            "cannot connect: {}; check that the server runs and the URL, user and password are right",
+            e.to_string().trim().replace('\n', " ")
+        )
+    })?;
+    // PostgreSQL's isolation: each statement sees what others committed
+    // before it (InnoDB's default would keep the transaction's first view).
+    // Times are UTC, as stored.
+    c.batch_execute(&format!(
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+         SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_S}; \
+         SET SESSION time_zone = '+00:00'; \
+         SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')"
+    ))
+    .context("cannot set the session up")?;
+    // Schema changes commit on their own in MySQL: a named lock keeps two
+    // openers from migrating at once.
+    let got: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "COALESCE(GET_LOCK('{MYSQL_MIGRATION_LOCK}', {MYSQL_MIGRATION_WAIT_S}), 0)"
+    )))
+    .get_result(&mut c)
+    .context("cannot take the migration lock")?;
+    if got != 1 {
+        return Err(exit::with_status(
+            anyhow!(
+                "another offload has been migrating this database for {MYSQL_MIGRATION_WAIT_S} s"
+            ),
+            exit::ExitStatus::TryLater,
+        ));
+    }
+    let migrated = migrate(&mut c, MYSQL_MIGRATIONS);
+    let _ = c.batch_execute(&format!("DO RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')"));
+    migrated?;
     Ok(c)
 }
 
@@ -291,6 +347,9 @@ pub fn is_busy(e: &DieselError) -> bool {
             matches!(kind, DatabaseErrorKind::SerializationFailure)
                 || info.message().contains("database is locked")
                 || info.message().contains("database table is locked")
+                // MySQL/MariaDB: a deadlock victim, a row lock waited for too long.
+                || info.message().contains("Deadlock found")
+                || info.message().contains("Lock wait timeout exceeded")
         }
         _ => false,
     }

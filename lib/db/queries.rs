@@ -1,9 +1,12 @@
-//! Every query, written once and compiled for both backends: the [`Store`]
-//! trait is implemented for `SqliteConnection` and `PgConnection` by the same
-//! macro body. Backend-specific SQL lives in `db/mod.rs`, behind a `match`.
+//! Every query, written once and compiled for every backend: the [`Store`]
+//! trait is implemented for `SqliteConnection`, `PgConnection` and
+//! `MysqlConnection` by the same macro body. What the backends write
+//! differently (row locks, RETURNING, upserts) is in small traits here;
+//! backend-specific SQL lives in `db/mod.rs`, behind a `match`.
 
 use chrono::NaiveDateTime;
 use diesel::dsl::{count_star, exists, not};
+use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamp};
@@ -305,7 +308,7 @@ macro_rules! in_active_run {
     };
 }
 
-/// Row locks differ: PostgreSQL has `FOR UPDATE SKIP LOCKED`; an SQLite
+/// Row locks differ: PostgreSQL and MySQL have `FOR UPDATE SKIP LOCKED`; an SQLite
 /// write transaction holds the whole database.
 trait RowLock {
     fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool>;
@@ -333,10 +336,6 @@ macro_rules! claimable {
             .filter(leases::remote_id.eq(remote_runs::remote_id))
             .filter(leases::heartbeat_at.gt(f.stale_before))
             .select(leases::remote_id);
-        let far_future = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
-            .expect("valid date")
-            .and_hms_opt(0, 0, 0)
-            .expect("valid time");
         let t = &f.targets;
         let unnamed_ok = t.allows(None);
         let any_named = t.only.is_none();
@@ -346,7 +345,11 @@ macro_rules! claimable {
             .filter(
                 remote_runs::last_poll
                     .is_null()
-                    .or(remote_runs::last_poll.le(f.polled_before.unwrap_or(far_future))),
+                    .or(f
+                        .polled_before
+                        .is_none()
+                        .into_sql::<diesel::sql_types::Bool>())
+                    .or(remote_runs::last_poll.le(f.polled_before.unwrap_or(f.now))),
             )
             .filter(
                 remote_runs::held_until
@@ -389,6 +392,147 @@ impl RowLock for PgConnection {
             .skip_locked()
             .first(self)
             .optional()
+    }
+}
+
+impl RowLock for MysqlConnection {
+    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
+        remote_runs::table
+            .find(remote_id)
+            .filter(remote_runs::state.eq(state))
+            .select(remote_runs::remote_id)
+            .for_update()
+            .skip_locked()
+            .first::<i64>(self)
+            .optional()
+            .map(|r| r.is_some())
+    }
+
+    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
+        claimable!(filter)
+            .order(remote_runs::remote_id.asc())
+            .select(Run::as_select())
+            .limit(1)
+            .for_update()
+            .skip_locked()
+            .first(self)
+            .optional()
+    }
+}
+
+/// Writes MySQL spells differently: it has no RETURNING (the new id is
+/// `LAST_INSERT_ID()`, per connection) and upserts with REPLACE.
+trait Writes {
+    fn insert_returning_id(&mut self, run: &NewRun<'_>) -> QueryResult<i64>;
+    fn insert_process_returning_id(&mut self, row: &NewProcess) -> QueryResult<i64>;
+    fn upsert_control(&mut self, row: &Control) -> QueryResult<()>;
+    fn write_hold(
+        &mut self,
+        remote_id: i64,
+        held_until: Option<NaiveDateTime>,
+        fault_count: i32,
+    ) -> QueryResult<usize>;
+}
+
+macro_rules! returning_writes {
+    ($conn:ty) => {
+        impl Writes for $conn {
+            fn insert_returning_id(&mut self, run: &NewRun<'_>) -> QueryResult<i64> {
+                diesel::insert_into(remote_runs::table)
+                    .values(run)
+                    .returning(remote_runs::remote_id)
+                    .get_result(self)
+            }
+
+            fn insert_process_returning_id(&mut self, row: &NewProcess) -> QueryResult<i64> {
+                diesel::insert_into(processes::table)
+                    .values(row)
+                    .returning(processes::id)
+                    .get_result(self)
+            }
+
+            fn upsert_control(&mut self, row: &Control) -> QueryResult<()> {
+                diesel::insert_into(control::table)
+                    .values(row)
+                    .on_conflict(control::tool)
+                    .do_update()
+                    .set(row)
+                    .execute(self)
+                    .map(|_| ())
+            }
+
+            fn write_hold(
+                &mut self,
+                remote_id: i64,
+                held_until: Option<NaiveDateTime>,
+                fault_count: i32,
+            ) -> QueryResult<usize> {
+                diesel::update(remote_runs::table.find(remote_id))
+                    .set((
+                        remote_runs::held_until.eq(held_until),
+                        remote_runs::fault_count.eq(fault_count),
+                    ))
+                    .execute(self)
+            }
+        }
+    };
+}
+
+returning_writes!(SqliteConnection);
+returning_writes!(PgConnection);
+
+/// The id the connection's last INSERT gave its AUTO_INCREMENT column.
+fn mysql_last_insert_id(c: &mut MysqlConnection) -> QueryResult<i64> {
+    diesel::select(diesel::dsl::sql::<BigInt>(
+        "CAST(LAST_INSERT_ID() AS SIGNED)",
+    ))
+    .get_result(c)
+}
+
+impl Writes for MysqlConnection {
+    fn insert_returning_id(&mut self, run: &NewRun<'_>) -> QueryResult<i64> {
+        diesel::insert_into(remote_runs::table)
+            .values(run)
+            .execute(self)?;
+        mysql_last_insert_id(self)
+    }
+
+    fn insert_process_returning_id(&mut self, row: &NewProcess) -> QueryResult<i64> {
+        diesel::insert_into(processes::table)
+            .values(row)
+            .execute(self)?;
+        mysql_last_insert_id(self)
+    }
+
+    fn upsert_control(&mut self, row: &Control) -> QueryResult<()> {
+        // `control` rows are referenced by nothing: delete-and-insert is an
+        // update here.
+        diesel::replace_into(control::table)
+            .values(row)
+            .execute(self)
+            .map(|_| ())
+    }
+
+    fn write_hold(
+        &mut self,
+        remote_id: i64,
+        held_until: Option<NaiveDateTime>,
+        fault_count: i32,
+    ) -> QueryResult<usize> {
+        use diesel::sql_types::{Integer, Nullable, Text};
+        // diesel binds a time as MySQL's TIMESTAMP, whose range ends in
+        // 2038: MariaDB turns "until a person acts" (9999-12-31) into NULL.
+        // The hold goes as text, cast to the column's DATETIME.
+        diesel::sql_query(
+            "UPDATE remote_runs SET held_until = CAST(? AS DATETIME(6)), fault_count = ? \
+             WHERE remote_id = ?",
+        )
+        .bind::<Nullable<Text>, _>(
+            held_until.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+        )
+        .bind::<Integer, _>(fault_count)
+        .bind::<BigInt, _>(remote_id)
+        .execute(self)
     }
 }
 
@@ -480,10 +624,7 @@ macro_rules! impl_store {
             }
 
             fn insert_run(&mut self, run: &NewRun<'_>) -> QueryResult<i64> {
-                diesel::insert_into(remote_runs::table)
-                    .values(run)
-                    .returning(remote_runs::remote_id)
-                    .get_result(self)
+                Writes::insert_returning_id(self, run)
             }
 
             fn claim_ready_items(
@@ -671,12 +812,7 @@ macro_rules! impl_store {
                 held_until: Option<NaiveDateTime>,
                 fault_count: i32,
             ) -> QueryResult<usize> {
-                diesel::update(remote_runs::table.find(remote_id))
-                    .set((
-                        remote_runs::held_until.eq(held_until),
-                        remote_runs::fault_count.eq(fault_count),
-                    ))
-                    .execute(self)
+                Writes::write_hold(self, remote_id, held_until, fault_count)
             }
 
             fn held_runs(&mut self) -> QueryResult<Vec<Run>> {
@@ -829,13 +965,7 @@ macro_rules! impl_store {
             }
 
             fn set_control(&mut self, row: &Control) -> QueryResult<()> {
-                diesel::insert_into(control::table)
-                    .values(row)
-                    .on_conflict(control::tool)
-                    .do_update()
-                    .set(row)
-                    .execute(self)
-                    .map(|_| ())
+                Writes::upsert_control(self, row)
             }
 
             fn controls(&mut self) -> QueryResult<Vec<Control>> {
@@ -854,10 +984,7 @@ macro_rules! impl_store {
             }
 
             fn insert_process(&mut self, row: &NewProcess) -> QueryResult<i64> {
-                diesel::insert_into(processes::table)
-                    .values(row)
-                    .returning(processes::id)
-                    .get_result(self)
+                Writes::insert_process_returning_id(self, row)
             }
 
             fn delete_process(&mut self, id: i64) -> QueryResult<usize> {
@@ -1036,3 +1163,4 @@ macro_rules! impl_store {
 
 impl_store!(SqliteConnection, Backend::Sqlite);
 impl_store!(PgConnection, Backend::Postgres);
+impl_store!(MysqlConnection, Backend::Mysql);

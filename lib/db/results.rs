@@ -1,9 +1,10 @@
 //! The queries of the results the pipeline receives: every component
 //! attempt whose result was applied (`results`, in the order applied), and
 //! each named consumer's cursor and lease (`consumers`). Written once for
-//! both backends, as the rest of [`super::queries`].
+//! every backend, as the rest of [`super::queries`].
 
 use chrono::NaiveDateTime;
+use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -25,8 +26,8 @@ pub struct ResultFilter {
 }
 
 pub trait ResultStore {
-    /// Record applied results. On PostgreSQL the transactions that do so
-    /// take one lock in turn, so that sequence numbers commit in order and
+    /// Record applied results. On PostgreSQL and MySQL the transactions
+    /// that do so take one lock in turn, so that sequence numbers commit in order and
     /// a cursor never passes a number still to commit.
     fn insert_results(&mut self, rows: &[NewResult]) -> QueryResult<usize>;
     /// Results with their work items and components, oldest first.
@@ -86,6 +87,60 @@ impl InsertOrder for PgConnection {
     fn order_inserts(&mut self) -> QueryResult<()> {
         // The key is offload's own: "results" in ASCII.
         diesel::sql_query("SELECT pg_advisory_xact_lock(7310897559608755000)")
+            .execute(self)
+            .map(|_| ())
+    }
+}
+
+impl InsertOrder for MysqlConnection {
+    fn order_inserts(&mut self) -> QueryResult<()> {
+        // A row lock, held to the end of the transaction (migrations/mysql).
+        diesel::sql_query("SELECT name FROM offload_locks WHERE name = 'results' FOR UPDATE")
+            .execute(self)
+            .map(|_| ())
+    }
+}
+
+/// What differs: creating a row unless its key exists.
+trait InsertOnce {
+    fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()>;
+}
+
+macro_rules! on_conflict_insert_once {
+    ($conn:ty) => {
+        impl InsertOnce for $conn {
+            fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
+                diesel::insert_into(consumers::table)
+                    .values((
+                        consumers::name.eq(name),
+                        consumers::cursor.eq(0i64),
+                        consumers::updated_at.eq(now),
+                    ))
+                    .on_conflict(consumers::name)
+                    .do_nothing()
+                    .execute(self)
+                    .map(|_| ())
+            }
+        }
+    };
+}
+
+on_conflict_insert_once!(SqliteConnection);
+on_conflict_insert_once!(PgConnection);
+
+impl InsertOnce for MysqlConnection {
+    fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
+        // INSERT IGNORE would hide other errors too: say what to do on the
+        // key, with a no-op update.
+        diesel::insert_into(consumers::table)
+            .values((
+                consumers::name.eq(name),
+                consumers::cursor.eq(0i64),
+                consumers::updated_at.eq(now),
+            ))
+            .on_conflict(diesel::dsl::DuplicatedKeys)
+            .do_update()
+            .set(consumers::name.eq(consumers::name))
             .execute(self)
             .map(|_| ())
     }
@@ -201,16 +256,7 @@ macro_rules! impl_result_store {
             }
 
             fn ensure_consumer(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
-                diesel::insert_into(consumers::table)
-                    .values((
-                        consumers::name.eq(name),
-                        consumers::cursor.eq(0i64),
-                        consumers::updated_at.eq(now),
-                    ))
-                    .on_conflict(consumers::name)
-                    .do_nothing()
-                    .execute(self)
-                    .map(|_| ())
+                InsertOnce::insert_consumer_once(self, name, now)
             }
 
             fn take_consumer(
@@ -290,3 +336,4 @@ macro_rules! impl_result_store {
 
 impl_result_store!(SqliteConnection);
 impl_result_store!(PgConnection);
+impl_result_store!(MysqlConnection);

@@ -1,24 +1,27 @@
 //! Test support: a fresh database of each backend per test, and the
 //! `remotetool` binary pointed at it in an empty home.
 //!
-//! PostgreSQL comes from `scripts/testbed up` (URL in $OFFLOAD_TEST_PG_URL,
-//! default the testbed's). A PostgreSQL test that cannot reach its server
-//! fails: it never skips.
+//! PostgreSQL and MariaDB come from `scripts/testbed up` (URLs in
+//! $OFFLOAD_TEST_PG_URL and $OFFLOAD_TEST_MYSQL_URL, default the testbed's).
+//! A test that cannot reach its server fails: it never skips.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
 use diesel::Connection;
 
 pub const DEFAULT_PG_URL: &str = "postgres://offload:offload@127.0.0.1:5432/postgres";
+pub const DEFAULT_MYSQL_URL: &str = "mysql://offload:offload@127.0.0.1:3306/offload";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
 pub struct TestDb {
@@ -27,7 +30,9 @@ pub struct TestDb {
     pub url: String,
     /// An empty home for the tool: no configuration, no default database.
     pub home: tempfile::TempDir,
-    pg: Option<(String, String)>,
+    /// A server database this test made (its backend, its name), dropped
+    /// at the end.
+    made: Option<(Kind, String)>,
 }
 
 fn admin_url() -> String {
@@ -52,7 +57,35 @@ pub fn admin() -> PgConnection {
     })
 }
 
+fn mysql_admin_url() -> String {
+    std::env::var("OFFLOAD_TEST_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_string())
+}
+
+pub fn mysql_admin() -> MysqlConnection {
+    let url = mysql_admin_url();
+    MysqlConnection::establish(&url).unwrap_or_else(|e| {
+        panic!(
+            "MariaDB test server unreachable at {url}: {e}\n\
+             Start it with `scripts/testbed up` (as root), or set OFFLOAD_TEST_MYSQL_URL. \
+             MariaDB tests never skip."
+        )
+    })
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A database name no other test (or earlier run) uses.
+fn fresh_name() -> String {
+    format!(
+        "offload_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
 
 impl TestDb {
     pub fn new(kind: Kind) -> TestDb {
@@ -64,19 +97,11 @@ impl TestDb {
                     kind,
                     url,
                     home,
-                    pg: None,
+                    made: None,
                 }
             }
             Kind::Postgres => {
-                let name = format!(
-                    "offload_test_{}_{}_{}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::SeqCst),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .subsec_nanos()
-                );
+                let name = fresh_name();
                 admin()
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .expect("create test database");
@@ -85,7 +110,20 @@ impl TestDb {
                     kind,
                     url,
                     home,
-                    pg: Some((admin_url(), name)),
+                    made: Some((kind, name)),
+                }
+            }
+            Kind::Mysql => {
+                let name = fresh_name();
+                mysql_admin()
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let url = with_database(&mysql_admin_url(), &name);
+                TestDb {
+                    kind,
+                    url,
+                    home,
+                    made: Some((kind, name)),
                 }
             }
         }
@@ -127,6 +165,23 @@ impl TestDb {
         offload::db::Db::open(&self.url).expect("open test database")
     }
 
+    /// Run SQL on the test database as it is, through offload's own
+    /// connection (migrated).
+    pub fn batch(&self, sql: &str) -> diesel::QueryResult<()> {
+        let mut c = self.open();
+        match &mut c {
+            offload::db::Db::Sqlite(c) => c.batch_execute(sql),
+            offload::db::Db::Postgres(c) => c.batch_execute(sql),
+            offload::db::Db::Mysql(c) => c.batch_execute(sql),
+        }
+    }
+
+    /// A server that runs transactions side by side (not SQLite's one
+    /// writer at a time).
+    pub fn concurrent(&self) -> bool {
+        self.kind != Kind::Sqlite
+    }
+
     /// Write a file in the test's home and return its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.home.path().join(name);
@@ -155,10 +210,19 @@ pub fn isolate(c: &mut assert_cmd::Command, home: &Path) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some((_, name)) = &self.pg {
-            if let Ok(mut c) = PgConnection::establish(&admin_url()) {
-                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        match &self.made {
+            Some((Kind::Postgres, name)) => {
+                if let Ok(mut c) = PgConnection::establish(&admin_url()) {
+                    let _ =
+                        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
             }
+            Some((Kind::Mysql, name)) => {
+                if let Ok(mut c) = MysqlConnection::establish(&mysql_admin_url()) {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -217,10 +281,10 @@ pub fn json(out: &[u8]) -> serde_json::Value {
 }
 
 /// Define one test per backend from one body:
-/// `both_backends! { fn name(db) { ... } }` makes `name::sqlite` and
-/// `name::postgres`.
+/// `each_backend! { fn name(db) { ... } }` makes `name::sqlite`,
+/// `name::postgres` and `name::mysql`.
 #[macro_export]
-macro_rules! both_backends {
+macro_rules! each_backend {
     ($(fn $name:ident($db:ident) $body:block)*) => {
         $(
             mod $name {
@@ -234,6 +298,10 @@ macro_rules! both_backends {
                 #[test]
                 fn postgres() {
                     body(&common::TestDb::new(common::Kind::Postgres))
+                }
+                #[test]
+                fn mysql() {
+                    body(&common::TestDb::new(common::Kind::Mysql))
                 }
             }
         )*

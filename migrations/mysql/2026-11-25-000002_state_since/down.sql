@@ -1,0 +1,1 @@
+ALTER TABLE remote_runs DROP COLUMN state_since;

@@ -1,0 +1,2 @@
+DROP TABLE transfer_rates;
+DROP TABLE processes;

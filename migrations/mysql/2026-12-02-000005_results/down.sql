@@ -1,0 +1,3 @@
+ALTER TABLE remote_runs DROP COLUMN apply_pending;
+DROP TABLE consumers;
+DROP TABLE results;
