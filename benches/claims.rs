@@ -116,6 +116,11 @@ fn sql_claims(kind: common::Kind, threads: usize) -> f64 {
              (SELECT remote_id FROM remote_runs WHERE state = 'new' ORDER BY remote_id LIMIT 1 FOR UPDATE SKIP LOCKED)",
         common::Kind::Sqlite => "UPDATE remote_runs SET state = 'pending' WHERE remote_id = \
              (SELECT remote_id FROM remote_runs WHERE state = 'new' ORDER BY remote_id LIMIT 1)",
+
+        // MySQL cannot update the table its subquery reads: the same lock,
+        // then the update, in one transaction (below).
+        common::Kind::Mysql => "SELECT remote_id FROM remote_runs WHERE state = 'new' \
+             ORDER BY remote_id LIMIT 1 FOR UPDATE SKIP LOCKED",
     };
     let t = Instant::now();
     let total: usize = std::thread::scope(|s| {
@@ -128,6 +133,37 @@ fn sql_claims(kind: common::Kind, threads: usize) -> f64 {
                         common::Kind::Postgres => {
                             let mut c = diesel::pg::PgConnection::establish(&url).unwrap();
                             while diesel::sql_query(stmt).execute(&mut c).unwrap() == 1 {
+                                n += 1;
+                            }
+                        }
+                        common::Kind::Mysql => {
+                            use diesel::sql_types::BigInt;
+                            #[derive(diesel::QueryableByName)]
+                            struct Id {
+                                #[diesel(sql_type = BigInt)]
+                                remote_id: i64,
+                            }
+                            let mut c = diesel::mysql::MysqlConnection::establish(&url).unwrap();
+                            c.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                                .unwrap();
+                            loop {
+                                let took = c
+                                    .transaction::<_, diesel::result::Error, _>(|c| {
+                                        let ids: Vec<Id> = diesel::sql_query(stmt).load(c)?;
+                                        let Some(id) = ids.first() else {
+                                            return Ok(false);
+                                        };
+                                        diesel::sql_query(
+                                            "UPDATE remote_runs SET state = 'pending' WHERE remote_id = ?",
+                                        )
+                                        .bind::<BigInt, _>(id.remote_id)
+                                        .execute(c)?;
+                                        Ok(true)
+                                    })
+                                    .unwrap();
+                                if !took {
+                                    break;
+                                }
                                 n += 1;
                             }
                         }
@@ -170,6 +206,7 @@ fn main() {
             "postgresql",
             [1usize, 4, 8].as_slice(),
         ),
+        (common::Kind::Mysql, "mariadb", [1usize, 4, 8].as_slice()),
         (common::Kind::Sqlite, "sqlite", [1usize, 4].as_slice()),
     ] {
         for &t in threads {

@@ -2,7 +2,7 @@
 //! chips = 37,200 work items), goal <= 1 s, on SQLite and PostgreSQL.
 //!
 //! Side by side with the hand-written SQL an operator would otherwise run
-//! (the same INSERT ... SELECT through the `sqlite3` and `psql` clients), so
+//! (the same INSERT ... SELECT through the `sqlite3`, `psql` and `mysql` clients), so
 //! the ratio shows what offload adds on top of the database's own work.
 //!
 //!     scripts/testbed up && cargo bench --bench define
@@ -90,6 +90,23 @@ fn peer(db: &common::TestDb) -> Command {
                 .stdout(Stdio::null());
             c
         }
+        common::Kind::Mysql => {
+            // mysql://USER:PASSWORD@HOST:PORT/DATABASE
+            let re = regex::Regex::new(r"^mysql://([^:]+):([^@]*)@([^:/]+):(\d+)/(.+)$").unwrap();
+            let m = re
+                .captures(&db.url)
+                .expect("a mysql:// URL with user, password, host and port");
+            let mut c = Command::new("mysql");
+            c.arg(format!("-u{}", &m[1]))
+                .arg(format!("-p{}", &m[2]))
+                .arg(format!("-h{}", &m[3]))
+                .arg(format!("-P{}", &m[4]))
+                .arg(&m[5])
+                .arg("-e")
+                .arg(sql(now))
+                .stdout(Stdio::null());
+            c
+        }
     }
 }
 
@@ -135,6 +152,7 @@ fn main() {
     for (kind, name) in [
         (common::Kind::Sqlite, "SQLite"),
         (common::Kind::Postgres, "PostgreSQL"),
+        (common::Kind::Mysql, "MariaDB"),
     ] {
         println!(
             "{:<11} {:>10.3} s",
@@ -151,6 +169,7 @@ fn main() {
     for (kind, name) in [
         (common::Kind::Sqlite, "SQLite"),
         (common::Kind::Postgres, "PostgreSQL"),
+        (common::Kind::Mysql, "MariaDB"),
     ] {
         let ours = best(kind, items.path(), |db| {
             let mut c = remotetool(db);
