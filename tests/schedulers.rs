@@ -207,12 +207,18 @@ fn sge(args: &[&str]) -> std::process::Output {
 }
 
 /// The queue takes no new jobs while this lives (jobs wait, `qw`).
-struct QueueDisabled;
+/// The testbed's one queue held shut. The backends' copies of a test run
+/// side by side: one at a time holds it, so that one's end does not open
+/// the queue under another.
+struct QueueDisabled(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static QUEUE_HELD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl QueueDisabled {
     fn new() -> QueueDisabled {
+        let held = QUEUE_HELD.lock().unwrap_or_else(|e| e.into_inner());
         assert!(sge(&["qmod", "-d", "all.q"]).status.success());
-        QueueDisabled
+        QueueDisabled(held)
     }
 }
 
