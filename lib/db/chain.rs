@@ -63,9 +63,7 @@ impl GroupLock for PgConnection {
 impl GroupLock for MysqlConnection {
     fn group_lock(&mut self) -> QueryResult<()> {
         // A row lock, held to the end of the transaction (migrations/mysql).
-        diesel::sql_query("SELECT name FROM offload_locks WHERE name = 'chain' FOR UPDATE")
-            .execute(self)
-            .map(|_| ())
+        super::mysql_lock_row(self, "chain")
     }
 
     fn insert_once(&mut self, item: &NewWorkItem) -> QueryResult<usize> {

@@ -230,6 +230,16 @@ fn open_mysql(url: &str) -> anyhow::Result<MysqlConnection> {
     Ok(c)
 }
 
+/// MySQL's stand-in for a PostgreSQL advisory transaction lock: the row
+/// `name` of `offload_locks` (migrations/mysql), locked to the end of the
+/// transaction.
+fn mysql_lock_row(c: &mut MysqlConnection, name: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT name FROM offload_locks WHERE name = ? FOR UPDATE")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .execute(c)
+        .map(|_| ())
+}
+
 /// Refuse a database newer than this binary, then apply what is pending.
 fn migrate<C, DB>(c: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<()>
 where

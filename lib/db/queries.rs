@@ -369,56 +369,38 @@ macro_rules! claimable {
     }};
 }
 
-impl RowLock for PgConnection {
-    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
-        // The state is checked again on the row as it is once locked.
-        remote_runs::table
-            .find(remote_id)
-            .filter(remote_runs::state.eq(state))
-            .select(remote_runs::remote_id)
-            .for_update()
-            .skip_locked()
-            .first::<i64>(self)
-            .optional()
-            .map(|r| r.is_some())
-    }
+macro_rules! skip_locked_row_lock {
+    ($conn:ty) => {
+        impl RowLock for $conn {
+            fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
+                // The state is checked again on the row as it is once locked.
+                remote_runs::table
+                    .find(remote_id)
+                    .filter(remote_runs::state.eq(state))
+                    .select(remote_runs::remote_id)
+                    .for_update()
+                    .skip_locked()
+                    .first::<i64>(self)
+                    .optional()
+                    .map(|r| r.is_some())
+            }
 
-    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
-        claimable!(filter)
-            .order(remote_runs::remote_id.asc())
-            .select(Run::as_select())
-            .limit(1)
-            .for_update()
-            .skip_locked()
-            .first(self)
-            .optional()
-    }
+            fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
+                claimable!(filter)
+                    .order(remote_runs::remote_id.asc())
+                    .select(Run::as_select())
+                    .limit(1)
+                    .for_update()
+                    .skip_locked()
+                    .first(self)
+                    .optional()
+            }
+        }
+    };
 }
 
-impl RowLock for MysqlConnection {
-    fn lock_run_row(&mut self, remote_id: i64, state: &str) -> QueryResult<bool> {
-        remote_runs::table
-            .find(remote_id)
-            .filter(remote_runs::state.eq(state))
-            .select(remote_runs::remote_id)
-            .for_update()
-            .skip_locked()
-            .first::<i64>(self)
-            .optional()
-            .map(|r| r.is_some())
-    }
-
-    fn oldest_locked(&mut self, filter: &ClaimFilter) -> QueryResult<Option<Run>> {
-        claimable!(filter)
-            .order(remote_runs::remote_id.asc())
-            .select(Run::as_select())
-            .limit(1)
-            .for_update()
-            .skip_locked()
-            .first(self)
-            .optional()
-    }
-}
+skip_locked_row_lock!(PgConnection);
+skip_locked_row_lock!(MysqlConnection);
 
 /// Writes MySQL spells differently: it has no RETURNING (the new id is
 /// `LAST_INSERT_ID()`, per connection) and upserts with REPLACE.

@@ -95,54 +95,7 @@ impl InsertOrder for PgConnection {
 impl InsertOrder for MysqlConnection {
     fn order_inserts(&mut self) -> QueryResult<()> {
         // A row lock, held to the end of the transaction (migrations/mysql).
-        diesel::sql_query("SELECT name FROM offload_locks WHERE name = 'results' FOR UPDATE")
-            .execute(self)
-            .map(|_| ())
-    }
-}
-
-/// What differs: creating a row unless its key exists.
-trait InsertOnce {
-    fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()>;
-}
-
-macro_rules! on_conflict_insert_once {
-    ($conn:ty) => {
-        impl InsertOnce for $conn {
-            fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
-                diesel::insert_into(consumers::table)
-                    .values((
-                        consumers::name.eq(name),
-                        consumers::cursor.eq(0i64),
-                        consumers::updated_at.eq(now),
-                    ))
-                    .on_conflict(consumers::name)
-                    .do_nothing()
-                    .execute(self)
-                    .map(|_| ())
-            }
-        }
-    };
-}
-
-on_conflict_insert_once!(SqliteConnection);
-on_conflict_insert_once!(PgConnection);
-
-impl InsertOnce for MysqlConnection {
-    fn insert_consumer_once(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
-        // INSERT IGNORE would hide other errors too: say what to do on the
-        // key, with a no-op update.
-        diesel::insert_into(consumers::table)
-            .values((
-                consumers::name.eq(name),
-                consumers::cursor.eq(0i64),
-                consumers::updated_at.eq(now),
-            ))
-            .on_conflict(diesel::dsl::DuplicatedKeys)
-            .do_update()
-            .set(consumers::name.eq(consumers::name))
-            .execute(self)
-            .map(|_| ())
+        super::mysql_lock_row(self, "results")
     }
 }
 
@@ -256,7 +209,17 @@ macro_rules! impl_result_store {
             }
 
             fn ensure_consumer(&mut self, name: &str, now: NaiveDateTime) -> QueryResult<()> {
-                InsertOnce::insert_consumer_once(self, name, now)
+                // The count is not read: MySQL's stand-in for DO NOTHING
+                // (ON DUPLICATE KEY) counts a kept row too.
+                diesel::insert_into(consumers::table)
+                    .values((
+                        consumers::name.eq(name),
+                        consumers::cursor.eq(0i64),
+                        consumers::updated_at.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self)
+                    .map(|_| ())
             }
 
             fn take_consumer(
