@@ -82,6 +82,49 @@ each_backend! {
         let mut c = db.open();
         assert_eq!(c.read(|s| s.count_items(Some("CH"), None, Some("done"))).unwrap(), 10);
         assert_eq!(c.read(|s| s.count_free_items("CH", "chip")).unwrap(), 2);
+        // What the job cost, in Slurm's accounting (slurmdbd), against what it asked for.
+        let job = e["job_id"].as_str().unwrap();
+        let acct = String::from_utf8(
+            std::process::Command::new("sacct")
+                .args(["-n", "-X", "-P", "-j", job, "-o", "ElapsedRaw,AllocCPUS,NNodes,TimelimitRaw"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let f: Vec<f64> = acct.trim().split('|').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(f.len(), 4, "{acct}");
+        let mut c = db.remotetool();
+        c.args(["report", "--runs", "--json"]);
+        let r = common::json_of(c);
+        let r1 = r.as_array().unwrap().iter().find(|x| x["remote_id"] == 1).unwrap();
+        assert_eq!((r1["source"].as_str(), r1["jobs"].as_u64()), (Some("sacct"), Some(1)), "{r1}");
+        let near = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-9;
+        assert!(near(&r1["core_hours"], f[0] * f[1] / 3600.0), "{r1} vs sacct {acct}");
+        assert!(near(&r1["node_hours"], f[0] * f[2] / 3600.0), "{r1} vs sacct {acct}");
+        assert!(r1["cpu_hours"].as_f64().unwrap() >= 0.0, "{r1}");
+        let plan: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(site.run_dir(1).join("run.json")).unwrap()).unwrap();
+        let a = &plan["allocation"];
+        let asked = a["nodes"].as_f64().unwrap() * a["hours"].as_f64().unwrap();
+        assert!(near(&r1["requested_node_hours"], asked), "{r1} vs {plan}");
+        assert_eq!(f[3], a["hours"].as_f64().unwrap() * 60.0, "the job asked for the plan's walltime");
+        // Spread over the work items by runtime, the items' shares add up to the run's.
+        let mut c = db.remotetool();
+        c.args(["report", "--items", "--label", "CH", "--json"]);
+        let items = common::json_of(c);
+        let items = items.as_array().unwrap();
+        assert_eq!(items.len(), 12);
+        let sum: f64 = items.iter().map(|i| i["core_hours"].as_f64().unwrap()).sum();
+        assert!((sum - r1["core_hours"].as_f64().unwrap()).abs() < 1e-9, "{sum} vs {r1}");
+        assert!(items.iter().all(|i| i["source"] == "sacct"));
+        db.remotetool()
+            .args(["report", "--label", "CH"])
+            .assert()
+            .success()
+            .stdout(contains("sacct").and(contains(" %")))
+            .stderr(contains("estimate").not());
+
         db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success().stdout("2\n");
         assert_eq!(db.show(2)["components"], 2);
     }
@@ -210,6 +253,16 @@ each_backend! {
         let rh = r[0]["runtime_hours"].as_f64().unwrap();
         assert!(rh > 0.0);
         assert!((r[0]["core_hours"].as_f64().unwrap() - 2.0 * rh).abs() < 1e-9, "chip runs 2 threads");
+        // This machine keeps no accounting: the estimate, and the report says so.
+        assert_eq!(r[0]["source"], "estimate", "{r}");
+        assert!(r[0]["cpu_hours"].is_null(), "{r}");
+        assert!(r[0]["requested_node_hours"].as_f64().unwrap() > 0.0, "{r}");
+        db.remotetool()
+            .args(["report"])
+            .assert()
+            .success()
+            .stdout(contains("estimate"))
+            .stderr(contains("core-hours of run 1 are estimates"));
         let remote = site.remote_run_dir(1);
         assert!(remote.exists());
         db.remotetool().args(["clean", "--remote-id", "1"]).assert().success().stdout("1\n");

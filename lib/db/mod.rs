@@ -8,6 +8,7 @@ pub mod models;
 pub mod queries;
 pub mod results;
 pub mod schema;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

@@ -271,3 +271,28 @@ pub struct Consumer {
     pub heartbeat_at: Option<NaiveDateTime>,
     pub updated_at: NaiveDateTime,
 }
+
+/// One batch job a run had: what accounting says it used, or the estimate
+/// where the site keeps none (`source`: "sacct", "estimate").
+#[derive(Debug, Clone, PartialEq, Queryable, Insertable)]
+#[diesel(table_name = remote_jobs)]
+pub struct JobRecord {
+    pub remote_id: i64,
+    pub job_id: String,
+    pub attempt: i32,
+    pub source: String,
+    /// The scheduler's final state, where accounting knows it.
+    pub final_state: Option<String>,
+    /// Wall time from start to end.
+    pub elapsed_s: Option<i64>,
+    /// CPUs the job held (its core-seconds are elapsed x these).
+    pub alloc_cpus: Option<i64>,
+    /// CPU time its processes used (user + system).
+    pub cpu_s: Option<f64>,
+    /// Nodes it held, and nodes it asked for.
+    pub nodes: Option<i64>,
+    pub req_nodes: Option<i64>,
+    /// The wall time it asked for.
+    pub timelimit_s: Option<i64>,
+    pub recorded_at: NaiveDateTime,
+}

@@ -122,7 +122,9 @@ pub struct ComponentChanges {
 
 /// The queries offload runs. Object safe, so tool code takes `&mut dyn Store`
 /// inside [`super::Db::tx`] and never names a backend.
-pub trait Store: super::results::ResultStore + super::chain::ChainStore {
+pub trait Store:
+    super::results::ResultStore + super::chain::ChainStore + super::usage::UsageStore
+{
     fn backend(&self) -> Backend;
 
     fn insert_work_items(&mut self, items: &[NewWorkItem]) -> QueryResult<usize>;

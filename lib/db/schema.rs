@@ -143,7 +143,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    remote_jobs (remote_id, job_id) {
+        remote_id -> BigInt,
+        job_id -> Text,
+        attempt -> Integer,
+        source -> Text,
+        final_state -> Nullable<Text>,
+        elapsed_s -> Nullable<BigInt>,
+        alloc_cpus -> Nullable<BigInt>,
+        cpu_s -> Nullable<Double>,
+        nodes -> Nullable<BigInt>,
+        req_nodes -> Nullable<BigInt>,
+        timelimit_s -> Nullable<BigInt>,
+        recorded_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(remote_components -> remote_runs (remote_id));
+diesel::joinable!(remote_jobs -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> work_items (work_item_id));
 diesel::joinable!(leases -> remote_runs (remote_id));
 diesel::joinable!(results -> remote_components (component_id));
@@ -160,6 +178,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     transfer_rates,
     results,
     consumers,
+    remote_jobs,
 );
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(

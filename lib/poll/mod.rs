@@ -28,6 +28,7 @@ use crate::state::{fault, RunState};
 
 mod apply;
 mod fetch;
+mod usage;
 
 use apply::{ApplyStep, Ending};
 
@@ -223,6 +224,7 @@ pub fn poll_run(
             return Ok(polled(&state));
         }
         Decision::SiteFailure(why) => {
+            usage::record(db, site, run, &job_id, &local_run, printer);
             let to = settle_site_failure(db, run, actor, &why)?;
             return Ok(polled(to.as_str()));
         }
@@ -242,6 +244,9 @@ pub fn poll_run(
         printer,
         actor,
     )?;
+    // The summary is here now (the estimate's wall time, where the site
+    // keeps no accounting).
+    usage::record(db, site, run, &job_id, &local_run, printer);
     if cut.is_some() && fetched.result_of.is_empty() {
         let why = format!("{}: the site's failure", cut.unwrap_or_default());
         let to = settle_site_failure(db, run, actor, &why)?;

@@ -5,6 +5,7 @@
 
 mod abort;
 mod auth;
+mod report;
 mod results;
 mod show;
 mod staging;
@@ -29,7 +30,7 @@ use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::runs::{self, Actor, DefineRequest};
-use crate::state::{ComponentState, JobPolicy, RunState};
+use crate::state::{JobPolicy, RunState};
 use crate::table;
 use crate::workitems;
 
@@ -99,8 +100,9 @@ pub enum Command {
     /// Remove finished runs' remote folders (full -> cleaned), or with
     /// --staging what killed transfers left
     Clean(CleanArgs),
-    /// Per label and stage: components done, failed, abandoned; runtime and core-hours
-    Report(ReportArgs),
+    /// Per label and stage (or run, or work item): components done, failed,
+    /// abandoned; runtime; core-, CPU- and node-hours from the site's accounting
+    Report(report::ReportArgs),
     /// Every applied result as JSON Lines; with --consumer, each result to
     /// each named consumer exactly once
     Results(results::ResultsArgs),
@@ -127,17 +129,6 @@ pub struct CleanArgs {
     /// target's sweep_after_hours, a day when 0]
     #[arg(long, value_name = "SECONDS", requires = "staging")]
     pub older_than: Option<u64>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    #[arg(long)]
-    pub label: Option<String>,
-    #[arg(long)]
-    pub stage: Option<String>,
-    /// Folder of stage recipes (for threads per command) [default: as prepare's]
-    #[arg(long, value_name = "DIR")]
-    pub recipes: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -347,7 +338,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             &printer,
         ),
         Command::Clean(a) => clean(&mut db, &cfg, a, g.json, &printer, &actor),
-        Command::Report(a) => report(&mut db, &cfg, a, g.json, &printer),
+        Command::Report(a) => report::report(&mut db, &cfg, a, g.json, &printer),
         Command::Results(a) => {
             let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
             results::results(&mut db, &url, a, &printer, &actor)
@@ -829,97 +820,6 @@ fn clean(
         return Ok(ExitStatus::Success);
     }
     print_runs(printer, false, &done, |c| c.remote_id)
-}
-
-#[derive(Serialize, Default)]
-struct ReportRow {
-    label: String,
-    stage: String,
-    done: i64,
-    failed: i64,
-    queued: i64,
-    abandoned: i64,
-    runtime_hours: f64,
-    /// Runtime times the recipe's threads per command; null without a recipe.
-    core_hours: Option<f64>,
-}
-
-fn report(
-    db: &mut Db,
-    cfg: &Config,
-    a: ReportArgs,
-    json: bool,
-    printer: &Printer,
-) -> anyhow::Result<ExitStatus> {
-    let rows = db.read(|s| s.component_report(a.label.as_deref(), a.stage.as_deref()))?;
-    let abandoned = db.read(|s| s.abandoned_items(a.label.as_deref(), a.stage.as_deref()))?;
-    let recipes = cfg.recipes_dir(a.recipes.as_deref());
-    let mut out: BTreeMap<(String, String), ReportRow> = BTreeMap::new();
-    for (label, stage, state, n, runtime) in rows {
-        let r = out
-            .entry((label.clone(), stage.clone()))
-            .or_insert_with(|| ReportRow {
-                label,
-                stage,
-                ..Default::default()
-            });
-        match state.parse::<ComponentState>() {
-            Ok(ComponentState::Done) => r.done += n,
-            Ok(ComponentState::Failed) => r.failed += n,
-            _ => r.queued += n,
-        }
-        r.runtime_hours += runtime.unwrap_or(0.0) / 3600.0;
-    }
-    for (label, stage, n) in abandoned {
-        out.entry((label.clone(), stage.clone()))
-            .or_insert_with(|| ReportRow {
-                label,
-                stage,
-                ..Default::default()
-            })
-            .abandoned = n;
-    }
-    for r in out.values_mut() {
-        r.core_hours = crate::recipe::Recipe::load_for_stage(&recipes, &r.stage)
-            .ok()
-            .map(|rc| r.runtime_hours * rc.threads as f64);
-    }
-    let rows: Vec<ReportRow> = out.into_values().collect();
-    if json {
-        printer.json(&rows)?;
-        return Ok(ExitStatus::Success);
-    }
-    let table_rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.label.clone(),
-                r.stage.clone(),
-                r.done.to_string(),
-                r.failed.to_string(),
-                r.abandoned.to_string(),
-                r.queued.to_string(),
-                format!("{:.2}", r.runtime_hours),
-                r.core_hours
-                    .map(|c| format!("{c:.2}"))
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    printer.data(table::render(
-        &[
-            "LABEL",
-            "STAGE",
-            "DONE",
-            "FAILED",
-            "ABANDONED",
-            "QUEUED",
-            "RUNTIME_H",
-            "CORE_H",
-        ],
-        &table_rows,
-    ))?;
-    Ok(ExitStatus::Success)
 }
 
 /// What a command that acts on runs prints: the runs as JSON, or their ids

@@ -250,7 +250,8 @@ fn define_in(s: &mut dyn Store, req: &DefineRequest, actor: &Actor) -> anyhow::R
     })
 }
 
-fn abbreviate(names: &[String]) -> String {
+/// Names joined, the first ten and a count when there are more.
+pub fn abbreviate(names: &[String]) -> String {
     if names.len() <= 10 {
         names.join(", ")
     } else {

@@ -70,6 +70,15 @@ pub trait Scheduler: Send + Sync {
     fn accounting_script(&self) -> Option<&'static str>;
     /// The final state from accounting's answer.
     fn parse_accounting(&self, out: &str) -> Option<String>;
+    /// Ask accounting what ended job `$1` used, when the system keeps it.
+    fn usage_script(&self) -> Option<&'static str> {
+        None
+    }
+    /// What the job used, from the usage script's answer; None when
+    /// accounting does not know the job.
+    fn parse_usage(&self, _out: &str, _job_id: &str) -> Option<Usage> {
+        None
+    }
     /// The cancel command's name, for messages.
     fn cancel_command(&self) -> &'static str;
     /// Cancel job `$1`.
@@ -177,6 +186,23 @@ pub enum JobState {
     Ended(Option<String>),
 }
 
+/// What an ended job used, in its scheduler's accounting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub final_state: Option<String>,
+    /// Wall time from start to end.
+    pub elapsed_s: i64,
+    /// CPUs it held.
+    pub alloc_cpus: i64,
+    /// CPU time of its processes (user + system), where accounting gathers it.
+    pub cpu_s: Option<f64>,
+    /// Nodes it held, and asked for.
+    pub nodes: i64,
+    pub req_nodes: i64,
+    /// The wall time it asked for (None: no limit).
+    pub timelimit_s: Option<i64>,
+}
+
 /// What an ended job left in its run folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -242,6 +268,11 @@ pub trait Site {
     /// Whether a job's final state means the site cut it short.
     fn cut_short(&self, _final_state: &str) -> bool {
         false
+    }
+    /// What an ended job used, from the site's accounting; None where the
+    /// site keeps none, or it does not know the job.
+    fn usage(&self, _job_id: &str) -> anyhow::Result<Option<Usage>> {
+        Ok(None)
     }
     /// Free bytes where `path` lives (its nearest existing parent).
     fn free_bytes(&self, path: &str) -> anyhow::Result<u64>;

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use super::{JobState, Listing, Scheduler, Site};
+use super::{JobState, Listing, Scheduler, Site, Usage};
+
+/// Times accounting is asked about an ended job before its cost is left
+/// to the estimate.
+const USAGE_TRIES: u32 = 5;
 use crate::printer::Printer;
 use crate::ssh::Host;
 use crate::transfer::{self, Direction, Options, Pair, Report};
@@ -217,6 +221,28 @@ impl Site for RemoteSite {
 
     fn cut_short(&self, final_state: &str) -> bool {
         self.scheduler.cut_short(final_state)
+    }
+
+    fn usage(&self, job_id: &str) -> anyhow::Result<Option<Usage>> {
+        let s = &self.scheduler;
+        let Some(script) = s.usage_script() else {
+            return Ok(None);
+        };
+        // Accounting learns of a job's end a moment after the queue
+        // forgets it: asked a few times, a second apart, while it answers.
+        for i in 0..USAGE_TRIES {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            let (status, out, _) = self.ask(script, &[job_id])?;
+            if status != Some(0) {
+                return Ok(None);
+            }
+            if let Some(u) = s.parse_usage(&out, job_id) {
+                return Ok(Some(u));
+            }
+        }
+        Ok(None)
     }
 
     /// The id of a queued or running job with this name, if any.

@@ -2,7 +2,7 @@
 
 use anyhow::anyhow;
 
-use super::{JobState, Scheduler};
+use super::{JobState, Scheduler, Usage};
 use crate::scripts::{job_name, JobSpec};
 
 pub struct Slurm;
@@ -103,6 +103,36 @@ impl Scheduler for Slurm {
         out.split_whitespace().next().map(str::to_string)
     }
 
+    /// Every record of the job, its steps too: the job's own line carries
+    /// the steps' CPU time summed (`-X` would show none).
+    fn usage_script(&self) -> Option<&'static str> {
+        Some("sacct -n -P -j \"$1\" -o JobID,State,ElapsedRaw,AllocCPUS,TotalCPU,NNodes,ReqNodes,TimelimitRaw")
+    }
+
+    /// None until accounting has the job's end (it arrives a moment after
+    /// the queue forgets the job).
+    fn parse_usage(&self, out: &str, job_id: &str) -> Option<Usage> {
+        let line = out.lines().find(|l| l.split('|').next() == Some(job_id))?;
+        let f: Vec<&str> = line.split('|').collect();
+        if f.len() < 8 {
+            return None;
+        }
+        let int = |s: &str| s.trim().parse::<i64>().ok();
+        let state = f[1].split_whitespace().next()?;
+        if !FINAL.contains(&state) {
+            return None;
+        }
+        Some(Usage {
+            final_state: Some(state.to_string()),
+            elapsed_s: int(f[2])?,
+            alloc_cpus: int(f[3])?,
+            cpu_s: cpu_time(f[4]),
+            nodes: int(f[5])?,
+            req_nodes: int(f[6]).unwrap_or_else(|| int(f[5]).unwrap_or(0)),
+            timelimit_s: int(f[7]).map(|m| m * 60),
+        })
+    }
+
     fn cancel_command(&self) -> &'static str {
         "scancel"
     }
@@ -146,6 +176,25 @@ impl Scheduler for Slurm {
     }
 }
 
+/// Seconds in sacct's `[D-][HH:]MM:SS[.mmm]`.
+fn cpu_time(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<f64>().ok()?, r),
+        None => (0.0, s),
+    };
+    let parts: Vec<f64> = rest
+        .split(':')
+        .map(|p| p.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, sec) = match parts[..] {
+        [m, s] => (0.0, m, s),
+        [h, m, s] => (h, m, s),
+        _ => return None,
+    };
+    Some(days * 86400.0 + h * 3600.0 + m * 60.0 + sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +223,35 @@ mod tests {
         );
         assert!(s.cut_short("TIMEOUT") && s.cut_short("NODE_FAIL"));
         assert!(!s.cut_short("COMPLETED") && !s.cut_short("FAILED"));
+    }
+
+    #[test]
+    fn sacct_usage_parses() {
+        let s = Slurm;
+        // sacct 22.05 on the testbed: the job's line, then its steps.
+        let out = "280|COMPLETED|2|8|00:02.511|1|1|10\n280.batch|COMPLETED|2|8|00:00.015|1|1|\n280.0|COMPLETED|2|8|00:02.495|1|1|\n";
+        let u = s.parse_usage(out, "280").unwrap();
+        assert_eq!(u.final_state.as_deref(), Some("COMPLETED"));
+        assert_eq!(
+            (u.elapsed_s, u.alloc_cpus, u.nodes, u.req_nodes),
+            (2, 8, 1, 1)
+        );
+        assert!((u.cpu_s.unwrap() - 2.511).abs() < 1e-9);
+        assert_eq!(u.timelimit_s, Some(600));
+        assert_eq!(s.parse_usage(out, "28"), None);
+        assert_eq!(s.parse_usage("", "280"), None);
+        // Not ended in accounting yet.
+        assert_eq!(
+            s.parse_usage("280|RUNNING|2|8|00:01.000|1|1|10\n", "280"),
+            None
+        );
+        let u = s
+            .parse_usage("9|CANCELLED by 0|3600|48|1-02:03:04|2|4|UNLIMITED\n", "9")
+            .unwrap();
+        assert_eq!(u.final_state.as_deref(), Some("CANCELLED"));
+        assert_eq!(u.cpu_s, Some(86400.0 + 2.0 * 3600.0 + 3.0 * 60.0 + 4.0));
+        assert_eq!((u.req_nodes, u.timelimit_s), (4, None));
+        assert_eq!(cpu_time("12:34:56"), Some(45296.0));
+        assert_eq!(cpu_time("junk"), None);
     }
 }
