@@ -349,6 +349,98 @@ pub fn batch_job(j: &JobSpec<'_>, directives: &str, job_id: &str, nodes: &str) -
 mod tests {
     use super::*;
 
+    /// Run the rank runner on one rank's lines; its result lines, split.
+    fn run_rank(lines: &[String]) -> (Vec<Vec<String>>, String) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("tasks")).unwrap();
+        std::fs::create_dir_all(d.path().join("results")).unwrap();
+        std::fs::write(d.path().join("tasks/run.sh"), RUNNER).unwrap();
+        std::fs::write(d.path().join("tasks/rank-0.sh"), lines.join("\n") + "\n").unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(d.path().join("tasks/run.sh"))
+            .arg("0")
+            .env("OFFLOAD_RUN", d.path())
+            .env("OFFLOAD_TAIL", "100")
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = std::fs::read_to_string(d.path().join("results/rank-0.tsv")).unwrap();
+        let rows = text
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        (rows, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn each_phase_runs_on_its_own_and_a_failure_stops_only_its_component() {
+        let keep = tempfile::NamedTempFile::new().unwrap();
+        let keep = keep.path().display().to_string();
+        let (rows, log) = run_rank(&[
+            component_line(
+                1,
+                "echo pre",
+                "printf 'a\\tb\\n'; echo e >&2; exit 3",
+                "echo never",
+                "",
+                &[],
+            ),
+            component_line(2, "false", "echo not-run", "", "", &[]),
+            // No positional parameters, its own folder and variables; the runner's own
+            // names do not leak into the next component.
+            component_line(
+                3,
+                "",
+                "x=set; cd /; echo \"[$#][$1][$PWD]\"",
+                "printf 'n=1\\tm=2'",
+                &keep,
+                &[],
+            ),
+            component_line(
+                4,
+                "",
+                "echo \"[${x:-}][$PWD]\"",
+                "",
+                "",
+                &["/nonexistent/out".into()],
+            ),
+            component_line(5, "", "if", "", "", &[]),
+            component_line(6, "", "exec true", "", "", &[]),
+        ]);
+        let cols = |r: &Vec<String>| (r[1].clone(), r[2].clone(), r[3].clone());
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        assert_eq!(cols(&rows[0]), ("1".into(), "3".into(), "command".into()));
+        assert_eq!(
+            (rows[0][7].as_str(), rows[0][8].as_str()),
+            ("pre\\na\\tb", "e")
+        );
+        assert_eq!(cols(&rows[1]), ("2".into(), "1".into(), "pre".into()));
+        assert_eq!(cols(&rows[2]), ("3".into(), "0".into(), "ok".into()));
+        assert_eq!(
+            (rows[2][6].as_str(), rows[2][7].as_str()),
+            ("n=1 m=2", "[0][][/]")
+        );
+        assert!(
+            !rows[3][8].is_empty() && rows[3][3] == "output",
+            "{:?}",
+            rows[3]
+        );
+        assert!(
+            !rows[3][7].contains("[set]") && !rows[3][7].contains("[/]"),
+            "{:?}",
+            rows[3]
+        );
+        assert_eq!(cols(&rows[4]), ("5".into(), "2".into(), "command".into()));
+        assert_eq!(cols(&rows[5]), ("6".into(), "0".into(), "ok".into()));
+        assert!(
+            log.contains("== offload component 4: exit 70 (output)"),
+            "{log}"
+        );
+        let kept = std::fs::read_to_string(&keep).unwrap();
+        assert!(kept.contains("== stdout\n[0][][/]\n== stderr\n"), "{kept}");
+    }
+
     #[test]
     fn tails_unescape() {
         assert_eq!(unescape_tail(r"a\tb\nc\\d\r"), "a\tb\nc\\d\r");
