@@ -86,6 +86,10 @@ pub struct Polled {
     /// The next stage's work items made from groups this poll completed
     /// (`stage/stage_id`).
     pub chained: Vec<String>,
+    /// Seconds spent bringing back result records, summary and outputs,
+    /// and applying the results and settling the run (0 when not reached).
+    pub fetch_seconds: f64,
+    pub apply_seconds: f64,
 }
 
 /// Count polls that fail in a row (not for the job's reasons, nor "auth"
@@ -177,6 +181,8 @@ pub fn poll_run(
         rejected_records: 0,
         outputs: 0,
         chained: Vec::new(),
+        fetch_seconds: 0.0,
+        apply_seconds: 0.0,
     };
     if run.apply_pending {
         // The results are recorded: only the apply is left (no second pull).
@@ -233,6 +239,7 @@ pub fn poll_run(
     };
     let (cut, listing) = listing;
     let members = db.read(|s| s.run_members(run.remote_id))?;
+    let fetch_started = std::time::Instant::now();
     let fetched = fetch::fetch_all(
         db,
         run,
@@ -244,6 +251,7 @@ pub fn poll_run(
         printer,
         actor,
     )?;
+    let fetch_seconds = fetch_started.elapsed().as_secs_f64();
     // The summary is here now (the estimate's wall time, where the site
     // keeps no accounting).
     usage::record(db, site, run, &job_id, &local_run, printer);
@@ -256,8 +264,10 @@ pub fn poll_run(
         Some(why) => Ending::Cut { why },
         None => Ending::Ended { job_id: &job_id },
     };
+    let apply_started = std::time::Instant::now();
     let (to, applied) =
         apply::apply_and_settle(db, settling, &members, &fetched, ending, apply.as_ref())?;
+    let apply_seconds = apply_started.elapsed().as_secs_f64();
     Ok(Polled {
         remote_id: run.remote_id,
         job_id,
@@ -269,6 +279,8 @@ pub fn poll_run(
         rejected_records: fetched.rejected.len(),
         outputs: fetched.outputs,
         chained: chained_names(&applied.chained),
+        fetch_seconds,
+        apply_seconds,
     })
 }
 
