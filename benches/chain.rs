@@ -8,8 +8,8 @@
 //! exposures, 3,720), their inputs (a raw image each and the shared
 //! calibration files: mask, dark, flat, linearity per chip) and two
 //! outputs each, through `fixtures/bin/ppfake`. Each phase is the whole
-//! tool process. offload's own time is everything except the job (define
-//! + prepare + exec + poll); the floor beside it is a bare `tar | ssh tar`
+//! tool process. offload's own time is everything except the job (define,
+//! prepare, exec and poll); the floor beside it is a bare `tar | ssh tar`
 //! of the same inputs there and the same outputs back through the same
 //! master, measured in the same run (both ends create every file).
 //!
