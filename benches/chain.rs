@@ -70,7 +70,7 @@ fn main() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let prefix = format!("bench{}", std::process::id());
     let site = db.site_with(&format!(
-        "hosts = [\"fe1\"]\nssh_config = \"{SSH}\"\njob_prefix = \"{prefix}\"\nmax_nodes = 1\nmax_walltime_hours = 48"
+        "hosts = [\"fe1\"]\nssh_config = \"{SSH}\"\njob_prefix = \"{prefix}\"\nmax_nodes = 1\nmax_walltime_hours = 200"
     ));
     // The work items and their input files (not timed: the pipeline's side).
     let gen = Command::new("python3")
