@@ -23,6 +23,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use offload::scheduler::slurm::{Slurm, USAGE_FIELDS};
+use offload::scheduler::Scheduler;
+
 const RANKS: u32 = 24;
 
 /// (wall, cpu) seconds of a bash command line, its whole process tree.
@@ -98,16 +101,15 @@ fn slurm_job(dir: &Path, script: &str) -> Option<(f64, f64)> {
     // Accounting has the job's end a moment later.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // The same question and reading as poll's.
         let a = Command::new("sacct")
-            .args(["-n", "-P", "-j", &id, "-o", "JobID,State,TotalCPU"])
+            .args(["-n", "-P", "-j", &id, "-o"])
+            .arg(USAGE_FIELDS)
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&a.stdout).into_owned();
-        if let Some(l) = text.lines().find(|l| l.starts_with(&format!("{id}|"))) {
-            let f: Vec<&str> = l.split('|').collect();
-            if f[1] == "COMPLETED" {
-                return Some((wall, cpu_time(f[2])?));
-            }
+        if let Some(u) = Slurm.parse_usage(&text, &id) {
+            return Some((wall, u.cpu_s?));
         }
         if Instant::now() > deadline {
             eprintln!("job {id} is not in accounting after 30 s: {text}");
@@ -115,24 +117,6 @@ fn slurm_job(dir: &Path, script: &str) -> Option<(f64, f64)> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// Seconds in sacct's `[D-][HH:]MM:SS[.mmm]`.
-fn cpu_time(s: &str) -> Option<f64> {
-    let (days, rest) = match s.split_once('-') {
-        Some((d, r)) => (d.parse::<f64>().ok()?, r),
-        None => (0.0, s),
-    };
-    let p: Vec<f64> = rest
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let secs = match p[..] {
-        [m, s] => m * 60.0 + s,
-        [h, m, s] => h * 3600.0 + m * 60.0 + s,
-        _ => return None,
-    };
-    Some(days * 86400.0 + secs)
 }
 
 fn row(name: &str, tasks: usize, wall: f64, cpu: f64, runner_cpu: Option<f64>) {

@@ -14,8 +14,8 @@ use super::schema::*;
 pub type RunKey = (i64, String, String, String);
 
 /// A component as the report spreads its run's cost: run, work item, the
-/// item's stage_id and state, the component's state and runtime.
-pub type ComponentCost = (i64, i64, i64, String, String, Option<f64>);
+/// item's stage_id and state, the component's runtime.
+pub type ComponentCost = (i64, i64, i64, String, Option<f64>);
 
 pub trait UsageStore {
     /// Record what a job used, in place of an earlier record of the same
@@ -108,7 +108,6 @@ macro_rules! impl_usage_store {
                         remote_components::work_item_id,
                         work_items::stage_id,
                         work_items::state,
-                        remote_components::state,
                         remote_components::runtime,
                     ))
                     .into_boxed();

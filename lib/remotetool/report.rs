@@ -211,7 +211,7 @@ pub fn report(
     let mut runtime_of: HashMap<i64, (f64, usize)> = HashMap::new();
     for c in &components {
         let e = runtime_of.entry(c.0).or_default();
-        e.0 += c.5.unwrap_or(0.0).max(0.0);
+        e.0 += c.4.unwrap_or(0.0).max(0.0);
         e.1 += 1;
     }
     let runs: Vec<RunCost> = run_keys
@@ -385,7 +385,7 @@ fn print_items(
 ) -> anyhow::Result<ExitStatus> {
     let by_id: HashMap<i64, &RunCost> = runs.iter().map(|r| (r.remote_id, r)).collect();
     let mut items: BTreeMap<(String, String, i64), ItemRow> = BTreeMap::new();
-    for (remote_id, item_id, stage_id, item_state, _state, runtime) in components {
+    for (remote_id, item_id, stage_id, item_state, runtime) in components {
         let Some(run) = by_id.get(remote_id) else {
             continue;
         };

@@ -7,6 +7,15 @@ use crate::scripts::{job_name, JobSpec};
 
 pub struct Slurm;
 
+macro_rules! usage_fields {
+    () => {
+        "JobID,State,ElapsedRaw,AllocCPUS,TotalCPU,NNodes,ReqNodes,TimelimitRaw"
+    };
+}
+
+/// The fields [`Slurm::parse_usage`] reads, in its order (`sacct -o`).
+pub const USAGE_FIELDS: &str = usage_fields!();
+
 /// Slurm's final states.
 const FINAL: &[&str] = &[
     "COMPLETED",
@@ -106,7 +115,7 @@ impl Scheduler for Slurm {
     /// Every record of the job, its steps too: the job's own line carries
     /// the steps' CPU time summed (`-X` would show none).
     fn usage_script(&self) -> Option<&'static str> {
-        Some("sacct -n -P -j \"$1\" -o JobID,State,ElapsedRaw,AllocCPUS,TotalCPU,NNodes,ReqNodes,TimelimitRaw")
+        Some(concat!("sacct -n -P -j \"$1\" -o ", usage_fields!()))
     }
 
     /// None until accounting has the job's end (it arrives a moment after
