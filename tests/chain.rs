@@ -84,14 +84,20 @@ each_backend! {
         assert_eq!(c.read(|s| s.count_free_items("CH", "chip")).unwrap(), 2);
         // What the job cost, in Slurm's accounting (slurmdbd), against what it asked for.
         let job = e["job_id"].as_str().unwrap();
-        let acct = String::from_utf8(
-            std::process::Command::new("sacct")
-                .args(["-n", "-X", "-P", "-j", job, "-o", "ElapsedRaw,AllocCPUS,NNodes,TimelimitRaw"])
+        // Accounting has the job's end a moment after the queue forgets it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let acct = loop {
+            let out = std::process::Command::new("sacct")
+                .args(["-n", "-X", "-P", "-j", job, "-o", "ElapsedRaw,AllocCPUS,NNodes,TimelimitRaw,State"])
                 .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            if text.trim().ends_with("|COMPLETED") {
+                break text.trim().trim_end_matches("|COMPLETED").to_string();
+            }
+            assert!(Instant::now() < deadline, "job {job} not COMPLETED in accounting after 60 s: {text:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        };
         let f: Vec<f64> = acct.trim().split('|').map(|v| v.parse().unwrap()).collect();
         assert_eq!(f.len(), 4, "{acct}");
         let mut c = db.remotetool();

@@ -11,9 +11,10 @@ use anyhow::{anyhow, Context};
 
 use super::{JobState, Listing, Scheduler, Site, Usage};
 
-/// Times accounting is asked about an ended job before its cost is left
-/// to the estimate.
-const USAGE_TRIES: u32 = 5;
+/// Times accounting is asked about an ended job, a second apart, before
+/// its cost is left to the estimate (a loaded slurmctld hands a job's end
+/// to slurmdbd some seconds late).
+const USAGE_TRIES: u32 = 15;
 use crate::printer::Printer;
 use crate::ssh::Host;
 use crate::transfer::{self, Direction, Options, Pair, Report};
