@@ -481,3 +481,107 @@ each_backend! {
         db.tool("prepare").args(["--remote-id", "1", "--verbose", "--quiet"]).assert().code(2);
     }
 }
+
+/// A recipe that uses every kind of file prepare lists: local inputs (one
+/// of them a list input), remote-resident inputs, brought-back and kept
+/// outputs, a kept log, a pre and a post, and a per-item cost.
+const GOLDEN_RECIPE: &str = r#"
+stage = "chip"
+threads = 2
+time_cost = 150
+cost_param = "EXPECTED_SECONDS"
+pre = "echo pre @COMPONENT_ID@ @STAGE_ID@"
+command = "ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ --keep @out:MASKED@ --ref @in:REFCAT@ @in:IMAGE@ @in:MASK@ @in:DARK@ @in:FLAT@ @in:LINEARITY@ @in:EXTRA@"
+post = "cat @out:STATS@"
+log = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.log"
+
+[inputs]
+IMAGE = "@INPUT@"
+MASK = "@MASK@"
+DARK = "@DARK@"
+FLAT = "@FLAT@"
+LINEARITY = "@LINEARITY@"
+EXTRA = "@EXTRA@"
+
+[outputs]
+IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
+STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+
+[remote_inputs]
+REFCAT = "/refcat/@FILTER@/ps1-refcat.fits"
+
+[remote_outputs]
+MASKED = "@RUN_DIR@/masked/@EXP_NAME@.@CHIP@.fits"
+"#;
+
+each_backend! {
+    // prepare's output for a few thousand components, every file, is
+    // pinned byte for byte (the site's own folders written as @ROOT@ and
+    // @FIXTURES@): a change to how prepare computes or writes its files
+    // must not change what it writes.
+    fn a_few_thousand_components_give_the_pinned_files(db) {
+        let site = db.site();
+        let recipes = site.root.join("golden-recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        std::fs::write(recipes.join("chip.toml"), GOLDEN_RECIPE).unwrap();
+        db.import_generated(&site, L, (84, 60), 1, 16, |v| {
+            let n = v["stage_id"].as_i64().unwrap();
+            let p = &mut v["params"];
+            p["EXPECTED_SECONDS"] = (100 + (n * 37) % 100).into();
+            p["EXTRA"] = serde_json::json!([p["MASK"].clone(), p["DARK"].clone()]);
+        });
+        let id = define(db, L, "chip");
+        let out = db
+            .tool("prepare")
+            .args(["--remote-id", &id.to_string(), "--recipes"])
+            .arg(&recipes)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dir = site.run_dir(id);
+        let root = site.root.display().to_string();
+        let fixtures = common::fixtures().display().to_string();
+        let mut files = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        // The manifest holds the digests of the files as written.
+        let manifest = read(&dir.join("MANIFEST.sha256"));
+        let listed: Vec<&str> = manifest.lines().collect();
+        assert_eq!(listed.len(), files.len() - 1, "{manifest}");
+        for l in listed {
+            let (digest, rel) = l.split_once("  ").unwrap();
+            let bytes = std::fs::read(dir.join(rel)).unwrap();
+            assert_eq!(common::sha256_hex(&bytes), digest, "{rel}");
+        }
+        // One line per file; the rank files as one line (their names and
+        // contents in order); the runner itself is a constant of its own.
+        let mut pinned = String::new();
+        let mut ranks = (String::new(), 0, 0);
+        for p in &files {
+            let rel = p.strip_prefix(&dir).unwrap().display().to_string();
+            if rel == "MANIFEST.sha256" || rel == "tasks/run.sh" {
+                continue;
+            }
+            let text = read(p).replace(&fixtures, "@FIXTURES@").replace(&root, "@ROOT@");
+            if rel.starts_with("tasks/rank-") {
+                ranks.0.push_str(&format!("{rel}\n{text}"));
+                ranks.1 += 1;
+                ranks.2 += text.lines().count();
+                continue;
+            }
+            pinned.push_str(&format!("{}  {rel}  {} lines\n", common::sha256_hex(text.as_bytes()), text.lines().count()));
+        }
+        pinned.push_str(&format!("{}  tasks/rank-*.sh  {} files, {} lines\n", common::sha256_hex(ranks.0.as_bytes()), ranks.1, ranks.2));
+        insta::assert_snapshot!("prepare_golden_5040", pinned);
+    }
+}

@@ -640,3 +640,9 @@ pub fn results(remote_run: &Path) -> Vec<(i64, i32, String, String)> {
     out.sort();
     out
 }
+
+/// Hex SHA-256 of bytes, as in a run's `MANIFEST.sha256`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
