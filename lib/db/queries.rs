@@ -173,8 +173,16 @@ pub trait Store:
         now: NaiveDateTime,
     ) -> QueryResult<usize>;
 
-    /// The active components of a run with their work items, by component id.
-    fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>>;
+    /// Up to `limit` active components of a run with their work items, by
+    /// component id, those after component `after` (0: from the first).
+    fn run_components_page(
+        &mut self,
+        remote_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<ComponentItem>>;
+    /// How many active components a run has.
+    fn run_component_count(&mut self, remote_id: i64) -> QueryResult<i64>;
     /// Runtimes (s) of the most recent finished components of a stage.
     fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>>;
     /// Measured runtimes of a run's components that came back (from its
@@ -732,8 +740,15 @@ macro_rules! impl_store {
                     .execute(self)
             }
 
-            fn run_components(&mut self, remote_id: i64) -> QueryResult<Vec<ComponentItem>> {
+            fn run_components_page(
+                &mut self,
+                remote_id: i64,
+                after: i64,
+                limit: i64,
+            ) -> QueryResult<Vec<ComponentItem>> {
                 active_components!(remote_id)
+                    .filter(remote_components::id.gt(after))
+                    .limit(limit)
                     .select((
                         remote_components::id,
                         work_items::id,
@@ -743,6 +758,14 @@ macro_rules! impl_store {
                         work_items::params,
                     ))
                     .load(self)
+            }
+
+            fn run_component_count(&mut self, remote_id: i64) -> QueryResult<i64> {
+                remote_components::table
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .count()
+                    .get_result(self)
             }
 
             fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>> {

@@ -1,0 +1,1 @@
+DROP INDEX remote_components_run_order;
