@@ -585,3 +585,39 @@ each_backend! {
         insta::assert_snapshot!("prepare_golden_5040", pinned);
     }
 }
+
+each_backend! {
+    // Outputs are told apart across the whole run, not a page at a time:
+    // the 4,101st component writing the first one's image is refused, and
+    // both are named.
+    fn two_components_writing_one_output_are_named_pages_apart(db) {
+        let site = db.site();
+        let mut first: Option<serde_json::Value> = None;
+        db.import_generated(&site, L, (70, 60), 1, 16, |v| match &first {
+            None => first = Some(v["params"].clone()),
+            Some(p) if v["stage_id"] == 4101 => {
+                for k in ["WORKDIR", "EXP_NAME", "CHIP"] {
+                    v["params"][k] = p[k].clone();
+                }
+            }
+            Some(_) => {}
+        });
+        let id = define(db, L, "chip");
+        db.tool("prepare")
+            .args(["--remote-id", &id.to_string()])
+            .assert()
+            .code(2)
+            .stderr(
+                contains("work item chip/1 (component")
+                    .and(contains("work item chip/4101 (component"))
+                    .and(contains("both write"))
+                    .and(contains("outputs must differ per component")),
+            );
+        assert_eq!(show(db, id)["state"], "new");
+        assert!(!site.run_dir(id).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(site.run_dir(id).parent().unwrap())
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
