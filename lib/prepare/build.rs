@@ -18,7 +18,7 @@ use anyhow::Context;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::render::{render_component, ComponentSpec, InputFile, Job, Rendered};
+use super::render::{component_name, render_component, ComponentSpec, InputFile, Job, Rendered};
 use crate::alloc::{self, Allocation, Limits};
 use crate::exit;
 use crate::scripts;
@@ -117,7 +117,6 @@ struct Merge<'j> {
     /// End offset of each component's line in the spill.
     ends: Vec<u64>,
     spill: BufWriter<File>,
-    spilled: u64,
     /// Each input once: (local path, remote path, first component index),
     inputs: Vec<(String, String, u32)>,
     /// by the key of its remote path.
@@ -130,13 +129,10 @@ struct Merge<'j> {
     remote_inputs: BTreeSet<String>,
 }
 
-/// Component `i` in an error message, as [`ComponentSpec`] names it.
+/// Component `i` in an error message.
 fn name_of(kept: &[Kept], stages: &[String], i: u32) -> String {
     let k = &kept[i as usize];
-    format!(
-        "work item {}/{} (component {})",
-        stages[k.stage as usize], k.stage_id, k.component_id
-    )
+    component_name(&stages[k.stage as usize], k.stage_id, k.component_id)
 }
 
 impl Merge<'_> {
@@ -217,8 +213,8 @@ impl Merge<'_> {
         self.spill
             .write_all(r.line.as_bytes())
             .context("cannot write prepare's spill file")?;
-        self.spilled += r.line.len() as u64;
-        self.ends.push(self.spilled);
+        let end = self.ends.last().copied().unwrap_or(0) + r.line.len() as u64;
+        self.ends.push(end);
         self.costs.push(r.cost);
         Ok(())
     }
@@ -261,7 +257,6 @@ pub fn build(
         costs: Vec::new(),
         ends: Vec::new(),
         spill: BufWriter::with_capacity(1 << 20, spill),
-        spilled: 0,
         inputs: Vec::new(),
         input_index: KeyMap::default(),
         outputs_seen: KeyMap::default(),

@@ -52,11 +52,13 @@ impl ComponentSpec {
     }
 
     pub(super) fn name(&self) -> String {
-        format!(
-            "work item {}/{} (component {})",
-            self.stage, self.stage_id, self.component_id
-        )
+        component_name(&self.stage, self.stage_id, self.component_id)
     }
+}
+
+/// A component as error messages name it.
+pub(super) fn component_name(stage: &str, stage_id: i64, component_id: i64) -> String {
+    format!("work item {stage}/{stage_id} (component {component_id})")
 }
 
 /// What prepare works from.
