@@ -92,8 +92,13 @@ each_backend! {
                 .output()
                 .unwrap();
             let text = String::from_utf8(out.stdout).unwrap();
-            if text.trim().ends_with("|COMPLETED") {
-                break text.trim().trim_end_matches("|COMPLETED").to_string();
+            // The newest record of the id (a reset controller reuses ids),
+            // once every field is filled in.
+            let last = text.trim().lines().last().unwrap_or("");
+            if let Some(fields) = last.strip_suffix("|COMPLETED") {
+                if fields.split('|').all(|v| v.parse::<f64>().is_ok()) {
+                    break fields.to_string();
+                }
             }
             assert!(Instant::now() < deadline, "job {job} not COMPLETED in accounting after 60 s: {text:?}");
             std::thread::sleep(Duration::from_millis(500));
