@@ -313,6 +313,10 @@ fn sixteen_channels_against_max_sessions_3_one_login() {
     );
 }
 
+/// Held by the tests that log in to fe2 with masters of their own: one of
+/// them counts fe2's logins, which the other's would spoil.
+static OWN_LOGINS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An ssh configuration of the test's own, with a host `fe2-own` whose
 /// master the test starts and may kill.
 struct OwnMaster {
@@ -389,6 +393,7 @@ impl Drop for OwnMaster {
 
 #[test]
 fn no_live_master_is_the_auth_exit_before_anything_moves() {
+    let _serial = OWN_LOGINS.lock().unwrap_or_else(|e| e.into_inner());
     let home = tempfile::tempdir().unwrap();
     let own = OwnMaster::new(true);
     let set = files(3, &[]);
@@ -422,6 +427,7 @@ fn no_live_master_is_the_auth_exit_before_anything_moves() {
 
 #[test]
 fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
+    let _serial = OWN_LOGINS.lock().unwrap_or_else(|e| e.into_inner());
     let home = tempfile::tempdir().unwrap();
     let own = OwnMaster::new(false);
     own.start();
