@@ -10,6 +10,8 @@ mod common;
 
 use std::process::Command;
 
+use predicates::prelude::*;
+
 const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
 const TORQUE_BIN: &str = "/opt/offload-testbed/torque/bin";
 
@@ -148,6 +150,57 @@ fn chain(db: &common::TestDb, scheduler: &str, directive: &str) {
     let summary = std::fs::read_to_string(site.remote_run_dir(1).join("job-summary.txt")).unwrap();
     let job_id = e["job_id"].as_str().unwrap();
     assert!(summary.contains(&format!("job_id={job_id}")), "{summary}");
+    // What the job cost: Grid Engine's accounting, read directly here,
+    // against report's figures; PBS (Slurm's wrappers) keeps none that
+    // offload reads, so its run is the estimate, and report says so.
+    let mut c = db.remotetool();
+    c.args(["report", "--runs", "--json"]);
+    let r = common::json_of(c);
+    let r1 = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["remote_id"] == 1)
+        .unwrap();
+    if scheduler == "sge" {
+        let a = sge(&["qacct", "-j", job_id]);
+        let text = String::from_utf8_lossy(&a.stdout).into_owned();
+        let value = |key: &str| -> f64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .next_back()
+                .and_then(|v| v.trim().trim_end_matches('s').parse().ok())
+                .unwrap_or_else(|| panic!("qacct has no {key}: {text}"))
+        };
+        let (wall, slots) = (value("ru_wallclock"), value("slots"));
+        assert_eq!(r1["source"], "qacct", "{r1}");
+        let near = |v: &serde_json::Value, b: f64| (v.as_f64().unwrap() - b).abs() < 1e-9;
+        assert!(
+            near(&r1["core_hours"], wall * slots / 3600.0),
+            "{r1} vs qacct {text}"
+        );
+        assert!(
+            near(&r1["node_hours"], wall / 3600.0),
+            "{r1} vs qacct {text}"
+        );
+        assert!(
+            near(&r1["cpu_hours"], value("cpu") / 3600.0),
+            "{r1} vs qacct {text}"
+        );
+        let plan: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(site.run_dir(1).join("run.json")).unwrap())
+                .unwrap();
+        let hours = plan["allocation"]["hours"].as_f64().unwrap();
+        assert!(near(&r1["requested_node_hours"], hours), "{r1} vs {plan}");
+        db.remotetool()
+            .args(["report", "--label", "SC"])
+            .assert()
+            .success()
+            .stdout(predicates::str::contains("qacct"))
+            .stderr(predicates::str::contains("estimate").not());
+    } else {
+        assert_eq!(r1["source"], "estimate", "{r1}");
+    }
 
     // Exactly once: a job of the next run already queued under its name
     // (an exec killed after qsub) is found and recorded, not submitted again.

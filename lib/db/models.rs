@@ -273,7 +273,7 @@ pub struct Consumer {
 }
 
 /// One batch job a run had: what accounting says it used, or the estimate
-/// where the site keeps none (`source`: "sacct", "estimate").
+/// where the site keeps none (`source`: the accounting command, "sacct" or "qacct", or "estimate").
 #[derive(Debug, Clone, PartialEq, Queryable, Insertable)]
 #[diesel(table_name = remote_jobs)]
 pub struct JobRecord {

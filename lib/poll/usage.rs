@@ -1,5 +1,5 @@
 //! What an ended job cost: the site's accounting where it keeps one
-//! (Slurm's sacct), else an estimate from what the run asked for (its
+//! (Slurm's sacct, Grid Engine's qacct), else an estimate from what the run asked for (its
 //! `run.json`) and the job summary's wall time. One record per job, which
 //! `remotetool report` reads.
 
@@ -37,7 +37,7 @@ pub fn record(
             remote_id: run.remote_id,
             job_id: job_id.to_string(),
             attempt: run.attempt,
-            source: "sacct".into(),
+            source: u.source.into(),
             final_state: u.final_state,
             elapsed_s: Some(u.elapsed_s),
             alloc_cpus: Some(u.alloc_cpus),

@@ -1,7 +1,7 @@
 //! `remotetool report`: per label and stage, the components done, failed,
 //! abandoned and queued, their runtime, and what the runs cost: core-hours
-//! and CPU-hours from the site's accounting (Slurm's sacct, recorded by
-//! poll for each job), node-hours against the node-hours the jobs asked
+//! and CPU-hours from the site's accounting (Slurm's sacct, Grid Engine's
+//! qacct, recorded by poll for each job), node-hours against the node-hours the jobs asked
 //! for. Where a site keeps no accounting the core-hours are an estimate
 //! (runtime x the recipe's threads per command), and the report says so.
 //! `--runs` gives the same per run, `--items` per work item (each run's
@@ -37,8 +37,8 @@ pub struct ReportArgs {
     pub items: bool,
 }
 
-/// Where a cost comes from.
-const SACCT: &str = "sacct";
+/// Where a cost comes from when the site's accounting (`sacct`, `qacct`:
+/// the command it came from) has none.
 const ESTIMATE: &str = "estimate";
 
 /// What one run cost.
@@ -62,8 +62,8 @@ struct RunCost {
     requested_node_hours: Option<f64>,
     /// node_hours / requested_node_hours.
     of_request: Option<f64>,
-    /// "sacct" or "estimate".
-    source: Option<&'static str>,
+    /// The accounting command ("sacct", "qacct") or "estimate".
+    source: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -80,7 +80,7 @@ struct GroupRow {
     node_hours: Option<f64>,
     requested_node_hours: Option<f64>,
     of_request: Option<f64>,
-    /// "sacct", "estimate", or "sacct+estimate" when its runs differ.
+    /// "sacct", "qacct", "estimate", or "sacct+estimate" when its runs differ.
     source: Option<String>,
 }
 
@@ -105,13 +105,18 @@ fn add(a: &mut Option<f64>, b: Option<f64>) {
     }
 }
 
+/// Sources joined with `+`, accounting's first, the estimate last.
 fn merge_source(a: &mut Option<String>, b: Option<&str>) {
     let Some(b) = b else { return };
-    *a = Some(match a.take() {
-        None => b.to_string(),
-        Some(x) if x == b || x.contains('+') => x,
-        Some(_) => format!("{SACCT}+{ESTIMATE}"),
-    });
+    let mut parts: Vec<&str> = a
+        .as_deref()
+        .map(|x| x.split('+').collect())
+        .unwrap_or_default();
+    if !parts.contains(&b) {
+        parts.push(b);
+    }
+    parts.sort_by_key(|p| (*p == ESTIMATE, *p));
+    *a = Some(parts.join("+"));
 }
 
 fn ratio(used: Option<f64>, asked: Option<f64>) -> Option<f64> {
@@ -130,7 +135,7 @@ fn run_cost(
     threads: Option<u32>,
 ) -> RunCost {
     let (remote_id, label, stage, state) = key;
-    let accounted = !jobs.is_empty() && jobs.iter().all(|j| j.source == SACCT);
+    let accounted = !jobs.is_empty() && jobs.iter().all(|j| j.source != ESTIMATE);
     let product = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| (a * b) as f64 / 3600.0);
     let sum = |f: &dyn Fn(&JobRecord) -> Option<f64>| -> Option<f64> {
         let mut s = None;
@@ -148,11 +153,11 @@ fn run_cost(
         (
             sum(&|j| product(j.elapsed_s, j.alloc_cpus)),
             cpu,
-            Some(SACCT),
+            Some(jobs[0].source.clone()),
         )
     } else if !jobs.is_empty() || runtime_s > 0.0 {
         let core = threads.map(|t| runtime_s * t as f64 / 3600.0);
-        (core, None, core.map(|_| ESTIMATE))
+        (core, None, core.map(|_| ESTIMATE.to_string()))
     } else {
         (None, None, None)
     };
@@ -229,12 +234,12 @@ pub fn report(
         .collect();
     let estimated: Vec<String> = runs
         .iter()
-        .filter(|r| r.source == Some(ESTIMATE))
+        .filter(|r| r.source.as_deref() == Some(ESTIMATE))
         .map(|r| r.remote_id.to_string())
         .collect();
     if !estimated.is_empty() {
         printer.info(format!(
-            "core-hours of run{} {} are estimates (runtime x the recipe's threads per command): no accounting for their jobs (sacct)",
+            "core-hours of run{} {} are estimates (runtime x the recipe's threads per command): no accounting record of their jobs (sacct, qacct)",
             if estimated.len() == 1 { "" } else { "s" },
             crate::runs::abbreviate(&estimated)
         ));
@@ -267,7 +272,7 @@ fn print_runs(runs: &[RunCost], json: bool, printer: &Printer) -> anyhow::Result
                 percent(r.of_request),
                 hours(r.core_hours),
                 hours(r.cpu_hours),
-                r.source.unwrap_or("-").to_string(),
+                r.source.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -323,7 +328,7 @@ fn print_groups(
         add(&mut r.cpu_hours, run.cpu_hours);
         add(&mut r.node_hours, run.node_hours);
         add(&mut r.requested_node_hours, run.requested_node_hours);
-        merge_source(&mut r.source, run.source);
+        merge_source(&mut r.source, run.source.as_deref());
     }
     for r in out.values_mut() {
         r.of_request = ratio(r.node_hours, r.requested_node_hours);
@@ -410,7 +415,7 @@ fn print_items(
         r.runtime_hours += own / 3600.0;
         add(&mut r.core_hours, run.core_hours.map(|h| h * share));
         add(&mut r.cpu_hours, run.cpu_hours.map(|h| h * share));
-        merge_source(&mut r.source, run.source);
+        merge_source(&mut r.source, run.source.as_deref());
     }
     let rows: Vec<ItemRow> = items.into_values().collect();
     if json {
@@ -458,6 +463,8 @@ fn print_items(
 mod tests {
     use super::*;
 
+    const SACCT: &str = "sacct";
+
     fn job(
         source: &str,
         elapsed: i64,
@@ -492,7 +499,7 @@ mod tests {
         let a = job(SACCT, 3600, 48, Some(36000.0), 2, 3600);
         let b = job(SACCT, 1800, 48, Some(18000.0), 2, 3600);
         let c = run_cost(key(), &[&a, &b], 999.0, Some(2));
-        assert_eq!(c.source, Some(SACCT));
+        assert_eq!(c.source.as_deref(), Some(SACCT));
         assert_eq!(c.core_hours, Some(72.0));
         assert_eq!(c.cpu_hours, Some(15.0));
         assert_eq!(c.node_hours, Some(3.0));
@@ -505,14 +512,16 @@ mod tests {
     fn without_accounting_the_estimate_says_so() {
         let e = job(ESTIMATE, 600, 48, None, 2, 3600);
         let c = run_cost(key(), &[&e], 7200.0, Some(2));
-        assert_eq!(c.source, Some(ESTIMATE));
+        assert_eq!(c.source.as_deref(), Some(ESTIMATE));
         assert_eq!(c.core_hours, Some(4.0));
         assert_eq!(c.cpu_hours, None);
         assert_eq!(c.node_hours.map(|h| (h * 3600.0).round()), Some(1200.0));
         // One job without accounting makes the whole run an estimate.
         let a = job(SACCT, 3600, 48, Some(1.0), 2, 3600);
         assert_eq!(
-            run_cost(key(), &[&a, &e], 7200.0, Some(2)).source,
+            run_cost(key(), &[&a, &e], 7200.0, Some(2))
+                .source
+                .as_deref(),
             Some(ESTIMATE)
         );
         // No job, no runtime: nothing to say.
@@ -525,5 +534,17 @@ mod tests {
         merge_source(&mut s, Some(ESTIMATE));
         merge_source(&mut s, Some(SACCT));
         assert_eq!(s.as_deref(), Some("sacct+estimate"));
+        // Grid Engine's accounting is as good as Slurm's.
+        let q = job("qacct", 3600, 4, Some(100.0), 1, 7200);
+        let c = run_cost(key(), &[&q], 3000.0, Some(2));
+        assert_eq!(
+            (c.source.as_deref(), c.core_hours),
+            (Some("qacct"), Some(4.0))
+        );
+        let mut s = None;
+        merge_source(&mut s, Some(ESTIMATE));
+        merge_source(&mut s, Some("qacct"));
+        merge_source(&mut s, Some(SACCT));
+        assert_eq!(s.as_deref(), Some("qacct+sacct+estimate"));
     }
 }

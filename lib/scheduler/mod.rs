@@ -75,9 +75,13 @@ pub trait Scheduler: Send + Sync {
         None
     }
     /// What the job used, from the usage script's answer; None when
-    /// accounting does not know the job.
+    /// accounting does not know the job (yet).
     fn parse_usage(&self, _out: &str, _job_id: &str) -> Option<Usage> {
         None
+    }
+    /// What the usage script's failure (its stderr) means.
+    fn usage_failure(&self, _stderr: &str) -> NoUsage {
+        NoUsage::Failed
     }
     /// The cancel command's name, for messages.
     fn cancel_command(&self) -> &'static str;
@@ -186,9 +190,25 @@ pub enum JobState {
     Ended(Option<String>),
 }
 
+/// Why a usage script that failed gave no usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoUsage {
+    /// The site keeps no accounting: the cost is an estimate, and that is
+    /// all there is to say.
+    NotKept,
+    /// Accounting does not know the job yet: ask again.
+    NotYet,
+    /// Accounting is there but failed (its daemon down, a file it cannot
+    /// read): the cost is an estimate, and an operator should hear why.
+    Failed,
+}
+
 /// What an ended job used, in its scheduler's accounting.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
+    /// The accounting command it came from (`sacct`, `qacct`), recorded as
+    /// the cost's source.
+    pub source: &'static str,
     pub final_state: Option<String>,
     /// Wall time from start to end.
     pub elapsed_s: i64,

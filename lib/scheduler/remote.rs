@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use super::{JobState, Listing, Scheduler, Site, Usage};
+use super::{JobState, Listing, NoUsage, Scheduler, Site, Usage};
 
 /// Times accounting is asked about an ended job, a second apart, before
 /// its cost is left to the estimate (a loaded slurmctld hands a job's end
@@ -235,15 +235,29 @@ impl Site for RemoteSite {
             if i > 0 {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
-            let (status, out, _) = self.ask(script, &[job_id])?;
-            if status != Some(0) {
-                return Ok(None);
+            let (status, out, err) = self.ask(script, &[job_id])?;
+            if status == Some(0) {
+                if let Some(u) = s.parse_usage(&out, job_id) {
+                    return Ok(Some(u));
+                }
+                continue;
             }
-            if let Some(u) = s.parse_usage(&out, job_id) {
-                return Ok(Some(u));
+            match s.usage_failure(&err) {
+                NoUsage::NotKept => return Ok(None),
+                NoUsage::NotYet => continue,
+                NoUsage::Failed => {
+                    return Err(anyhow!(
+                        "`{script}` (with {job_id}) failed on {}: {}",
+                        self.host().alias,
+                        err.trim().replace('\n', "; ")
+                    ))
+                }
             }
         }
-        Ok(None)
+        Err(anyhow!(
+            "accounting on {} had no record of job {job_id}'s end after {USAGE_TRIES} tries a second apart",
+            self.host().alias
+        ))
     }
 
     /// The id of a queued or running job with this name, if any.

@@ -2,9 +2,11 @@
 //! the job's slots from the target's parallel environment. Tested on the
 //! testbed's one-host cell (Debian's gridengine 8.1.9).
 
+use std::collections::BTreeSet;
+
 use anyhow::anyhow;
 
-use super::{JobState, Scheduler};
+use super::{JobState, NoUsage, Scheduler, Usage};
 use crate::scripts::{job_name, JobSpec};
 
 pub struct Sge;
@@ -27,6 +29,62 @@ pub fn parse_xml(text: &str) -> Vec<(String, String, String)> {
             (tag(b, "JB_job_number"), tag(b, "JB_name"), tag(b, "state"))
         })
         .collect()
+}
+
+/// One record of `qacct -j`: its `key value` lines, in order.
+type Record<'a> = Vec<(&'a str, &'a str)>;
+
+/// The records of `qacct -j`'s answer (each after a line of `=`).
+fn qacct_records(text: &str) -> Vec<Record<'_>> {
+    let mut records: Vec<Record<'_>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("==") {
+            records.push(Vec::new());
+            continue;
+        }
+        let Some((key, value)) = line.trim_end().split_once(char::is_whitespace) else {
+            continue;
+        };
+        match records.last_mut() {
+            Some(r) => r.push((key, value.trim())),
+            None => records.push(vec![(key, value.trim())]),
+        }
+    }
+    records
+}
+
+fn field<'a>(r: &Record<'a>, key: &str) -> Option<&'a str> {
+    r.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// `failed=N (reason) exit_status=M` of one record.
+fn final_state(r: &Record<'_>) -> Option<String> {
+    let failed = field(r, "failed")?;
+    let exit = field(r, "exit_status")
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default();
+    let (n, why) = match failed.split_once(':') {
+        Some((n, why)) => (n.trim(), format!(" ({})", why.trim())),
+        None => (failed.trim(), String::new()),
+    };
+    Some(format!("failed={n}{why} exit_status={exit}"))
+}
+
+/// qacct's seconds: `4s`, `0.007s`, `4.000` (older cells).
+fn seconds(v: &str) -> Option<f64> {
+    v.trim().trim_end_matches('s').parse::<f64>().ok()
+}
+
+/// The `h_rt` a job asked for, from its `category` (`-l h_rt=3600,...`
+/// or `h_rt=1:00:00`).
+fn h_rt(category: &str) -> Option<i64> {
+    let v = category.split("h_rt=").nth(1)?;
+    let v = v.split([',', ' ']).next()?;
+    let mut total = 0i64;
+    for part in v.split(':') {
+        total = total * 60 + part.parse::<i64>().ok()?;
+    }
+    Some(total)
 }
 
 fn xml_unescape(s: &str) -> String {
@@ -132,24 +190,56 @@ impl Scheduler for Sge {
     /// `failed=N (reason) exit_status=M` from qacct's record (the last,
     /// for a job number the cell has reused).
     fn parse_accounting(&self, out: &str) -> Option<String> {
-        let mut failed = None;
-        let mut exit = None;
-        for l in out.lines() {
-            if let Some(v) = l.strip_prefix("failed") {
-                failed = Some(v.trim().to_string());
-            } else if let Some(v) = l.strip_prefix("exit_status") {
-                exit = v.split_whitespace().next().map(str::to_string);
-            }
+        qacct_records(out)
+            .iter()
+            .rev()
+            .find(|r| field(r, "failed").is_some())
+            .and_then(final_state)
+    }
+
+    fn usage_script(&self) -> Option<&'static str> {
+        Some("qacct -j \"$1\"")
+    }
+
+    /// The job's own record (the last without a `pe_taskid`: a parallel
+    /// job's tasks started with `qrsh -inherit` have records of their own,
+    /// whose hosts count as its nodes): `ru_wallclock`, `slots`, `cpu`,
+    /// the `h_rt` of its category. Grid Engine asks for slots, not nodes:
+    /// the nodes asked for are the nodes it held.
+    fn parse_usage(&self, out: &str, job_id: &str) -> Option<Usage> {
+        let records = qacct_records(out);
+        let mine: Vec<&Record<'_>> = records
+            .iter()
+            .filter(|r| field(r, "jobnumber") == Some(job_id))
+            .collect();
+        let is_task = |r: &Record<'_>| field(r, "pe_taskid").is_some_and(|t| t != "NONE");
+        let job = mine.iter().rev().find(|r| !is_task(r))?;
+        let hosts: BTreeSet<&str> = mine
+            .iter()
+            .filter(|r| is_task(r))
+            .chain(std::iter::once(job))
+            .filter_map(|r| field(r, "hostname"))
+            .collect();
+        let nodes = hosts.len().max(1) as i64;
+        Some(Usage {
+            source: "qacct",
+            final_state: final_state(job),
+            elapsed_s: seconds(field(job, "ru_wallclock")?)?.round() as i64,
+            alloc_cpus: field(job, "slots")?.parse().ok()?,
+            cpu_s: field(job, "cpu").and_then(seconds),
+            nodes,
+            req_nodes: nodes,
+            timelimit_s: field(job, "category").and_then(h_rt),
+        })
+    }
+
+    /// `error: job id N not found`: the record is not written yet.
+    fn usage_failure(&self, stderr: &str) -> NoUsage {
+        if stderr.contains("not found") {
+            NoUsage::NotYet
+        } else {
+            NoUsage::Failed
         }
-        let failed = failed?;
-        let (n, why) = match failed.split_once(':') {
-            Some((n, why)) => (n.trim().to_string(), format!(" ({})", why.trim())),
-            None => (failed.clone(), String::new()),
-        };
-        Some(format!(
-            "failed={n}{why} exit_status={}",
-            exit.unwrap_or_default()
-        ))
     }
 
     fn cancel_command(&self) -> &'static str {
@@ -197,6 +287,34 @@ impl Scheduler for Sge {
 mod tests {
     use super::*;
 
+    /// A two-host job: the tasks `qrsh -inherit` started on each host have
+    /// records of their own, written before the job's; a job number the
+    /// cell reused has an older record first.
+    #[test]
+    fn a_parallel_jobs_records_count_its_hosts() {
+        let rec = |host: &str, task: Option<&str>, wall: &str| {
+            format!(
+                "==============================================================\nqname        all.q\nhostname     {host}\njobnumber    9\nslots        {}\nfailed       0    \nexit_status  0\nru_wallclock {wall}\ncpu          7.5s\n{}category     -l h_rt=1:00:00 -pe mpi 48\n",
+                if task.is_some() { 1 } else { 48 },
+                task.map(|t| format!("pe_taskid    {t}\n")).unwrap_or_default(),
+            )
+        };
+        let out = [
+            rec("old", None, "11s"),
+            rec("n2", Some("1.n2"), "90s"),
+            rec("n1", Some("2.n1"), "90s"),
+            rec("n1", None, "100s"),
+        ]
+        .concat();
+        let u = Sge.parse_usage(&out, "9").unwrap();
+        assert_eq!(
+            (u.elapsed_s, u.alloc_cpus, u.nodes, u.timelimit_s),
+            (100, 48, 2, Some(3600))
+        );
+        assert_eq!(h_rt("-l h_rt=3600,h_vmem=2G -pe mpi 4"), Some(3600));
+        assert_eq!(h_rt("-pe mpi 4"), None);
+    }
+
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
             "{}/fixtures/sge/{name}",
@@ -228,6 +346,33 @@ mod tests {
             "failed=37 (qmaster enforced h_rt, h_cpu, or h_vmem limit) exit_status=137"
         );
         assert!(s.cut_short(&killed));
+        // What the jobs used.
+        let u = s.parse_usage(&fixture("qacct-completed.txt"), "3").unwrap();
+        assert_eq!(u.source, "qacct");
+        assert_eq!(u.final_state.as_deref(), Some("failed=0 exit_status=0"));
+        assert_eq!(
+            (
+                u.elapsed_s,
+                u.alloc_cpus,
+                u.nodes,
+                u.req_nodes,
+                u.timelimit_s
+            ),
+            (0, 4, 1, 1, Some(60))
+        );
+        assert!((u.cpu_s.unwrap() - 0.007).abs() < 1e-9);
+        let u = s.parse_usage(&fixture("qacct-h_rt.txt"), "4").unwrap();
+        assert_eq!((u.elapsed_s, u.alloc_cpus, u.timelimit_s), (4, 1, Some(3)));
+        assert!(s.cut_short(u.final_state.as_deref().unwrap()));
+        assert_eq!(s.parse_usage(&fixture("qacct-h_rt.txt"), "44"), None);
+        assert_eq!(
+            s.usage_failure("error: job id 44 not found\n"),
+            NoUsage::NotYet
+        );
+        assert_eq!(
+            s.usage_failure("error: unable to open accounting file\n"),
+            NoUsage::Failed
+        );
         assert_eq!(s.parse_submit("3\n").unwrap(), "3");
         assert_eq!(s.parse_submit("12.1-4:1\n").unwrap(), "12");
         assert!(s.parse_submit("Unable to run job\n").is_err());

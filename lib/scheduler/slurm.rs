@@ -2,7 +2,7 @@
 
 use anyhow::anyhow;
 
-use super::{JobState, Scheduler, Usage};
+use super::{JobState, NoUsage, Scheduler, Usage};
 use crate::scripts::{job_name, JobSpec};
 
 pub struct Slurm;
@@ -132,6 +132,7 @@ impl Scheduler for Slurm {
             return None;
         }
         Some(Usage {
+            source: "sacct",
             final_state: Some(state.to_string()),
             elapsed_s: int(f[2])?,
             alloc_cpus: int(f[3])?,
@@ -140,6 +141,16 @@ impl Scheduler for Slurm {
             req_nodes: int(f[6]).unwrap_or_else(|| int(f[5]).unwrap_or(0)),
             timelimit_s: int(f[7]).map(|m| m * 60),
         })
+    }
+
+    /// A cluster without accounting says so; anything else (slurmdbd
+    /// down, a refused connection) is a failure worth a warning.
+    fn usage_failure(&self, stderr: &str) -> NoUsage {
+        if stderr.contains("accounting storage is disabled") {
+            NoUsage::NotKept
+        } else {
+            NoUsage::Failed
+        }
     }
 
     fn cancel_command(&self) -> &'static str {
@@ -261,6 +272,15 @@ mod tests {
         assert_eq!(u.cpu_s, Some(86400.0 + 2.0 * 3600.0 + 3.0 * 60.0 + 4.0));
         assert_eq!((u.req_nodes, u.timelimit_s), (4, None));
         assert_eq!(cpu_time("12:34:56"), Some(45296.0));
+        assert_eq!(u.source, "sacct");
+        assert_eq!(
+            s.usage_failure("Slurm accounting storage is disabled\n"),
+            NoUsage::NotKept
+        );
+        assert_eq!(
+            s.usage_failure("sacct: error: Problem talking to the database: Connection refused\n"),
+            NoUsage::Failed
+        );
         assert_eq!(cpu_time("junk"), None);
     }
 }
