@@ -4,7 +4,8 @@
 //! is created, once: its `stage_id` is the group's smallest, and the
 //! database's unique (stage, stage_id) with ON CONFLICT DO NOTHING makes a
 //! second creation a no-op. poll calls [`after_done`] inside the
-//! transaction that releases results; `remotetool status` lists the groups
+//! transaction that releases results, and so does a run set `full` by hand
+//! (`crate::runs::set_state`); `remotetool status` lists the groups
 //! an abandoned item blocks ([`blocked`]).
 
 use std::borrow::Cow;
@@ -213,6 +214,26 @@ pub struct Created {
     pub group: String,
     /// Work items in the group.
     pub items: usize,
+}
+
+/// The history line for the next stage's work items a release made.
+pub fn history_line(made: &[Created]) -> String {
+    let names: Vec<String> = made
+        .iter()
+        .take(10)
+        .map(|c| {
+            format!(
+                "{}/{} ({}: {} items done)",
+                c.stage, c.stage_id, c.group, c.items
+            )
+        })
+        .collect();
+    format!(
+        "chained: {} work items for the next stage: {}{}",
+        made.len(),
+        names.join(", "),
+        if made.len() > 10 { ", ..." } else { "" }
+    )
 }
 
 /// After work items of the chain's stage (`done`: their ids) became done,

@@ -99,6 +99,43 @@ fn params(item: &offload::db::models::WorkItem) -> Value {
 }
 
 each_backend! {
+    fn a_run_set_full_by_hand_feeds_the_next_stage(db) {
+        let site = local(db);
+        import_chips(db, &site, "H", (1, 3), |_| {});
+        assert_eq!(define(db, "H", "chip", "10"), "1");
+        // Its job ended; a person checked the outputs and closes it by hand.
+        submit(db, &site, 1);
+        // The recipe says what it feeds; one that cannot be read is refused,
+        // with the way on, and nothing changes.
+        db.remotetool()
+            .args(["set", "1", "full", "--reason", "checked", "--recipes", "/nonexistent"])
+            .assert()
+            .code(2)
+            .stderr(contains("chip.toml").and(contains("--no-chain")));
+        assert_eq!(db.show(1)["state"], "run");
+        let mut c = db.remotetool();
+        c.args(["set", "1", "full", "--reason", "checked", "--json"]);
+        let j = common::json_of(c);
+        assert_eq!((j["from"].as_str(), j["to"].as_str()), (Some("run"), Some("full")));
+        assert_eq!(j["chained"], json!(["camera/1"]), "{j}");
+        let cams = items_of(db, "H", "camera");
+        assert_eq!(cams.len(), 1);
+        assert_eq!(params(&cams[0])["CHIPS"].as_array().map(Vec::len), Some(3));
+        assert!(db.show(1)["history"].to_string().contains("chained: 1 work items for the next stage: camera/1"));
+        // The next round bundles it, with no step of its own.
+        db.remotetool().args(["define", "--all", "--label", "H"]).assert().success().stdout("2\n");
+        assert_eq!(db.show(2)["stage"], "camera");
+        // --no-chain closes a run without reading any recipe, and makes nothing.
+        db.import_generated(&site, "N", (1, 2), 101, 64, |_| {});
+        assert_eq!(define(db, "N", "chip", "10"), "3");
+        submit(db, &site, 3);
+        let mut c = db.remotetool();
+        c.args(["set", "3", "full", "--reason", "by hand", "--no-chain", "--recipes", "/nonexistent", "--json"]);
+        assert_eq!(common::json_of(c)["chained"], json!([]));
+        assert!(items_of(db, "N", "camera").is_empty());
+        assert_eq!(db.open().read(|s| s.count_items(Some("N"), Some("chip"), Some("done"))).unwrap(), 2);
+    }
+
     fn a_group_feeds_the_next_stage_only_when_all_its_items_are_done(db) {
         let site = local(db);
         import_chips(db, &site, "L", (2, 3), |v| {

@@ -203,27 +203,7 @@ fn release(
 
 /// One history row for the next stage's work items a release made.
 fn chained_history(run: &Run, made: &[Created], actor: &Actor) -> crate::db::models::NewHistory {
-    let names: Vec<String> = made
-        .iter()
-        .take(10)
-        .map(|c| {
-            format!(
-                "{}/{} ({}: {} items done)",
-                c.stage, c.stage_id, c.group, c.items
-            )
-        })
-        .collect();
-    actor.history(
-        Some(run.remote_id),
-        None,
-        None,
-        format!(
-            "chained: {} work items for the next stage: {}{}",
-            made.len(),
-            names.join(", "),
-            if made.len() > 10 { ", ..." } else { "" }
-        ),
-    )
+    actor.history(Some(run.remote_id), None, None, chain::history_line(made))
 }
 
 /// A result's state for the pipeline: done, failed (tried again) or

@@ -192,6 +192,14 @@ pub struct SetArgs {
     /// Why (kept in the history)
     #[arg(long)]
     pub reason: String,
+    /// Folder of stage recipes, for the next stage's work items a run set
+    /// `full` feeds [default: as prepare's]
+    #[arg(long, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
+    /// Set `full` without reading the stage's recipe: no next-stage work
+    /// items are made for its groups
+    #[arg(long)]
+    pub no_chain: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -273,11 +281,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::Wait(a) => auth::wait(&mut db, a, g.json, &printer, &actor),
         Command::RefreshAuth(a) => auth::refresh(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Set(a) => {
-            let (from, to) = runs::set_state(&mut db, a.remote_id, a.state, &a.reason, &actor)?;
+            // A run set full feeds the next stage as poll's release does.
+            let feeds = if a.state == RunState::Full && !a.no_chain {
+                next_stage_of(&mut db, &cfg, a.remote_id, a.recipes.as_deref())?
+            } else {
+                None
+            };
+            let next = feeds
+                .as_ref()
+                .and_then(|(recipe, vars)| crate::chain::Chain::of(recipe, vars));
+            let (from, to, made) = runs::set_state(
+                &mut db,
+                a.remote_id,
+                a.state,
+                &a.reason,
+                &actor,
+                next.as_ref(),
+            )?;
             printer.info(format!("run {}: {from} -> {to}", a.remote_id));
+            if !made.is_empty() {
+                printer.info(crate::chain::history_line(&made));
+            }
             if g.json {
-                printer
-                    .json(&serde_json::json!({"remote_id": a.remote_id, "from": from, "to": to}))?;
+                let chained: Vec<String> = made
+                    .iter()
+                    .map(|c| format!("{}/{}", c.stage, c.stage_id))
+                    .collect();
+                printer.json(&serde_json::json!({
+                    "remote_id": a.remote_id, "from": from, "to": to, "chained": chained,
+                }))?;
             }
             Ok(ExitStatus::Success)
         }
@@ -837,4 +869,36 @@ fn print_runs<T: serde::Serialize>(
         printer.data(ids.join("\n"))?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The recipe of a run's stage and its target's vars, when the recipe
+/// declares a `[next]` (None: the run feeds nothing, or there is no such
+/// run, which `set` then names). A recipe that cannot be read is an error
+/// that names the way on: nothing would make the next stage's items later.
+fn next_stage_of(
+    db: &mut Db,
+    cfg: &Config,
+    remote_id: i64,
+    recipes: Option<&std::path::Path>,
+) -> anyhow::Result<
+    Option<(
+        crate::recipe::Recipe,
+        std::collections::BTreeMap<String, String>,
+    )>,
+> {
+    let Some(run) = db.read(|s| s.run(remote_id))? else {
+        return Ok(None);
+    };
+    let recipe = crate::recipe::Recipe::load_for_stage(&cfg.recipes_dir(recipes), &run.stage)
+        .map_err(|e| {
+            exit::usage(format!(
+                "run {remote_id}: a run set full feeds its stage's next stage, and its recipe cannot be read: {}; give --recipes DIR, or --no-chain to set it full without making next-stage work items",
+                exit::one_line(&e)
+            ))
+        })?;
+    if recipe.next.is_none() {
+        return Ok(None);
+    }
+    let target = cfg.run_target(run.target.as_deref(), remote_id)?;
+    Ok(Some((recipe, target.config.vars.clone())))
 }

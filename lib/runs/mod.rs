@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::chain::{Chain, Created};
 use crate::db::models::{Control, NewHistory, NewRun, Run, RunFilter};
 use crate::db::queries::RunChanges;
 use crate::db::{self, Db, Store};
@@ -373,14 +374,18 @@ pub fn transition(
     })
 }
 
-/// Set a run's state by hand (a person's reason is required).
+/// Set a run's state by hand (a person's reason is required). A run set
+/// `full` marks its work items done, and with its stage's chain (`next`)
+/// makes the next stage's work items of the groups that leaves all done,
+/// as poll does, in the same transaction; returns them.
 pub fn set_state(
     db: &mut Db,
     remote_id: i64,
     to: RunState,
     reason: &str,
     actor: &Actor,
-) -> anyhow::Result<(RunState, RunState)> {
+    next: Option<&Chain<'_>>,
+) -> anyhow::Result<(RunState, RunState, Vec<Created>)> {
     if reason.trim().is_empty() {
         return Err(exit::usage(
             "--reason must say why the state is changed by hand",
@@ -389,6 +394,15 @@ pub fn set_state(
     db.tx(|s| {
         let run = get_run(s, remote_id)?;
         let from = run_state(&run)?;
+        let finishing = match next {
+            Some(c) if to == RunState::Full && !from.is_closed() => Some(c),
+            _ => None,
+        };
+        // Before the transition releases them.
+        let members: Vec<i64> = match finishing {
+            Some(_) => s.run_members(remote_id)?.iter().map(|m| m.1).collect(),
+            None => Vec::new(),
+        };
         transition_in(
             s,
             &run,
@@ -397,7 +411,19 @@ pub fn set_state(
             &format!("set by hand: {reason}"),
             Extra::default(),
         )?;
-        Ok((from, to))
+        let made = match finishing {
+            Some(c) => crate::chain::after_done(s, c, &run.label, &members)?,
+            None => Vec::new(),
+        };
+        if !made.is_empty() {
+            s.insert_history(&actor.history(
+                Some(remote_id),
+                None,
+                None,
+                crate::chain::history_line(&made),
+            ))?;
+        }
+        Ok((from, to, made))
     })
 }
 
