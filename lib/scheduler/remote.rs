@@ -247,7 +247,8 @@ impl Site for RemoteSite {
                 NoUsage::NotYet => continue,
                 NoUsage::Failed => {
                     return Err(anyhow!(
-                        "`{script}` (with {job_id}) failed on {}: {}",
+                        "{} -j {job_id} failed on {}: {}",
+                        script.split_whitespace().next().unwrap_or(script),
                         self.host().alias,
                         err.trim().replace('\n', "; ")
                     ))
