@@ -1,7 +1,7 @@
 //! The pull side of a channel: bundles and chunks requested one at a time,
 //! written under part names and renamed once checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -326,7 +326,10 @@ struct Unpack<'a> {
     got: Outcomes,
     /// Files checked and waiting for their final names (and their sizes).
     checked: Vec<(usize, u64)>,
-    /// One open file on each file system they are on, to flush it by.
+    /// Destination folders made (or found) for this bundle: each is made
+    /// and looked at once, not once per file.
+    folders: HashSet<PathBuf>,
+    /// One open folder on each file system they are on, to flush it by.
     on_device: HashMap<u64, File>,
     buf: Vec<u8>,
 }
@@ -342,6 +345,7 @@ impl<'a> Unpack<'a> {
             sums,
             got: HashMap::new(),
             checked: Vec::new(),
+            folders: HashSet::new(),
             on_device: HashMap::new(),
             buf: vec![0u8; 1 << 20],
         }
@@ -369,20 +373,38 @@ impl<'a> Unpack<'a> {
                 continue;
             }
             let p = &shared.pairs[f];
-            match write_part(&mut e, p, &self.sums, &mut self.buf) {
-                Ok((size, out)) => {
-                    use std::os::unix::fs::MetadataExt;
-                    if let Ok(m) = out.metadata() {
-                        self.on_device.entry(m.dev()).or_insert(out);
-                    }
-                    self.checked.push((f, size));
-                }
+            let written = self
+                .folder_of(&p.dst)
+                .and_then(|()| write_part(&mut e, p, &self.sums, &mut self.buf));
+            match written {
+                Ok(size) => self.checked.push((f, size)),
                 Err(e) => {
                     let _ = std::fs::remove_file(part_path(&p.dst));
                     self.got.insert(f, Err(exit::one_line(&e)));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Make the folder of `dst` the first time this bundle writes there,
+    /// and keep one open folder per file system to flush it by.
+    fn folder_of(&mut self, dst: &str) -> anyhow::Result<()> {
+        let Some(dir) = Path::new(dst).parent() else {
+            return Ok(());
+        };
+        if self.folders.contains(dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        if let Ok(d) = File::open(dir) {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = d.metadata() {
+                self.on_device.entry(m.dev()).or_insert(d);
+            }
+        }
+        self.folders.insert(dir.to_path_buf());
         Ok(())
     }
 
@@ -406,15 +428,17 @@ impl<'a> Unpack<'a> {
     }
 }
 
-/// One file of a pulled bundle into its part file, checksummed on the way:
-/// its size and the open file when the checksum is the remote side's.
+/// One file of a pulled bundle into its part file (its folder is there),
+/// checksummed on the way: its size when the checksum is the remote side's.
 fn write_part(
     entry: &mut impl Read,
     p: &Pair,
     sums: &HashMap<String, String>,
     buf: &mut [u8],
-) -> anyhow::Result<(u64, File)> {
-    let mut out = create_part(&p.dst)?;
+) -> anyhow::Result<u64> {
+    let part = part_path(&p.dst);
+    let mut out =
+        File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
     let mut h = Cksum::default();
     let mut size = 0u64;
     loop {
@@ -429,7 +453,7 @@ fn write_part(
     }
     let sum = h.finish();
     match sums.get(&p.src) {
-        Some(s) if *s == sum => Ok((size, out)),
+        Some(s) if *s == sum => Ok(size),
         Some(_) => Err(anyhow!("checksum differs from the remote side's")),
         None => Err(anyhow!("no checksum came for it")),
     }
@@ -462,13 +486,4 @@ fn sync_file_system(file: &File) {
 
 fn part_path(dst: &str) -> PathBuf {
     PathBuf::from(format!("{dst}{PART}"))
-}
-
-fn create_part(dst: &str) -> anyhow::Result<File> {
-    let part = part_path(dst);
-    if let Some(dir) = part.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
-    }
-    File::create(&part).with_context(|| format!("cannot write {}", part.display()))
 }
