@@ -286,7 +286,7 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
                     updated_at: now,
                 },
             )?;
-            s.set_work_item(wid, if bad { "abandoned" } else { "done" }, true, now)?;
+            s.set_work_items(&[wid], if bad { "abandoned" } else { "done" }, true, now)?;
         }
         let run = runs::get_run(s, id)?;
         let to: RunState = to.parse().unwrap();

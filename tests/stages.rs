@@ -241,9 +241,7 @@ each_backend! {
                         let half = &ids[from..from + 2];
                         let barrier = &barrier;
                         c.tx(|s| {
-                            for id in half {
-                                s.set_work_item(*id, "done", true, offload::db::now())?;
-                            }
+                            s.set_work_items(half, "done", true, offload::db::now())?;
                             // SQLite's writers take turns (the second waits
                             // to begin); PostgreSQL's and MySQL's run side by side.
                             if db.concurrent() {

@@ -207,10 +207,10 @@ pub trait Store:
     fn held_runs(&mut self) -> QueryResult<Vec<Run>>;
     /// Apply a component's result.
     fn update_component(&mut self, id: i64, changes: &ComponentChanges) -> QueryResult<usize>;
-    /// Set a work item's state; `attempt` counts one more attempt.
-    fn set_work_item(
+    /// Set work items' state; `attempt` counts one more attempt for each.
+    fn set_work_items(
         &mut self,
-        id: i64,
+        ids: &[i64],
         state: &str,
         attempt: bool,
         now: NaiveDateTime,
@@ -841,21 +841,25 @@ macro_rules! impl_store {
                     .execute(self)
             }
 
-            fn set_work_item(
+            fn set_work_items(
                 &mut self,
-                id: i64,
+                ids: &[i64],
                 state: &str,
                 attempt: bool,
                 now: NaiveDateTime,
             ) -> QueryResult<usize> {
                 let add = if attempt { 1 } else { 0 };
-                diesel::update(work_items::table.find(id))
-                    .set((
-                        work_items::state.eq(state),
-                        work_items::attempts.eq(work_items::attempts + add),
-                        work_items::updated_at.eq(now),
-                    ))
-                    .execute(self)
+                let mut n = 0;
+                for chunk in ids.chunks(2000) {
+                    n += diesel::update(work_items::table.filter(work_items::id.eq_any(chunk)))
+                        .set((
+                            work_items::state.eq(state),
+                            work_items::attempts.eq(work_items::attempts + add),
+                            work_items::updated_at.eq(now),
+                        ))
+                        .execute(self)?;
+                }
+                Ok(n)
             }
 
             fn component_report(

@@ -161,6 +161,8 @@ fn release(
     let mut rows = Vec::with_capacity(recorded.len());
     let ids: Vec<i64> = recorded.iter().map(|r| r.component).collect();
     s.deactivate_components(&ids)?;
+    // Work items by their new state: a statement per state, not per item.
+    let mut items_to: HashMap<ItemState, Vec<i64>> = HashMap::new();
     for r in recorded {
         let item = item_state(r.ok, r.attempts, attempts_limit);
         match item {
@@ -172,7 +174,7 @@ fn release(
             a.failed += 1;
             a.failed_ids.push(r.stage_id);
         }
-        s.set_work_item(r.work_item, item.as_str(), true, now)?;
+        items_to.entry(item).or_default().push(r.work_item);
         rows.push(NewResult {
             component_id: r.component,
             remote_id: run.remote_id,
@@ -185,6 +187,9 @@ fn release(
                 .unwrap_or_else(|| "[]".into()),
             applied_at: now,
         });
+    }
+    for (item, ids) in &items_to {
+        s.set_work_items(ids, item.as_str(), true, now)?;
     }
     s.insert_results(&rows)?;
     if let Some(c) = next {
