@@ -210,7 +210,18 @@ each_backend! {
         assert_eq!(show(db, 3)["components"], 3);
         set(db, 2, "pending");
         set(db, 2, "run");
-        set(db, 2, "full");
+        // No recipes here: set full refuses rather than skip the next
+        // stage unsaid, and names the way on; --no-chain is that way.
+        db.remotetool()
+            .args(["set", "2", "full", "--reason", "test"])
+            .assert()
+            .code(2)
+            .stderr(contains("chip.toml does not exist").and(contains("--no-chain")));
+        assert_eq!(show(db, 2)["state"], "run");
+        db.remotetool()
+            .args(["set", "2", "full", "--reason", "test", "--no-chain"])
+            .assert()
+            .success();
         let mut c = db.open();
         assert_eq!(c.read(|s| s.count_items(Some(L), None, Some("done"))).unwrap(), 3);
         assert_eq!(c.read(|s| s.count_free_items(L, "chip")).unwrap(), 0);

@@ -7,12 +7,14 @@ mod abort;
 mod auth;
 mod report;
 mod results;
+mod set;
 mod show;
 mod staging;
 mod status;
 
 pub use abort::{AbortArgs, RetryArgs};
 pub use auth::{AuthArgs, RefreshArgs, WaitArgs};
+pub use set::SetArgs;
 pub use show::ShowArgs;
 pub use status::StatusArgs;
 
@@ -182,27 +184,6 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct SetArgs {
-    /// The run's remote_id
-    #[arg(value_name = "REMOTE_ID")]
-    pub remote_id: i64,
-    /// The new state
-    #[arg(value_enum, value_name = "STATE")]
-    pub state: RunState,
-    /// Why (kept in the history)
-    #[arg(long)]
-    pub reason: String,
-    /// Folder of stage recipes, for the next stage's work items a run set
-    /// `full` feeds [default: as prepare's]
-    #[arg(long, value_name = "DIR")]
-    pub recipes: Option<PathBuf>,
-    /// Set `full` without reading the stage's recipe: no next-stage work
-    /// items are made for its groups
-    #[arg(long)]
-    pub no_chain: bool,
-}
-
-#[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["label", "remote_id"])))]
 pub struct RevertAuthArgs {
     /// Revert the runs of this label
@@ -280,39 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::Auth(a) => auth::auth_command(&cfg, a, g.json, &printer),
         Command::Wait(a) => auth::wait(&mut db, a, g.json, &printer, &actor),
         Command::RefreshAuth(a) => auth::refresh(&mut db, &cfg, a, g.json, &printer, &actor),
-        Command::Set(a) => {
-            // A run set full feeds the next stage as poll's release does.
-            let feeds = if a.state == RunState::Full && !a.no_chain {
-                next_stage_of(&mut db, &cfg, a.remote_id, a.recipes.as_deref())?
-            } else {
-                None
-            };
-            let next = feeds
-                .as_ref()
-                .and_then(|(recipe, vars)| crate::chain::Chain::of(recipe, vars));
-            let (from, to, made) = runs::set_state(
-                &mut db,
-                a.remote_id,
-                a.state,
-                &a.reason,
-                &actor,
-                next.as_ref(),
-            )?;
-            printer.info(format!("run {}: {from} -> {to}", a.remote_id));
-            if !made.is_empty() {
-                printer.info(crate::chain::history_line(&made));
-            }
-            if g.json {
-                let chained: Vec<String> = made
-                    .iter()
-                    .map(|c| format!("{}/{}", c.stage, c.stage_id))
-                    .collect();
-                printer.json(&serde_json::json!({
-                    "remote_id": a.remote_id, "from": from, "to": to, "chained": chained,
-                }))?;
-            }
-            Ok(ExitStatus::Success)
-        }
+        Command::Set(a) => set::set(&mut db, &cfg, a, g.json, &printer, &actor),
         Command::Revertauth(a) => {
             let done = runs::revert_auth(&mut db, a.label.as_deref(), a.remote_id, &actor)?;
             for r in &done {
@@ -869,36 +818,4 @@ fn print_runs<T: serde::Serialize>(
         printer.data(ids.join("\n"))?;
     }
     Ok(ExitStatus::Success)
-}
-
-/// The recipe of a run's stage and its target's vars, when the recipe
-/// declares a `[next]` (None: the run feeds nothing, or there is no such
-/// run, which `set` then names). A recipe that cannot be read is an error
-/// that names the way on: nothing would make the next stage's items later.
-fn next_stage_of(
-    db: &mut Db,
-    cfg: &Config,
-    remote_id: i64,
-    recipes: Option<&std::path::Path>,
-) -> anyhow::Result<
-    Option<(
-        crate::recipe::Recipe,
-        std::collections::BTreeMap<String, String>,
-    )>,
-> {
-    let Some(run) = db.read(|s| s.run(remote_id))? else {
-        return Ok(None);
-    };
-    let recipe = crate::recipe::Recipe::load_for_stage(&cfg.recipes_dir(recipes), &run.stage)
-        .map_err(|e| {
-            exit::usage(format!(
-                "run {remote_id}: a run set full feeds its stage's next stage, and its recipe cannot be read: {}; give --recipes DIR, or --no-chain to set it full without making next-stage work items",
-                exit::one_line(&e)
-            ))
-        })?;
-    if recipe.next.is_none() {
-        return Ok(None);
-    }
-    let target = cfg.run_target(run.target.as_deref(), remote_id)?;
-    Ok(Some((recipe, target.config.vars.clone())))
 }

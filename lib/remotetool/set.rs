@@ -1,0 +1,102 @@
+//! `remotetool set`: a run's state changed by hand, with a person's
+//! reason. A run set `full` marks its work items done and feeds its
+//! stage's next stage as poll's release does: its stage's recipe is read
+//! for its `[next]`, and the groups that leaves all done get their next
+//! work items in the same transaction.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::chain::{self, Chain};
+use crate::config::Config;
+use crate::db::Db;
+use crate::exit::{self, ExitStatus};
+use crate::printer::Printer;
+use crate::recipe::Recipe;
+use crate::runs::{self, Actor};
+use crate::state::RunState;
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The run's remote_id
+    #[arg(value_name = "REMOTE_ID")]
+    pub remote_id: i64,
+    /// The new state
+    #[arg(value_enum, value_name = "STATE")]
+    pub state: RunState,
+    /// Why (kept in the history)
+    #[arg(long)]
+    pub reason: String,
+    /// Folder of stage recipes, for the next stage's work items a run set
+    /// `full` feeds [default: as prepare's]
+    #[arg(long, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
+    /// Set `full` without reading the stage's recipe: no next-stage work
+    /// items are made for its groups
+    #[arg(long)]
+    pub no_chain: bool,
+}
+
+pub fn set(
+    db: &mut Db,
+    cfg: &Config,
+    a: SetArgs,
+    json: bool,
+    printer: &Printer,
+    actor: &Actor,
+) -> anyhow::Result<ExitStatus> {
+    let feeds = if a.state == RunState::Full && !a.no_chain {
+        next_stage_of(db, cfg, a.remote_id, a.recipes.as_deref())?
+    } else {
+        None
+    };
+    let next = feeds
+        .as_ref()
+        .and_then(|(recipe, vars)| Chain::of(recipe, vars));
+    let (from, to, made) =
+        runs::set_state(db, a.remote_id, a.state, &a.reason, actor, next.as_ref())?;
+    printer.info(format!("run {}: {from} -> {to}", a.remote_id));
+    if !made.is_empty() {
+        printer.info(chain::history_line(&made));
+    }
+    if json {
+        let chained: Vec<String> = made
+            .iter()
+            .map(|c| format!("{}/{}", c.stage, c.stage_id))
+            .collect();
+        printer.json(&serde_json::json!({
+            "remote_id": a.remote_id, "from": from, "to": to, "chained": chained,
+        }))?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The recipe of a run's stage and its target's vars, when the recipe
+/// declares a `[next]` (None: the run feeds nothing, or there is no such
+/// run, or it may not go to `full`, which `set` then names). A recipe that
+/// cannot be read is an error that names the way on: nothing would make
+/// the next stage's items later.
+fn next_stage_of(
+    db: &mut Db,
+    cfg: &Config,
+    remote_id: i64,
+    recipes: Option<&Path>,
+) -> anyhow::Result<Option<(Recipe, BTreeMap<String, String>)>> {
+    let Some(run) = db.read(|s| s.run(remote_id))? else {
+        return Ok(None);
+    };
+    if crate::state::check(runs::run_state(&run)?, RunState::Full).is_err() {
+        return Ok(None);
+    }
+    let recipe = Recipe::load_for_stage(&cfg.recipes_dir(recipes), &run.stage).map_err(|e| {
+        exit::usage(format!(
+            "run {remote_id}: a run set full feeds its stage's next stage, and its recipe cannot be read: {}; give --recipes DIR, or --no-chain to set it full without making next-stage work items",
+            exit::one_line(&e)
+        ))
+    })?;
+    if recipe.next.is_none() {
+        return Ok(None);
+    }
+    let target = cfg.run_target(run.target.as_deref(), remote_id)?;
+    Ok(Some((recipe, target.config.vars.clone())))
+}
