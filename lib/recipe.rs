@@ -35,9 +35,10 @@
 //!
 //! **List params.** A work item's param may be a list of strings. An input
 //! whose template is exactly that param (`CHIPS = "@CHIPS@"`) is a list
-//! input: every element is an input file, and `@in:CHIPS@` in a command is
-//! all their remote paths, each shell-quoted, separated by spaces. A list
-//! param anywhere else is an error naming the recipe line.
+//! input: every element is an input file (under `[remote_inputs]`, a file
+//! at the site), and `@in:CHIPS@` in a command is all their remote paths,
+//! each shell-quoted, separated by spaces. A list param anywhere else is an
+//! error naming the recipe line.
 //!
 //! **Chained stages.** `max_components` caps the components of a run that
 //! `remotetool define --all` makes (default: no cap). `[next]` says what the

@@ -98,7 +98,86 @@ fn params(item: &offload::db::models::WorkItem) -> Value {
     serde_json::from_str(&item.params).unwrap()
 }
 
+/// Chip keeps its images at the site (no pull); camera reads the
+/// exposure's chips there, a list of remote-resident inputs.
+const KEEPING_CHIP: &str = r#"stage = "chip"
+threads = 1
+time_cost = 5
+command = "cat @in:IMAGE@ > @out:KEPT@ && echo @CHIP@ > @out:STATS@"
+post = "cat @out:STATS@"
+
+[inputs]
+IMAGE = "@INPUT@"
+
+[outputs]
+STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+
+[remote_outputs]
+KEPT = "@WORKDIR@/@EXP_NAME@.@CHIP@.kept.fits"
+
+[next]
+stage = "camera"
+group_by = ["EXP_NAME"]
+
+[next.params]
+EXP_NAME = "@EXP_NAME@"
+WORKDIR = "@WORKDIR@"
+CHIPS = "@out:KEPT@"
+"#;
+
+const REMOTE_CAMERA: &str = r#"stage = "camera"
+threads = 1
+time_cost = 5
+command = "cat @in:CHIPS@ > @out:CMF@"
+
+[remote_inputs]
+CHIPS = "@CHIPS@"
+
+[outputs]
+CMF = "@WORKDIR@/@EXP_NAME@.cm.cmf"
+"#;
+
 each_backend! {
+    fn a_later_stage_reads_a_list_of_what_an_earlier_one_kept_at_the_site(db) {
+        let site = local(db);
+        site.use_recipes(&[("chip.toml", KEEPING_CHIP), ("camera.toml", REMOTE_CAMERA)]);
+        import_chips(db, &site, "K", (2, 3), |_| {});
+        assert_eq!(define(db, "K", "chip", "10"), "1");
+        let p = run_through(db, &site, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["chained"], json!(["camera/1", "camera/4"]), "{p}");
+        let exp = "o5745g0001o";
+        let kept = |chip: &str| site.remote.join(format!("neb/czw/K/{exp}/{exp}.{chip}.kept.fits"));
+        let here = |chip: &str| site.neb.join(format!("czw/K/{exp}/{exp}.{chip}.kept.fits"));
+        assert!(kept("XY01").is_file() && !here("XY01").exists());
+        // Camera reads them where they are: none looked for here, none pushed.
+        db.remotetool().args(["define", "--all", "--label", "K"]).assert().success().stdout("2\n");
+        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
+        let dir = site.run_dir(2);
+        let inputs = std::fs::read_to_string(dir.join("inputs.list")).unwrap();
+        assert!(!inputs.contains("kept"), "{inputs}");
+        let listed = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap();
+        assert_eq!(listed.lines().count(), 6, "{listed}");
+        assert!(listed.contains(&kept("XY03").display().to_string()), "{listed}");
+        // One chip's product purged at the site before the camera job runs:
+        // it runs nothing and the run goes again, naming the file.
+        let raw = std::fs::read(kept("XY02")).unwrap();
+        std::fs::remove_file(kept("XY02")).unwrap();
+        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        let p = poll_done(db, 2, &[]);
+        assert_eq!(p["state"], "pending", "{p}");
+        let run = db.show(2).to_string();
+        assert!(run.contains("inputs missing at the site") && run.contains("XY02.kept.fits"), "{run}");
+        // Put back, it goes through: every chip's kept image, in stage_id order.
+        std::fs::write(kept("XY02"), raw).unwrap();
+        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        let p = poll_done(db, 2, &[]);
+        assert_eq!((p["state"].as_str(), p["done"].as_u64()), (Some("full"), Some(2)), "{p}");
+        let cmf = std::fs::read(site.neb.join(format!("czw/K/{exp}/{exp}.cm.cmf"))).unwrap();
+        let chips: Vec<u8> = ["XY01", "XY02", "XY03"].iter().flat_map(|c| std::fs::read(kept(c)).unwrap()).collect();
+        assert_eq!(cmf, chips);
+    }
+
     fn a_run_set_full_by_hand_feeds_the_next_stage(db) {
         let site = local(db);
         import_chips(db, &site, "H", (1, 3), |_| {});

@@ -237,13 +237,22 @@ pub(super) fn render_component(
     let mut inputs = Vec::with_capacity(r.inputs.len());
     let mut remote_inputs = Vec::new();
     for (i, (name, t)) in r.input_names.iter().zip(&r.inputs).enumerate() {
-        if let Some(paths) = list_input(c, t).filter(|_| i < r.local_inputs) {
+        if let Some(paths) = list_input(c, t) {
             let mut remotes = Vec::with_capacity(paths.len());
             for (j, path) in paths.into_iter().enumerate() {
-                let (local, remote) = translate_path(job, c, &format!("input {name}[{j}]"), path)?;
-                remotes.push(remote.clone());
-                let k = key(&remote);
-                inputs.push((local, remote, k));
+                if i < r.local_inputs {
+                    let (local, remote) =
+                        translate_path(job, c, &format!("input {name}[{j}]"), path)?;
+                    remotes.push(remote.clone());
+                    let k = key(&remote);
+                    inputs.push((local, remote, k));
+                } else {
+                    // Files an earlier stage left at the site: checked there
+                    // by the job, never looked for here nor pushed.
+                    let remote = remote_path(job, c, &format!("remote input {name}[{j}]"), path)?;
+                    remotes.push(remote.clone());
+                    remote_inputs.push(remote);
+                }
             }
             v.input_lists.insert(v.inputs.len(), remotes);
             v.inputs.push(String::new());
