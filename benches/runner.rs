@@ -108,7 +108,7 @@ fn slurm_job(dir: &Path, script: &str) -> Option<(f64, f64)> {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&a.stdout).into_owned();
-        if let Some(u) = Slurm.parse_usage(&text, &id) {
+        if let Some(u) = Slurm.parse_usage(&text, &id, "") {
             return Some((wall, u.cpu_s?));
         }
         if Instant::now() > deadline {

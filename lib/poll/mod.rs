@@ -160,6 +160,7 @@ pub fn poll_run(
     let recipe = Recipe::load_for_stage(&cfg.recipes_dir(args.recipes.as_deref()), &run.stage)?;
     let apply = ApplyStep::of(&recipe, run, &target)?;
     let next = crate::chain::Chain::of(&recipe, &target.config.vars);
+    let job_name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
     let local_run = runs::local_run_dir(run, &target)?;
     let attempts_limit = args.attempts.max(1);
     let settling = apply::Settling {
@@ -230,7 +231,7 @@ pub fn poll_run(
             return Ok(polled(&state));
         }
         Decision::SiteFailure(why) => {
-            usage::record(db, site, run, &job_id, &local_run, printer);
+            usage::record(db, site, run, (&job_id, &job_name), &local_run, printer);
             let to = settle_site_failure(db, run, actor, &why)?;
             return Ok(polled(to.as_str()));
         }
@@ -254,7 +255,7 @@ pub fn poll_run(
     let fetch_seconds = fetch_started.elapsed().as_secs_f64();
     // The summary is here now (the estimate's wall time, where the site
     // keeps no accounting).
-    usage::record(db, site, run, &job_id, &local_run, printer);
+    usage::record(db, site, run, (&job_id, &job_name), &local_run, printer);
     if cut.is_some() && fetched.result_of.is_empty() {
         let why = format!("{}: the site's failure", cut.unwrap_or_default());
         let to = settle_site_failure(db, run, actor, &why)?;

@@ -17,11 +17,12 @@ pub fn record(
     db: &mut Db,
     site: &dyn Site,
     run: &Run,
-    job_id: &str,
+    job: (&str, &str),
     local_run: &Path,
     printer: &Printer,
 ) {
-    let accounted = match site.usage(job_id) {
+    let (job_id, job_name) = job;
+    let accounted = match site.usage(job_id, job_name) {
         Ok(u) => u,
         Err(e) => {
             printer.warn(format!(

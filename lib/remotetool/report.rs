@@ -239,7 +239,7 @@ pub fn report(
         .collect();
     if !estimated.is_empty() {
         printer.info(format!(
-            "core-hours of run{} {} are estimates (runtime x the recipe's threads per command): the site's accounting had no record of their jobs",
+            "core-hours of run{} {} are estimates (runtime x the recipe's threads per command): no accounting record was read for their jobs (offload reads Slurm's and Grid Engine's; where one could not be read, poll said why)",
             if estimated.len() == 1 { "" } else { "s" },
             crate::runs::abbreviate(&estimated)
         ));

@@ -72,10 +72,11 @@ pub fn set(
 }
 
 /// The recipe of a run's stage and its target's vars, when the recipe
-/// declares a `[next]` (None: the run feeds nothing, or there is no such
-/// run, or it may not go to `full`, which `set` then names). A recipe that
-/// cannot be read is an error that names the way on: nothing would make
-/// the next stage's items later.
+/// declares a `[next]` (None: the run feeds nothing, has no work items
+/// left to finish, or there is no such run, or it may not go to `full`,
+/// which `set` then names). A recipe or target that cannot be read is an
+/// error that names the way on: nothing would make the next stage's items
+/// later.
 fn next_stage_of(
     db: &mut Db,
     cfg: &Config,
@@ -85,18 +86,27 @@ fn next_stage_of(
     let Some(run) = db.read(|s| s.run(remote_id))? else {
         return Ok(None);
     };
-    if crate::state::check(runs::run_state(&run)?, RunState::Full).is_err() {
+    if crate::state::check(runs::run_state(&run)?, RunState::Full).is_err()
+        || db.read(|s| s.run_component_count(remote_id))? == 0
+    {
         return Ok(None);
     }
+    let way_on =
+        "give --recipes DIR, or --no-chain to set it full without making next-stage work items";
     let recipe = Recipe::load_for_stage(&cfg.recipes_dir(recipes), &run.stage).map_err(|e| {
         exit::usage(format!(
-            "run {remote_id}: a run set full feeds its stage's next stage, and its recipe cannot be read: {}; give --recipes DIR, or --no-chain to set it full without making next-stage work items",
+            "run {remote_id}: a run set full feeds its stage's next stage, and its recipe cannot be read: {}; {way_on}",
             exit::one_line(&e)
         ))
     })?;
     if recipe.next.is_none() {
         return Ok(None);
     }
-    let target = cfg.run_target(run.target.as_deref(), remote_id)?;
+    let target = cfg.run_target(run.target.as_deref(), remote_id).map_err(|e| {
+        exit::usage(format!(
+            "run {remote_id}: a run set full feeds its stage's next stage, with its target's vars, and its target cannot be read: {}; fix the configuration, or --no-chain to set it full without making next-stage work items",
+            exit::one_line(&e)
+        ))
+    })?;
     Ok(Some((recipe, target.config.vars.clone())))
 }

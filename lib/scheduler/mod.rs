@@ -74,13 +74,14 @@ pub trait Scheduler: Send + Sync {
     fn usage_script(&self) -> Option<&'static str> {
         None
     }
-    /// What the job used, from the usage script's answer; None when
-    /// accounting does not know the job (yet).
-    fn parse_usage(&self, _out: &str, _job_id: &str) -> Option<Usage> {
+    /// What job `job_id`, submitted as `job_name`, used, from the usage
+    /// script's answer; None when accounting does not know it (yet). The
+    /// name tells a job from an older one of a number the site reused.
+    fn parse_usage(&self, _out: &str, _job_id: &str, _job_name: &str) -> Option<Usage> {
         None
     }
-    /// What the usage script's failure (its stderr) means.
-    fn usage_failure(&self, _stderr: &str) -> NoUsage {
+    /// What the usage script's failure (its exit status and stderr) means.
+    fn usage_failure(&self, _status: Option<i32>, _stderr: &str) -> NoUsage {
         NoUsage::Failed
     }
     /// The cancel command's name, for messages.
@@ -291,7 +292,7 @@ pub trait Site {
     }
     /// What an ended job used, from the site's accounting; None where the
     /// site keeps none, or it does not know the job.
-    fn usage(&self, _job_id: &str) -> anyhow::Result<Option<Usage>> {
+    fn usage(&self, _job_id: &str, _job_name: &str) -> anyhow::Result<Option<Usage>> {
         Ok(None)
     }
     /// Free bytes where `path` lives (its nearest existing parent).

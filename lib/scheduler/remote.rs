@@ -4,7 +4,7 @@
 //! Moab's; df for the space); files move over all of them with the
 //! transfer engine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -143,19 +143,28 @@ impl Site for RemoteSite {
     }
 
     fn regular_files(&self, paths: &[&str]) -> anyhow::Result<HashSet<String>> {
-        // Remote paths are absolute; anything else is no file of a run's
-        // (and `find` would take a name starting with `-` or `(` for part
-        // of its expression).
+        // A path not absolute is asked as `./PATH` (from the login folder,
+        // as a shell test would take it): `find` would read one starting
+        // with `-` or `(` as part of its expression.
+        let asked = |p: &str| {
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("./{p}")
+            }
+        };
+        let of_asked: HashMap<String, &str> = paths.iter().map(|p| (asked(p), *p)).collect();
         let mut input = Vec::new();
-        for p in paths.iter().filter(|p| p.starts_with('/')) {
+        for p in of_asked.keys() {
             input.extend_from_slice(p.as_bytes());
             input.push(0);
         }
         // One find per few thousand paths (`-type f` without following a
-        // link: a link is not a regular file here); find complains of the
-        // missing ones, which is xargs's 123, not a failure.
+        // link: a link is not a regular file here). find's complaints are of
+        // the missing ones, and xargs's 123 says only that some were:
+        // neither is a failure; xargs's own are.
         let out = self.host().run_with(
-            "xargs -0 -r sh -c 'exec find \"$@\" -maxdepth 0 -type f -print0' find 2>/dev/null; s=$?; [ \"$s\" -eq 0 ] || [ \"$s\" -eq 123 ] || { echo \"find failed ($s)\" >&2; exit 1; }",
+            "xargs -0 -r sh -c 'exec find \"$@\" -maxdepth 0 -type f -print0 2>/dev/null' find; s=$?; [ \"$s\" -eq 0 ] || [ \"$s\" -eq 123 ] || { echo \"xargs find exited $s\" >&2; exit 1; }",
             &[],
             &input,
             LIMIT,
@@ -170,8 +179,8 @@ impl Site for RemoteSite {
         Ok(out
             .stdout
             .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter_map(|p| of_asked.get(String::from_utf8_lossy(p).as_ref()))
+            .map(|p| p.to_string())
             .collect())
     }
 
@@ -230,40 +239,53 @@ impl Site for RemoteSite {
         self.scheduler.cut_short(final_state)
     }
 
-    fn usage(&self, job_id: &str) -> anyhow::Result<Option<Usage>> {
+    fn usage(&self, job_id: &str, job_name: &str) -> anyhow::Result<Option<Usage>> {
         let s = &self.scheduler;
         let Some(script) = s.usage_script() else {
             return Ok(None);
         };
+        let command = script.split_whitespace().next().unwrap_or(script);
         // Accounting learns of a job's end a moment after the queue
-        // forgets it: asked a few times, a second apart, while it answers.
+        // forgets it: asked a few times, a second apart, while it answers,
+        // for USAGE_TRIES seconds at the most (a large accounting file is
+        // slow to read).
+        let started = std::time::Instant::now();
+        let mut last = String::new();
         for i in 0..USAGE_TRIES {
             if i > 0 {
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                if started.elapsed() >= Duration::from_secs(USAGE_TRIES.into()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
             }
             let (status, out, err) = self.ask(script, &[job_id])?;
+            last = err.trim().replace('\n', "; ");
             if status == Some(0) {
-                if let Some(u) = s.parse_usage(&out, job_id) {
+                if let Some(u) = s.parse_usage(&out, job_id, job_name) {
                     return Ok(Some(u));
                 }
                 continue;
             }
-            match s.usage_failure(&err) {
+            match s.usage_failure(status, &err) {
                 NoUsage::NotKept => return Ok(None),
                 NoUsage::NotYet => continue,
                 NoUsage::Failed => {
                     return Err(anyhow!(
-                        "{} -j {job_id} failed on {}: {}",
-                        script.split_whitespace().next().unwrap_or(script),
-                        self.host().alias,
-                        err.trim().replace('\n', "; ")
+                        "{command} -j {job_id} failed on {}: {last}",
+                        self.host().alias
                     ))
                 }
             }
         }
         Err(anyhow!(
-            "accounting on {} had no record of job {job_id}'s end after {USAGE_TRIES} tries a second apart",
-            self.host().alias
+            "{command} on {} had no record of job {job_id} ({job_name}) ending, asked for {} s{}",
+            self.host().alias,
+            started.elapsed().as_secs(),
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            }
         ))
     }
 

@@ -76,9 +76,9 @@ fn seconds(v: &str) -> Option<f64> {
 }
 
 /// The `h_rt` a job asked for, from its `category` (`-l h_rt=3600,...`
-/// or `h_rt=1:00:00`).
+/// or `h_rt=1:00:00`; the last one given, which is the one that holds).
 fn h_rt(category: &str) -> Option<i64> {
-    let v = category.split("h_rt=").nth(1)?;
+    let (_, v) = category.rsplit_once("h_rt=")?;
     let v = v.split([',', ' ']).next()?;
     let mut total = 0i64;
     for part in v.split(':') {
@@ -201,41 +201,61 @@ impl Scheduler for Sge {
         Some("qacct -j \"$1\"")
     }
 
-    /// The job's own record (the last without a `pe_taskid`: a parallel
-    /// job's tasks started with `qrsh -inherit` have records of their own,
-    /// whose hosts count as its nodes): `ru_wallclock`, `slots`, `cpu`,
-    /// the `h_rt` of its category. Grid Engine asks for slots, not nodes:
-    /// the nodes asked for are the nodes it held.
-    fn parse_usage(&self, out: &str, job_id: &str) -> Option<Usage> {
+    /// The job's own record: the last of its number and name without a
+    /// `pe_taskid` (the name tells it from an older job of a number the
+    /// cell reused). A parallel job's tasks started with `qrsh -inherit`
+    /// have records of their own, written before the job's: those since
+    /// the previous job record are its, their hosts count as its nodes and
+    /// their CPU time as its. Elapsed is `ru_wallclock`, CPUs `slots`, the
+    /// time limit the `h_rt` of its category. Grid Engine asks for slots,
+    /// not nodes: the nodes asked for are the nodes it held.
+    fn parse_usage(&self, out: &str, job_id: &str, job_name: &str) -> Option<Usage> {
         let records = qacct_records(out);
-        let mine: Vec<&Record<'_>> = records
-            .iter()
-            .filter(|r| field(r, "jobnumber") == Some(job_id))
-            .collect();
         let is_task = |r: &Record<'_>| field(r, "pe_taskid").is_some_and(|t| t != "NONE");
-        let job = mine.iter().rev().find(|r| !is_task(r))?;
-        let hosts: BTreeSet<&str> = mine
+        let is_mine = |r: &Record<'_>| {
+            field(r, "jobnumber") == Some(job_id)
+                && (job_name.is_empty() || field(r, "jobname") == Some(job_name))
+        };
+        let at = records.iter().rposition(|r| is_mine(r) && !is_task(r))?;
+        let job = &records[at];
+        let since = records[..at]
             .iter()
-            .filter(|r| is_task(r))
+            .rposition(|r| !is_task(r))
+            .map_or(0, |p| p + 1);
+        let tasks: Vec<&Record<'_>> = records[since..at]
+            .iter()
+            .filter(|r| is_mine(r) && is_task(r))
+            .collect();
+        let hosts: BTreeSet<&str> = tasks
+            .iter()
+            .copied()
             .chain(std::iter::once(job))
             .filter_map(|r| field(r, "hostname"))
             .collect();
         let nodes = hosts.len().max(1) as i64;
+        let cpu_s = tasks
+            .iter()
+            .copied()
+            .chain(std::iter::once(job))
+            .map(|r| field(r, "cpu").and_then(seconds))
+            .sum::<Option<f64>>();
         Some(Usage {
             source: "qacct",
             final_state: final_state(job),
             elapsed_s: seconds(field(job, "ru_wallclock")?)?.round() as i64,
             alloc_cpus: field(job, "slots")?.parse().ok()?,
-            cpu_s: field(job, "cpu").and_then(seconds),
+            cpu_s,
             nodes,
             req_nodes: nodes,
             timelimit_s: field(job, "category").and_then(h_rt),
         })
     }
 
-    /// `error: job id N not found`: the record is not written yet.
-    fn usage_failure(&self, stderr: &str) -> NoUsage {
-        if stderr.contains("not found") {
+    /// `error: job id N not found`: the record is not written yet. Any
+    /// other complaint (qacct missing: 127; an accounting file it cannot
+    /// read) is a failure.
+    fn usage_failure(&self, status: Option<i32>, stderr: &str) -> NoUsage {
+        if status != Some(127) && stderr.contains("job id") && stderr.contains("not found") {
             NoUsage::NotYet
         } else {
             NoUsage::Failed
@@ -292,26 +312,39 @@ mod tests {
     /// cell reused has an older record first.
     #[test]
     fn a_parallel_jobs_records_count_its_hosts() {
-        let rec = |host: &str, task: Option<&str>, wall: &str| {
+        let rec = |name: &str, host: &str, task: Option<&str>, wall: &str| {
             format!(
-                "==============================================================\nqname        all.q\nhostname     {host}\njobnumber    9\nslots        {}\nfailed       0    \nexit_status  0\nru_wallclock {wall}\ncpu          7.5s\n{}category     -l h_rt=1:00:00 -pe mpi 48\n",
+                "==============================================================\nqname        all.q\nhostname     {host}\njobname      {name}\njobnumber    9\nslots        {}\nfailed       0    \nexit_status  0\nru_wallclock {wall}\ncpu          {}s\n{}category     -l h_rt=1:00:00 -pe mpi 48\n",
                 if task.is_some() { 1 } else { 48 },
+                if task.is_some() { "1000" } else { "7.5" },
                 task.map(|t| format!("pe_taskid    {t}\n")).unwrap_or_default(),
             )
         };
+        // An older job of the same number, with a task of its own on n3,
+        // then this one's two tasks and its own record.
         let out = [
-            rec("old", None, "11s"),
-            rec("n2", Some("1.n2"), "90s"),
-            rec("n1", Some("2.n1"), "90s"),
-            rec("n1", None, "100s"),
+            rec("o-r1-a0", "n3", Some("1.n3"), "11s"),
+            rec("o-r1-a0", "old", None, "11s"),
+            rec("o-r7-a0", "n2", Some("1.n2"), "90s"),
+            rec("o-r7-a0", "n1", Some("2.n1"), "90s"),
+            rec("o-r7-a0", "n1", None, "100s"),
         ]
         .concat();
-        let u = Sge.parse_usage(&out, "9").unwrap();
+        let u = Sge.parse_usage(&out, "9", "o-r7-a0").unwrap();
         assert_eq!(
             (u.elapsed_s, u.alloc_cpus, u.nodes, u.timelimit_s),
             (100, 48, 2, Some(3600))
         );
+        // The tasks' CPU time is the job's too.
+        assert_eq!(u.cpu_s, Some(2007.5));
+        // The older job is read as itself; a name no record has, not at all
+        // (its record is not written yet: ask again).
+        let old = Sge.parse_usage(&out, "9", "o-r1-a0").unwrap();
+        assert_eq!((old.elapsed_s, old.nodes, old.cpu_s), (11, 2, Some(1007.5)));
+        assert_eq!(Sge.parse_usage(&out, "9", "o-r8-a0"), None);
         assert_eq!(h_rt("-l h_rt=3600,h_vmem=2G -pe mpi 4"), Some(3600));
+        assert_eq!(h_rt("-l h_rt=60 -l h_rt=0:2:0"), Some(120));
+        assert_eq!(h_rt("-l h_rt=INFINITY"), None);
         assert_eq!(h_rt("-pe mpi 4"), None);
     }
 
@@ -347,7 +380,9 @@ mod tests {
         );
         assert!(s.cut_short(&killed));
         // What the jobs used.
-        let u = s.parse_usage(&fixture("qacct-completed.txt"), "3").unwrap();
+        let u = s
+            .parse_usage(&fixture("qacct-completed.txt"), "3", "sgetest-r1-a0")
+            .unwrap();
         assert_eq!(u.source, "qacct");
         assert_eq!(u.final_state.as_deref(), Some("failed=0 exit_status=0"));
         assert_eq!(
@@ -361,16 +396,26 @@ mod tests {
             (0, 4, 1, 1, Some(60))
         );
         assert!((u.cpu_s.unwrap() - 0.007).abs() < 1e-9);
-        let u = s.parse_usage(&fixture("qacct-h_rt.txt"), "4").unwrap();
+        let u = s
+            .parse_usage(&fixture("qacct-h_rt.txt"), "4", "sgetest-r2-a0")
+            .unwrap();
         assert_eq!((u.elapsed_s, u.alloc_cpus, u.timelimit_s), (4, 1, Some(3)));
         assert!(s.cut_short(u.final_state.as_deref().unwrap()));
-        assert_eq!(s.parse_usage(&fixture("qacct-h_rt.txt"), "44"), None);
+        assert_eq!(s.parse_usage(&fixture("qacct-h_rt.txt"), "44", "x"), None);
         assert_eq!(
-            s.usage_failure("error: job id 44 not found\n"),
+            s.parse_usage(&fixture("qacct-h_rt.txt"), "4", "sgetest-r1-a0"),
+            None
+        );
+        assert_eq!(
+            s.usage_failure(Some(1), "error: job id 44 not found\n"),
             NoUsage::NotYet
         );
         assert_eq!(
-            s.usage_failure("error: unable to open accounting file\n"),
+            s.usage_failure(Some(1), "error: unable to open accounting file\n"),
+            NoUsage::Failed
+        );
+        assert_eq!(
+            s.usage_failure(Some(127), "bash: line 1: qacct: command not found\n"),
             NoUsage::Failed
         );
         assert_eq!(s.parse_submit("3\n").unwrap(), "3");

@@ -120,7 +120,7 @@ impl Scheduler for Slurm {
 
     /// None until accounting has the job's end (it arrives a moment after
     /// the queue forgets the job).
-    fn parse_usage(&self, out: &str, job_id: &str) -> Option<Usage> {
+    fn parse_usage(&self, out: &str, job_id: &str, _job_name: &str) -> Option<Usage> {
         let line = out.lines().find(|l| l.split('|').next() == Some(job_id))?;
         let f: Vec<&str> = line.split('|').collect();
         if f.len() < 8 {
@@ -145,7 +145,7 @@ impl Scheduler for Slurm {
 
     /// A cluster without accounting says so; anything else (slurmdbd
     /// down, a refused connection) is a failure worth a warning.
-    fn usage_failure(&self, stderr: &str) -> NoUsage {
+    fn usage_failure(&self, _status: Option<i32>, stderr: &str) -> NoUsage {
         if stderr.contains("accounting storage is disabled") {
             NoUsage::NotKept
         } else {
@@ -250,7 +250,7 @@ mod tests {
         let s = Slurm;
         // sacct 22.05 on the testbed: the job's line, then its steps.
         let out = "280|COMPLETED|2|8|00:02.511|1|1|10\n280.batch|COMPLETED|2|8|00:00.015|1|1|\n280.0|COMPLETED|2|8|00:02.495|1|1|\n";
-        let u = s.parse_usage(out, "280").unwrap();
+        let u = s.parse_usage(out, "280", "j").unwrap();
         assert_eq!(u.final_state.as_deref(), Some("COMPLETED"));
         assert_eq!(
             (u.elapsed_s, u.alloc_cpus, u.nodes, u.req_nodes),
@@ -258,15 +258,19 @@ mod tests {
         );
         assert!((u.cpu_s.unwrap() - 2.511).abs() < 1e-9);
         assert_eq!(u.timelimit_s, Some(600));
-        assert_eq!(s.parse_usage(out, "28"), None);
-        assert_eq!(s.parse_usage("", "280"), None);
+        assert_eq!(s.parse_usage(out, "28", "j"), None);
+        assert_eq!(s.parse_usage("", "280", "j"), None);
         // Not ended in accounting yet.
         assert_eq!(
-            s.parse_usage("280|RUNNING|2|8|00:01.000|1|1|10\n", "280"),
+            s.parse_usage("280|RUNNING|2|8|00:01.000|1|1|10\n", "280", "j"),
             None
         );
         let u = s
-            .parse_usage("9|CANCELLED by 0|3600|48|1-02:03:04|2|4|UNLIMITED\n", "9")
+            .parse_usage(
+                "9|CANCELLED by 0|3600|48|1-02:03:04|2|4|UNLIMITED\n",
+                "9",
+                "j",
+            )
             .unwrap();
         assert_eq!(u.final_state.as_deref(), Some("CANCELLED"));
         assert_eq!(u.cpu_s, Some(86400.0 + 2.0 * 3600.0 + 3.0 * 60.0 + 4.0));
@@ -274,11 +278,14 @@ mod tests {
         assert_eq!(cpu_time("12:34:56"), Some(45296.0));
         assert_eq!(u.source, "sacct");
         assert_eq!(
-            s.usage_failure("Slurm accounting storage is disabled\n"),
+            s.usage_failure(Some(1), "Slurm accounting storage is disabled\n"),
             NoUsage::NotKept
         );
         assert_eq!(
-            s.usage_failure("sacct: error: Problem talking to the database: Connection refused\n"),
+            s.usage_failure(
+                Some(1),
+                "sacct: error: Problem talking to the database: Connection refused\n"
+            ),
             NoUsage::Failed
         );
         assert_eq!(cpu_time("junk"), None);
