@@ -118,12 +118,15 @@ impl Scheduler for Slurm {
         Some(concat!("sacct -n -P -j \"$1\" -o ", usage_fields!()))
     }
 
-    /// None until accounting has the job's end (it arrives a moment after
-    /// the queue forgets the job).
+    /// None until accounting has the job's end, whole (it arrives a moment
+    /// after the queue forgets the job, and a record can show its end
+    /// before its time limit and CPU time are filled in: an empty field is
+    /// asked again; `UNLIMITED` is an answer). The newest record of the id:
+    /// a controller that started its ids again has older ones first.
     fn parse_usage(&self, out: &str, job_id: &str, _job_name: &str) -> Option<Usage> {
-        let line = out.lines().find(|l| l.split('|').next() == Some(job_id))?;
+        let line = out.lines().rfind(|l| l.split('|').next() == Some(job_id))?;
         let f: Vec<&str> = line.split('|').collect();
-        if f.len() < 8 {
+        if f.len() < 8 || f[4].trim().is_empty() || f[7].trim().is_empty() {
             return None;
         }
         let int = |s: &str| s.trim().parse::<i64>().ok();
@@ -277,6 +280,21 @@ mod tests {
         assert_eq!((u.req_nodes, u.timelimit_s), (4, None));
         assert_eq!(cpu_time("12:34:56"), Some(45296.0));
         assert_eq!(u.source, "sacct");
+        // A record whose time limit or CPU time is not filled in yet is
+        // asked again; of an id's records, the newest counts.
+        assert_eq!(
+            s.parse_usage("5|COMPLETED|2|8|00:01.000|1|1|\n", "5", "j"),
+            None
+        );
+        assert_eq!(s.parse_usage("5|COMPLETED|2|8||1|1|10\n", "5", "j"), None);
+        let u = s
+            .parse_usage(
+                "5|COMPLETED|900|4|00:01.000|1|1|60\n5|COMPLETED|2|8|00:01.000|1|1|10\n",
+                "5",
+                "j",
+            )
+            .unwrap();
+        assert_eq!((u.elapsed_s, u.timelimit_s), (2, Some(600)));
         assert_eq!(
             s.usage_failure(Some(1), "Slurm accounting storage is disabled\n"),
             NoUsage::NotKept
