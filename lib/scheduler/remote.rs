@@ -10,16 +10,15 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use super::{JobState, Listing, NoUsage, Scheduler, Site, Usage};
-
-/// Times accounting is asked about an ended job, a second apart, before
-/// its cost is left to the estimate (a loaded slurmctld hands a job's end
-/// to slurmdbd some seconds late).
-const USAGE_TRIES: u32 = 15;
 use crate::printer::Printer;
 use crate::ssh::Host;
 use crate::transfer::{self, Direction, Options, Pair, Report};
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// How long accounting is asked about an ended job, a second apart, before
+/// its cost is left to the estimate (a loaded slurmctld hands a job's end
+/// to slurmdbd some seconds late; a large accounting file is slow to read).
+const USAGE_WAIT: Duration = Duration::from_secs(15);
 /// Removing a run's folder may take a while on a busy file system.
 const REMOVE_LIMIT: Duration = Duration::from_secs(600);
 
@@ -246,18 +245,15 @@ impl Site for RemoteSite {
         };
         let command = script.split_whitespace().next().unwrap_or(script);
         // Accounting learns of a job's end a moment after the queue
-        // forgets it: asked a few times, a second apart, while it answers,
-        // for USAGE_TRIES seconds at the most (a large accounting file is
-        // slow to read).
+        // forgets it: asked a second apart, for USAGE_WAIT at the most.
         let started = std::time::Instant::now();
         let mut last = String::new();
-        for i in 0..USAGE_TRIES {
-            if i > 0 {
-                if started.elapsed() >= Duration::from_secs(USAGE_TRIES.into()) {
-                    break;
-                }
+        let mut first = true;
+        while first || started.elapsed() < USAGE_WAIT {
+            if !first {
                 std::thread::sleep(Duration::from_secs(1));
             }
+            first = false;
             let (status, out, err) = self.ask(script, &[job_id])?;
             last = err.trim().replace('\n', "; ");
             if status == Some(0) {
