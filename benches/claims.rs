@@ -131,7 +131,7 @@ fn sql_claims(kind: common::Kind, threads: usize) -> f64 {
                     let mut n = 0;
                     match kind {
                         common::Kind::Postgres => {
-                            let mut c = diesel::pg::PgConnection::establish(&url).unwrap();
+                            let mut c = offload::db::drivers::PgConnection::establish(&url).unwrap();
                             while diesel::sql_query(stmt).execute(&mut c).unwrap() == 1 {
                                 n += 1;
                             }
@@ -143,7 +143,7 @@ fn sql_claims(kind: common::Kind, threads: usize) -> f64 {
                                 #[diesel(sql_type = BigInt)]
                                 remote_id: i64,
                             }
-                            let mut c = diesel::mysql::MysqlConnection::establish(&url).unwrap();
+                            let mut c = offload::db::drivers::MysqlConnection::establish(&url).unwrap();
                             c.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                                 .unwrap();
                             loop {

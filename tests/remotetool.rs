@@ -533,3 +533,72 @@ each_backend! {
         );
     }
 }
+
+/// The testbed's role that may log in over TLS only, its password
+/// percent-encoded in the URL (`p@ss:w/rd%tls`).
+fn pg_tls_url() -> String {
+    std::env::var("OFFLOAD_TEST_PG_TLS_URL").unwrap_or_else(|_| {
+        "postgres://offload_tls:p%40ss%3Aw%2Frd%25tls@127.0.0.1:5432/offload_tls".to_string()
+    })
+}
+
+#[test]
+fn postgresql_over_tls_with_a_percent_encoded_password() {
+    let home = tempfile::tempdir().unwrap();
+    let url = pg_tls_url();
+    // sslmode=require, and the default (prefer), which tries TLS first.
+    for db in [format!("{url}?sslmode=require"), url.clone()] {
+        let mut c = assert_cmd::Command::cargo_bin("remotetool").unwrap();
+        common::isolate(&mut c, home.path());
+        c.args(["--db", &db, "list", "--json"]).assert().success();
+    }
+    // The server refuses this role without TLS: the refusal is said, the
+    // password is not.
+    let mut c = assert_cmd::Command::cargo_bin("remotetool").unwrap();
+    common::isolate(&mut c, home.path());
+    c.args(["--db", &format!("{url}?sslmode=disable"), "list"])
+        .assert()
+        .code(1)
+        .stderr(
+            contains("cannot connect")
+                .and(contains("no encryption"))
+                .and(contains("offload_tls:***@"))
+                .and(contains("w%2Frd").not()),
+        );
+    // The session really is encrypted.
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    let mut conn =
+        offload::db::drivers::connect_postgres(&format!("{url}?sslmode=require")).unwrap();
+    let rows: Vec<Ssl> =
+        diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .load(&mut conn)
+            .unwrap();
+    assert!(rows[0].ssl);
+}
+
+#[test]
+fn mariadb_url_with_a_percent_encoded_password() {
+    let home = tempfile::tempdir().unwrap();
+    let url = std::env::var("OFFLOAD_TEST_MYSQL_PCT_URL").unwrap_or_else(|_| {
+        "mysql://offload_pct:p%40ss%3Aw%2Frd%25my@127.0.0.1:3306/offload_pct".to_string()
+    });
+    // Both schemes an operator writes.
+    let mariadb = url.replacen("mysql://", "mariadb://", 1);
+    for db in [&url, &mariadb] {
+        let mut c = assert_cmd::Command::cargo_bin("remotetool").unwrap();
+        common::isolate(&mut c, home.path());
+        c.args(["--db", db, "list", "--json"]).assert().success();
+    }
+    let wrong = url.replace("%25my", "%25no");
+    let mut c = assert_cmd::Command::cargo_bin("remotetool").unwrap();
+    common::isolate(&mut c, home.path());
+    c.args(["--db", &wrong, "list"])
+        .assert()
+        .code(1)
+        .stderr(contains("cannot connect").and(contains("offload_pct:***@")));
+}

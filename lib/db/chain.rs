@@ -3,10 +3,8 @@
 //! the transactions that decide whether a group is complete. Written once
 //! for every backend, as the rest of [`super::queries`].
 
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
+use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 
 use super::models::{NewWorkItem, WorkItem};
 use super::schema::*;

@@ -4,6 +4,7 @@
 //! of the backend and refuses a database written by a newer offload.
 
 pub mod chain;
+pub mod drivers;
 pub mod models;
 pub mod queries;
 pub mod results;
@@ -14,12 +15,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use diesel::connection::SimpleConnection;
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::SqliteConnection;
+
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use drivers::{MysqlConnection, PgConnection, SqliteConnection};
 
 pub use queries::Store;
 
@@ -180,7 +180,7 @@ fn open_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
 }
 
 fn open_postgres(url: &str) -> anyhow::Result<PgConnection> {
-    let mut c = PgConnection::establish(url).map_err(|e| {
+    let mut c = drivers::connect_postgres(url).map_err(|e| {
         anyhow!(
             "cannot connect: {}; check that the server runs and the URL, user and password are right",
             e.to_string().trim().replace('\n', " ")
@@ -194,7 +194,7 @@ fn open_postgres(url: &str) -> anyhow::Result<PgConnection> {
 }
 
 fn open_mysql(url: &str) -> anyhow::Result<MysqlConnection> {
-    let mut c = MysqlConnection::establish(url).map_err(|e| {
+    let mut c = drivers::connect_mysql(url).map_err(|e| {
         anyhow!(
             "cannot connect: {}; check that the server runs and the URL, user and password are right",
             e.to_string().trim().replace('\n', " ")

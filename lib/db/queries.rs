@@ -4,13 +4,11 @@
 //! differently (row locks, RETURNING, upserts) is in small traits here;
 //! backend-specific SQL lives in `db/mod.rs`, behind a `match`.
 
+use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use chrono::NaiveDateTime;
 use diesel::dsl::{count_star, exists, not};
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamp};
-use diesel::sqlite::SqliteConnection;
 use diesel::IntoSql;
 
 use super::models::*;

@@ -3,11 +3,9 @@
 //! each named consumer's cursor and lease (`consumers`). Written once for
 //! every backend, as the rest of [`super::queries`].
 
+use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use chrono::NaiveDateTime;
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 
 use super::models::{Component, Consumer, NewResult, ResultRow, WorkItem};
 use super::schema::*;

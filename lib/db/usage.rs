@@ -2,10 +2,8 @@
 //! and the runs and components `remotetool report` spreads it over.
 //! Written once for every backend, as the rest of [`super::queries`].
 
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
+use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 
 use super::models::JobRecord;
 use super::schema::*;

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use diesel::connection::SimpleConnection;
-use diesel::mysql::MysqlConnection;
-use diesel::pg::PgConnection;
 use diesel::Connection;
+use offload::db::drivers::MysqlConnection;
+use offload::db::drivers::PgConnection;
 
 pub const DEFAULT_PG_URL: &str = "postgres://offload:offload@127.0.0.1:5432/postgres";
 pub const DEFAULT_MYSQL_URL: &str = "mysql://offload:offload@127.0.0.1:3306/offload";
