@@ -8,6 +8,11 @@ use clap::Parser;
 
 use crate::exit::{self, ExitStatus};
 
+/// What `--version` prints after the tool's name: the crate's version and
+/// the commit it was built from (build.rs; "+dirty" for a changed work
+/// tree, "unknown" for a build outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("OFFLOAD_COMMIT"), ")");
+
 /// Global options every tool takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {

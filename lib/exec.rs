@@ -31,7 +31,7 @@ const TOOL: &str = "exec";
 #[derive(Debug, Parser)]
 #[command(
     name = "exec",
-    version,
+    version = crate::cli::VERSION,
     about = "Send a prepared run to its target and submit it",
     after_help = "Exit status: 0 submitted, 1 error, 2 usage, 3 nothing to do, \
                   4 try later (paused, throttled, run held elsewhere), 5 auth (the run went to `auth`, or \

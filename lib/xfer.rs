@@ -19,7 +19,7 @@ const TOOL: &str = "xfer";
 #[derive(Debug, Parser)]
 #[command(
     name = "xfer",
-    version,
+    version = crate::cli::VERSION,
     about = "Copy files to or from remote front ends over their live ControlMasters",
     after_help = "Exit status: 0 complete, 1 partial or failed (see the report), 2 usage, \
                   4 try later (xfer is paused), 5 auth (no live master: nothing moved, \

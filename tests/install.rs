@@ -45,6 +45,34 @@ fn every_tool_prints_its_completions_for_each_shell() {
 }
 
 #[test]
+fn every_tool_names_its_version_and_commit() {
+    // The commit as git names it here (build.rs asks the same).
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&git.stdout).trim().to_string();
+    for tool in TOOLS {
+        let (code, out, err) = run(tool, &["--version"]);
+        assert_eq!(code, 0, "{tool}: {err}");
+        let line = out.trim_end();
+        let want = format!("{tool} {} (", env!("CARGO_PKG_VERSION"));
+        assert!(line.starts_with(&want), "{tool}: {line:?}");
+        let commit = &line[want.len()..line.len() - 1];
+        assert!(line.ends_with(')'), "{tool}: {line:?}");
+        if git.status.success() {
+            assert!(
+                commit == head || commit == format!("{head}+dirty"),
+                "{tool}: commit {commit:?}, HEAD is {head}"
+            );
+        } else {
+            assert_eq!(commit, "unknown", "{tool}");
+        }
+    }
+}
+
+#[test]
 fn every_tool_prints_its_man_page() {
     for tool in TOOLS {
         let (code, out, err) = run(tool, &["--man"]);

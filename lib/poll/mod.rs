@@ -44,7 +44,7 @@ pub const SITE_RETRIES: i32 = 2;
 #[derive(Debug, Parser)]
 #[command(
     name = "poll",
-    version,
+    version = crate::cli::VERSION,
     about = "Ask about a run's job; when it has ended, bring back results and outputs",
     after_help = "Exit status: 0 polled (still running, or finished: full or error), 1 error, 2 usage, \
                   3 nothing to poll, 4 try later, 5 auth (the run went to `auth`, or with --next: the only \

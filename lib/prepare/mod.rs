@@ -37,7 +37,7 @@ pub const PAGE: i64 = 2000;
 #[derive(Debug, Parser)]
 #[command(
     name = "prepare",
-    version,
+    version = crate::cli::VERSION,
     about = "Prepare a new run: file lists, component scripts, multi-prog config, batch script, allocation",
     after_help = "Exit status: 0 prepared, 1 error, 2 bad input (the run stays new with a fault), \
                   3 nothing to prepare, 4 try later (paused, run held by another process)."

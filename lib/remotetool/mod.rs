@@ -41,7 +41,7 @@ const TOOL: &str = "remotetool";
 #[derive(Debug, Parser)]
 #[command(
     name = "remotetool",
-    version,
+    version = crate::cli::VERSION,
     about = "The offload database tool: work items, remote runs and their states",
     after_help = "The original spelling works too:\n  \
         remotetool -definebyquery -label L -stage chip -path_base P [-limit N]\n  \
