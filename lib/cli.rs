@@ -86,7 +86,7 @@ pub fn main<A: Parser>(
 
 /// `TOOL --completions bash|zsh|fish|elvish|powershell` and `TOOL --man`:
 /// shell completions and the man page, generated from the tool's command
-/// line definition (for installing; see the README's Install section).
+/// line definition (for installing; see docs/src/installing.md).
 fn generated<A: clap::CommandFactory>(tool: &'static str, argv: &[String]) -> Option<ExitCode> {
     let mut out = std::io::stdout().lock();
     let written = match argv.get(1).map(String::as_str) {

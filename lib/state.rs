@@ -219,7 +219,8 @@ impl JobPolicy {
 pub const POLL_FAILURES_NEED_A_PERSON: i32 = 3;
 
 /// Fault numbers: a run's `fault` says why it needs a person (0: none); a
-/// component's, why it failed. The README's Faults table lists them.
+/// component's, why it failed. The manual's Faults page
+/// (docs/src/operations/faults.md) lists them.
 pub mod fault {
     /// Run: prepare failed (the run stays `new`).
     pub const PREPARE: i32 = 10;
