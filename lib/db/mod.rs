@@ -46,11 +46,12 @@ pub enum Backend {
     Mysql,
 }
 
-/// An open database of any backend.
+/// An open database of any backend (the server connections, with their
+/// runtimes, boxed: they are several times an SQLite connection's size).
 pub enum Db {
     Sqlite(SqliteConnection),
-    Postgres(PgConnection),
-    Mysql(MysqlConnection),
+    Postgres(Box<PgConnection>),
+    Mysql(Box<MysqlConnection>),
 }
 
 /// Where a database lives, parsed from a URL or a path.
@@ -96,8 +97,8 @@ impl Db {
         let loc = Location::parse(url);
         match &loc {
             Location::Sqlite(path) => open_sqlite(path).map(Db::Sqlite),
-            Location::Postgres(url) => open_postgres(url).map(Db::Postgres),
-            Location::Mysql(url) => open_mysql(url).map(Db::Mysql),
+            Location::Postgres(url) => open_postgres(url).map(|c| Db::Postgres(Box::new(c))),
+            Location::Mysql(url) => open_mysql(url).map(|c| Db::Mysql(Box::new(c))),
         }
         .with_context(|| format!("database {}", loc.display()))
         .map_err(busy_means_later)
@@ -142,8 +143,8 @@ impl Db {
     ) -> anyhow::Result<T> {
         match self {
             Db::Sqlite(c) => f(c),
-            Db::Postgres(c) => f(c),
-            Db::Mysql(c) => f(c),
+            Db::Postgres(c) => f(c.as_mut()),
+            Db::Mysql(c) => f(c.as_mut()),
         }
         .map_err(|e| busy_means_later(e.into()))
     }
@@ -332,7 +333,7 @@ pub fn claim_oldest_in_one_statement(
     .bind::<Array<Text>, _>(&t.skip)
     .bind::<Nullable<Text>, _>(t.only.as_deref())
     .bind::<Nullable<Text>, _>(default_target)
-    .load(c)
+    .load(c.as_mut())
     .map_err(|e| busy_means_later(e.into()))?;
     Ok(Some(rows.into_iter().next()))
 }
