@@ -36,6 +36,9 @@ pub trait ResultStore {
     /// Work items not finished (`ready`, in a run or not) whose params
     /// mention `text`, at most `limit`.
     fn ready_items_mentioning(&mut self, text: &str, limit: i64) -> QueryResult<Vec<WorkItem>>;
+    /// The stage_ids of a run's components that failed, in any of its
+    /// attempts (released or not), in order.
+    fn failed_in_run(&mut self, remote_id: i64) -> QueryResult<Vec<i64>>;
     /// Components leave their run (their results released).
     fn deactivate_components(&mut self, ids: &[i64]) -> QueryResult<usize>;
     fn consumer(&mut self, name: &str) -> QueryResult<Option<Consumer>>;
@@ -183,6 +186,16 @@ macro_rules! impl_result_store {
                     .order(work_items::id.asc())
                     .limit(limit)
                     .select(WorkItem::as_select())
+                    .load(self)
+            }
+
+            fn failed_in_run(&mut self, remote_id: i64) -> QueryResult<Vec<i64>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::state.eq("failed"))
+                    .order(work_items::stage_id.asc())
+                    .select(work_items::stage_id)
                     .load(self)
             }
 

@@ -224,8 +224,9 @@ fn result_state(item: ItemState) -> &'static str {
 pub(super) enum Ending<'a> {
     /// The job ended: `full` or `error`.
     Ended { job_id: &'a str },
-    /// The job was cut short: back to `new` for what did not come back.
-    Cut { why: &'a str },
+    /// The job was cut short: back to `new` for what did not come back
+    /// (settled as ended when everything came back).
+    Cut { why: &'a str, job_id: &'a str },
 }
 
 /// What a run's apply needs: the command rendered, and its limit.
@@ -431,23 +432,29 @@ fn settle(
 ) -> anyhow::Result<RunState> {
     match ending {
         Ending::Ended { job_id } => settle_ended(s, run, job_id, a, actor),
-        Ending::Cut { why } => settle_cut(s, run, why, a, actor),
+        Ending::Cut { why, job_id } => settle_cut(s, run, why, job_id, a, actor),
     }
 }
 
 /// A job cut short after some components came back, inside the caller's
 /// transaction: those were applied; the run goes back to `new` as its next
 /// attempt, to be prepared again for the components that did not come back
-/// (sized anew from the runtimes just measured) and submitted again.
+/// (sized anew from the runtimes just measured) and submitted again. When
+/// every component came back there is no rest: the run settles as after a
+/// job that ended, whatever the scheduler called the ending.
 fn settle_cut(
     s: &mut dyn Store,
     run: &Run,
     why: &str,
+    job_id: &str,
     a: &Applied,
     actor: &Actor,
 ) -> anyhow::Result<RunState> {
+    let left = s.run_component_count(run.remote_id)?;
+    if left == 0 {
+        return settle_ended(s, run, job_id, a, actor);
+    }
     let now_run = runs::get_run(s, run.remote_id)?;
-    let left = s.run_members(run.remote_id)?.len();
     let msg = format!(
         "{why}: {} components came back ({} done, {} failed); the other {left} go again as attempt {}",
         a.done + a.failed,
@@ -472,8 +479,10 @@ fn settle_cut(
     Ok(RunState::New)
 }
 
-/// The run ends, inside the caller's transaction: `full` when nothing
-/// failed or its policy ignores failures, else `error` naming the failed.
+/// The run ends, inside the caller's transaction: `full` when none of its
+/// components failed, in this attempt or an earlier one (a job cut short
+/// after some failed), or its policy ignores failures; else `error` naming
+/// the failed.
 fn settle_ended(
     s: &mut dyn Store,
     run: &Run,
@@ -482,11 +491,21 @@ fn settle_ended(
     actor: &Actor,
 ) -> anyhow::Result<RunState> {
     let now_run = runs::get_run(s, run.remote_id)?;
+    let failed_ids = s.failed_in_run(run.remote_id)?;
+    let earlier = failed_ids.len().saturating_sub(a.failed);
     let summary = format!(
-        "{} done, {} failed ({} to retry, {} abandoned)",
-        a.done, a.failed, a.retry, a.abandoned
+        "{} done, {} failed ({} to retry, {} abandoned){}",
+        a.done,
+        a.failed,
+        a.retry,
+        a.abandoned,
+        if earlier > 0 {
+            format!("; {earlier} failed in earlier attempts")
+        } else {
+            String::new()
+        }
     );
-    if a.failed == 0 || JobPolicy::of(&now_run.job_policy) == JobPolicy::Ignore {
+    if failed_ids.is_empty() || JobPolicy::of(&now_run.job_policy) == JobPolicy::Ignore {
         runs::transition_in(
             s,
             &now_run,
@@ -501,17 +520,12 @@ fn settle_ended(
         )?;
         return Ok(RunState::Full);
     }
-    let ids: Vec<String> = a
-        .failed_ids
-        .iter()
-        .take(10)
-        .map(|i| i.to_string())
-        .collect();
+    let ids: Vec<String> = failed_ids.iter().take(10).map(|i| i.to_string()).collect();
     let msg = format!(
         "job {job_id} ended: {summary}; failed {}/{}{}",
         run.stage,
         ids.join(","),
-        if a.failed > 10 { ",..." } else { "" }
+        if failed_ids.len() > 10 { ",..." } else { "" }
     );
     runs::transition_in(
         s,

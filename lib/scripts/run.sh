@@ -17,6 +17,14 @@ _offload_output_status=70
 _offload_results="$OFFLOAD_RUN/results/rank-$_offload_rank.tsv"
 _offload_scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-rank-$_offload_rank.XXXXXX") || exit 92
 trap 'rm -rf "$_offload_scratch"' EXIT
+# The end of the job (the scheduler's cancel, time limit or preemption sends
+# SIGTERM to every process of the job) is not the components' doing: the
+# runner notes it, lets the component in hand end (the signal reaches it
+# too: a subshell takes the default action back), and stops. A component
+# cut off so writes no result line, so poll sends it round again with no
+# attempt counted; one that had finished is recorded as it ended.
+_offload_cut=0
+trap '_offload_cut=1' TERM INT
 _offload_out="$_offload_scratch/stdout"
 _offload_err="$_offload_scratch/stderr"
 if [ -n "${EPOCHREALTIME:-}" ]; then
@@ -38,6 +46,7 @@ _offload_tail_of() {
 offload_component() {
     # Globals (no `local`): this runs once per component, and each
     # statement counts.
+    [[ $_offload_cut -eq 0 ]] || exit 143
     _offload_id=$1 _offload_pre=$2 _offload_cmd=$3 _offload_post=$4
     _offload_status=0 _offload_phase=ok _offload_stats=''
     : > "$_offload_out" 2> "$_offload_err"
@@ -58,6 +67,19 @@ offload_component() {
         _offload_status=$?
         [[ $_offload_status -ne 0 ]] && _offload_phase=post
         _offload_stats=${_offload_stats//[$'\t\r\n']/ }
+    fi
+    # A phase killed by a signal (status 129-192) may have been killed by
+    # the end of the job, whose SIGTERM can reach the runner a moment after
+    # the component: wait for it (a trapped signal ends `wait` at once)
+    # before taking the death for the component's own.
+    if [[ $_offload_cut -eq 0 && $_offload_status -gt 128 && $_offload_status -le 192 ]]; then
+        sleep 3 &
+        wait $! 2> /dev/null
+        kill $! 2> /dev/null
+    fi
+    if [[ $_offload_cut -ne 0 && $_offload_status -ne 0 ]]; then
+        echo "== offload component $_offload_id: cut off by the end of the job (exit $_offload_status in $_offload_phase); no result" >&2
+        exit 143
     fi
     # The declared outputs are the component's result too: each must be
     # there and a regular file (not a link, not a folder).
@@ -95,6 +117,7 @@ offload_component() {
     fi
     printf 'R\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$_offload_id" "$_offload_status" "$_offload_phase" \
         "$_offload_t0" "$_offload_t" "${_offload_stats:0:4000}" "$_offload_otail" "$_offload_etail" >> "$_offload_results"
+    [[ $_offload_cut -eq 0 ]] || exit 143
     return 0
 }
 # The rank's component list, written by prepare.
