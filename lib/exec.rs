@@ -35,7 +35,8 @@ const TOOL: &str = "exec";
     about = "Send a prepared run to its target and submit it",
     after_help = "Exit status: 0 submitted, 1 error, 2 usage, 3 nothing to do, \
                   4 try later (paused, throttled, run held elsewhere), 5 auth (the run went to `auth`, or \
-                  with --next: the only pending runs are of targets whose masters are down). \
+                  with --next: the only pending runs are of targets whose masters are down), \
+                  6 local (the database had no room to write; nothing was written). \
                   `exec` is also a shell builtin: call this tool by path, e.g. \"$OFFLOAD_BIN/exec\"."
 )]
 pub struct Args {

@@ -8,6 +8,10 @@
 //! | 3    | nothing to do: e.g. no ready work items, no run to claim   |
 //! | 4    | try later: a tool is paused, the database is busy          |
 //! | 5    | auth: the connection to the remote centre is down          |
+//! | 6    | local: a write here failed for this machine's reason (a    |
+//! |      | full, read-only or failing file system, a quota, no        |
+//! |      | permission), or the database had no room to write;         |
+//! |      | nothing was lost, run again once it is fixed               |
 
 use std::fmt;
 
@@ -20,6 +24,7 @@ pub enum ExitStatus {
     NothingToDo,
     TryLater,
     Auth,
+    Local,
 }
 
 impl ExitStatus {
@@ -31,6 +36,7 @@ impl ExitStatus {
             ExitStatus::NothingToDo => 3,
             ExitStatus::TryLater => 4,
             ExitStatus::Auth => 5,
+            ExitStatus::Local => 6,
         }
     }
 }
@@ -84,6 +90,15 @@ pub fn try_later(message: impl Into<String>) -> anyhow::Error {
 pub fn auth(message: impl Into<String>) -> anyhow::Error {
     Status {
         status: ExitStatus::Auth,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// A write here that failed for this machine's reason (exit 6).
+pub fn local(message: impl Into<String>) -> anyhow::Error {
+    Status {
+        status: ExitStatus::Local,
         message: message.into(),
     }
     .into()

@@ -235,6 +235,11 @@ pub mod fault {
     /// Run: its recipe's apply command failed (the run stays in `run`, its
     /// results recorded; the next poll runs the apply again).
     pub const APPLY: i32 = 50;
+    /// Run: a write here failed for this machine's reason (a full or
+    /// read-only file system, a quota, no permission, an I/O error) while
+    /// its job's results came back or its files were prepared; the run
+    /// stays where it was, nothing recorded, and goes on once it is fixed.
+    pub const LOCAL: i32 = 60;
 
     /// Component: its command failed (its record says how).
     pub const COMPONENT_FAILED: i32 = 1;

@@ -23,7 +23,9 @@ const TOOL: &str = "xfer";
     about = "Copy files to or from remote front ends over their live ControlMasters",
     after_help = "Exit status: 0 complete, 1 partial or failed (see the report), 2 usage, \
                   4 try later (xfer is paused), 5 auth (no live master: nothing moved, \
-                  or the master went away: rerun after the refresh, complete files are skipped)."
+                  or the master went away: rerun after the refresh, complete files are skipped), \
+                  6 local (a write here failed: a full or read-only file system, a quota, no \
+                  permission, an I/O error; rerun once fixed, complete files are skipped)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -167,11 +169,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             crate::auth::record_rate(db, &hosts, args.direction, report.bytes, report.seconds)?;
         }
     }
-    for f in report.failures.iter().take(10) {
-        printer.warn(format!("{} -> {}: {}", f.src, f.dst, f.reason));
-    }
-    if report.failures.len() > 10 {
-        printer.warn(format!("... and {} more", report.failures.len() - 10));
+    // A write here that failed for this machine's reason is said once (as
+    // the error), not once per file.
+    if report.local_fault.is_none() {
+        for f in report.failures.iter().take(10) {
+            printer.warn(format!("{} -> {}: {}", f.src, f.dst, f.reason));
+        }
+        if report.failures.len() > 10 {
+            printer.warn(format!("... and {} more", report.failures.len() - 10));
+        }
     }
     printer.info(format!(
         "{} {} of {} files ({} skipped as complete), {:.1} MB in {:.1} s ({:.1} MB/s) over {} channels, {} retries, {} refusals",
@@ -205,6 +211,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     }
     if report.complete {
         Ok(ExitStatus::Success)
+    } else if let Some(f) = &report.local_fault {
+        Err(exit::local(format!(
+            "transfer incomplete ({} of {} files not written): {}, then run xfer again: the complete files are skipped",
+            report.failed,
+            report.files,
+            f.message()
+        )))
     } else if !report.hosts_lost.is_empty() {
         Err(exit::auth(format!(
             "transfer incomplete: the master connection to {} went away; open it again and rerun (complete files are skipped)",

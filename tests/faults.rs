@@ -1,8 +1,11 @@
 //! Ordinary trouble settles the run it touches and never stops the rest, on
 //! the testbed's real sshd and Slurm: a component that forgets an output or
 //! leaves a link where it should be, outputs gone before the pull, polls
-//! that keep failing, a job cut at its time limit, inputs purged from the
-//! scratch while the job waited.
+//! that keep failing, a job cut at its time limit or cancelled (while
+//! components run, or after every one came back), inputs purged from the
+//! scratch while the job waited; and this machine's own faults (a local
+//! output tree that is read-only, too small, or fills mid-pull; a path_base
+//! that fills during prepare), which are never the components'.
 
 mod common;
 
@@ -57,12 +60,14 @@ fn import(
 
 /// A chip recipe whose command does what the item's ODD param says after
 /// the real program worked: `forget` removes the image, `link` leaves a
-/// symbolic link in its place, `sleep` sleeps while the marker file exists.
+/// symbolic link in its place, `sleep` sleeps while the marker file exists,
+/// `fail` fails (exit 3), `hold` leaves a FIFO among the run's result files
+/// (the batch script's summary then waits on it).
 const ODD_CHIP: &str = r#"
 stage = "chip"
 threads = 2
 time_cost = 20
-command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in forget) rm -f -- @out:IMAGE@ ;; link) rm -f -- @out:IMAGE@ && ln -s -- @out:STATS@ @out:IMAGE@ ;; sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; esac"
+command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in forget) rm -f -- @out:IMAGE@ ;; link) rm -f -- @out:IMAGE@ && ln -s -- @out:STATS@ @out:IMAGE@ ;; sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; fail) exit 3 ;; hold) mkfifo \"$OFFLOAD_RUN/results/rank-hold.tsv\" ;; esac"
 post = "cat @out:STATS@"
 
 [inputs]
@@ -324,5 +329,301 @@ each_backend! {
                 .unwrap(),
             8
         );
+    }
+}
+
+/// Result lines written so far in a run's remote folder (regular files
+/// only: a FIFO there is not read).
+fn records_at_site(site: &common::Site, id: i64) -> usize {
+    let dir = site.remote.join(format!("run-{id}/results"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|t| t.lines().count())
+        .sum()
+}
+
+/// Wait (at most `secs`) until `ok` holds.
+fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting after {secs} s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn scancel(job: &str) {
+    assert!(std::process::Command::new("scancel")
+        .arg(job)
+        .status()
+        .expect("scancel runs (scripts/testbed up)")
+        .success());
+}
+
+fn item_attempts(db: &common::TestDb, stage_id: i64) -> i64 {
+    component(db, stage_id)["work_item"]["attempts"]
+        .as_i64()
+        .unwrap()
+}
+
+// A job cancelled by the site while components run: the four that were
+// running were cut off by the end of the job, not failed: they go round
+// again with no attempt counted, and the run ends full.
+each_backend! {
+    fn a_job_cancelled_while_components_run_sends_them_round_again(db) {
+        let site = odd_site(db, "");
+        let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
+        import(db, &site, "CX", (1, 8), &sleepers);
+        let marker = site.root.join("marker");
+        std::fs::write(&marker, "").unwrap();
+        let e = define_prepare_exec(db, "CX", "fatal");
+        let job = e["job_id"].as_str().unwrap().to_string();
+        wait_until(120, "the four quick components' results", || records_at_site(&site, 1) >= 4);
+        scancel(&job);
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "new", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(4), Some(0)), "{p}");
+        for sid in 5..=8 {
+            assert_eq!(item_attempts(db, sid), 0, "item {sid} was cut off, not tried");
+        }
+        let run = db.show(1);
+        assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
+        assert!(run["components_by_state"].get("failed").is_none(), "{run}");
+        std::fs::remove_file(&marker).unwrap();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!(p["done"], 4, "{p}");
+        let mut c = db.open();
+        assert_eq!(c.read(|s| s.count_items(Some("CX"), None, Some("done"))).unwrap(), 8);
+        for sid in 5..=8 {
+            assert_eq!(item_attempts(db, sid), 1, "item {sid}: one attempt, the one that worked");
+        }
+    }
+}
+
+// One component fails on its own in the first job, the rest are cut short
+// by a cancel; the second job does the rest. Under `fatal` the run ends in
+// error for the first job's failure.
+each_backend! {
+    fn a_failure_in_an_attempt_cut_short_still_ends_the_run_in_error(db) {
+        let site = odd_site(db, "");
+        let mut odd: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
+        odd.push((1, "ODD", "fail"));
+        import(db, &site, "FX", (1, 8), &odd);
+        let marker = site.root.join("marker");
+        std::fs::write(&marker, "").unwrap();
+        let e = define_prepare_exec(db, "FX", "fatal");
+        let job = e["job_id"].as_str().unwrap().to_string();
+        wait_until(120, "the first four components' results", || records_at_site(&site, 1) >= 4);
+        scancel(&job);
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "new", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(3), Some(1)), "{p}");
+        std::fs::remove_file(&marker).unwrap();
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "error", "{p}");
+        let run = db.show(1);
+        assert_eq!(run["fault"], 30, "{run}");
+        let msg = run["message"].as_str().unwrap();
+        assert!(msg.contains("1 failed in earlier attempts") && msg.contains("chip/1"), "{msg}");
+    }
+}
+
+// Every component came back, then Slurm ended the job at its time limit
+// (the batch script was still busy): nothing is left to run, so the run
+// settles as a job that ended does.
+each_backend! {
+    fn a_job_cut_at_its_time_limit_after_every_component_came_back_ends_full(db) {
+        let site = odd_site(db, "");
+        import(db, &site, "TX", (1, 8), &[(8, "ODD", "hold")]);
+        let e = define_prepare_exec(db, "TX", "fatal");
+        let job = e["job_id"].as_str().unwrap().to_string();
+        wait_until(120, "all eight results", || records_at_site(&site, 1) >= 8);
+        // The summary's `cat results/rank-*.tsv` waits on the FIFO: once it
+        // has it open (a writer's non-blocking open succeeds only then),
+        // the FIFO leaves the folder and the job stays busy until Slurm
+        // ends it.
+        let fifo = site.remote.join("run-1/results/rank-hold.tsv");
+        let mut writer = None;
+        wait_until(120, "the batch script to read the FIFO", || {
+            use std::os::unix::fs::OpenOptionsExt;
+            writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .ok();
+            writer.is_some()
+        });
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(std::process::Command::new("scontrol")
+            .args(["update", &format!("JobId={job}"), "TimeLimit=1"])
+            .status()
+            .unwrap()
+            .success());
+        common::wait_for_job_end(&job);
+        drop(writer);
+        let p = common::poll_until_done(db, 1);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(8), Some(0)), "{p}");
+        let run = db.show(1);
+        assert_eq!(run["attempt"], 0, "{run}");
+        let history = run.to_string();
+        assert!(history.contains(&format!("job {job} ended: 8 done")), "{history}");
+    }
+}
+
+/// Every file under `local` (the pulled outputs) that does not carry a
+/// staging name is byte for byte its remote copy; how many there are.
+fn pulled_files_whole(local: &Path, remote: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![local.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.contains(".offload-part") {
+                continue;
+            }
+            let there = remote.join(p.strip_prefix(local).unwrap());
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(&there).unwrap(),
+                "{} looks complete but is not {}",
+                p.display(),
+                there.display()
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+// This machine's output tree is read-only, then too small (the free-space
+// check refuses the pull before it writes), then out of inodes in the
+// middle of the pull, then fine: each time poll exits 6 saying what failed
+// where, the run stays in `run` with fault 60 and nothing failed; the
+// last poll pulls only what is missing and the run ends full, every output
+// right, each result applied once.
+each_backend! {
+    fn a_local_output_tree_that_cannot_take_the_outputs_fails_no_component(db) {
+        let site = odd_site(db, "");
+        import(db, &site, "DX", (1, 8), &[]);
+        // Outputs (neb://any/czw/...) land under neb/czw here and
+        // neb/czw at the site.
+        let local = site.neb.join("czw");
+        let remote = site.remote.join("neb/czw");
+        let disk = common::Tmpfs::mount(&local, "size=1m,nr_inodes=1000");
+        define_prepare_exec(db, "DX", "fatal");
+        let job = db.show(1)["job_id"].as_str().unwrap().to_string();
+        common::wait_for_job_end(&job);
+        let poll_fails = |what: &str| -> String {
+            // Slurm may still call the job COMPLETING for a moment.
+            let mut out;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                out = db.tool("poll").args(["--remote-id", "1", "--quiet"]).output().unwrap();
+                let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let running = ["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"].contains(&said.as_str());
+                if !(out.status.success() && running) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: job still {said}");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert_eq!(
+                out.status.code(),
+                Some(6),
+                "{what}: {err} {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            let run = db.show(1);
+            assert_eq!(run["state"], "run", "{what}: {run}");
+            assert_eq!(run["fault"], 60, "{what}: {run}");
+            assert!(run["components_by_state"].get("failed").is_none(), "{what}: {run}");
+            assert!(run["components_by_state"].get("done").is_none(), "{what}: {run}");
+            let status = db.remotetool().args(["status", "--json", "--no-masters"]).output().unwrap();
+            let status = String::from_utf8_lossy(&status.stdout).to_string();
+            assert!(status.contains("a write here failed, fault 60"), "{what}: {status}");
+            // Said once, not once per file.
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+            err
+        };
+        disk.remount("ro");
+        let err = poll_fails("read-only");
+        assert!(err.contains("Read-only file system") && err.contains(&local.display().to_string()), "{err}");
+        assert_eq!(pulled_files_whole(&local, &remote), 0);
+        // Room for a page or two: each output takes a page of tmpfs.
+        disk.remount("rw,size=8k");
+        let err = poll_fails("too small");
+        assert!(err.contains("No space left on device") && err.contains("is free"), "{err}");
+        assert_eq!(pulled_files_whole(&local, &remote), 0, "refused before writing");
+        // Bytes enough, inodes for a few files: the pull fills it midway.
+        disk.remount("size=1m,nr_inodes=8");
+        let err = poll_fails("out of inodes");
+        assert!(err.contains("No space left on device") && err.contains("inodes"), "{err}");
+        let partial = pulled_files_whole(&local, &remote);
+        assert!(partial < 16, "{partial} of 16 outputs came before the disk filled");
+        disk.remount("nr_inodes=1000");
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", "1", "--json"]);
+        let p = common::json_of(c);
+        assert_eq!(p["state"], "full", "{p}");
+        assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(8), Some(0)), "{p}");
+        assert_eq!(pulled_files_whole(&local, &remote), 16);
+        let run = db.show(1);
+        assert_eq!(run["fault"], 0, "{run}");
+        for sid in 1..=8 {
+            assert_eq!(item_attempts(db, sid), 1, "item {sid}");
+        }
+        let out = db.remotetool().args(["results", "--json", "--label", "DX"]).output().unwrap();
+        // JSON Lines, a result each: every component's once.
+        let mut ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| common::json(l.as_bytes())["component_id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=8).collect::<Vec<i64>>(), "each result once");
+    }
+}
+
+// prepare's path_base fills: exit 6, the run stays new with fault 60 and
+// is held a while (not for a person); once there is room, prepare
+// prepares it.
+each_backend! {
+    fn a_path_base_that_fills_during_prepare_is_this_machines_fault(db) {
+        let site = odd_site(db, "");
+        import(db, &site, "PX", (1, 8), &[]);
+        let disk = common::Tmpfs::mount(&site.runs, "size=4k,nr_inodes=1000");
+        db.remotetool().args(["define", "--label", "PX", "--stage", "chip"]).assert().success();
+        let out = db.tool("prepare").args(["--remote-id", "1"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(6), "{err}");
+        assert!(err.contains("No space left on device") && err.contains("this machine's fault"), "{err}");
+        let run = db.show(1);
+        assert_eq!((run["state"].as_str(), run["fault"].as_i64()), (Some("new"), Some(60)), "{run}");
+        let status = db.remotetool().args(["status", "--json", "--no-masters"]).output().unwrap();
+        let status = String::from_utf8_lossy(&status.stdout).to_string();
+        assert!(status.contains("a write here failed, fault 60"), "{status}");
+        assert!(!status.contains("remotetool unfault 1"), "held a while, not for a person: {status}");
+        disk.remount("size=8m");
+        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        let run = db.show(1);
+        assert_eq!((run["state"].as_str(), run["fault"].as_i64()), (Some("pending"), Some(0)), "{run}");
     }
 }

@@ -602,3 +602,63 @@ fn mariadb_url_with_a_percent_encoded_password() {
         .code(1)
         .stderr(contains("cannot connect").and(contains("offload_pct:***@")));
 }
+
+/// Bytes free on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain data, filled by statvfs from a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    s.f_bavail as u64 * s.f_frsize as u64
+}
+
+// An SQLite database on a disk that fills: the import that does not fit
+// writes nothing, exits 6 and names the database and the cause; once there
+// is room, the same import goes through.
+#[test]
+fn an_sqlite_database_on_a_full_disk_writes_nothing_and_names_itself() {
+    let home = tempfile::tempdir().unwrap();
+    let disk = common::Tmpfs::mount(&home.path().join("disk"), "size=32m");
+    let db = disk.0.join("offload.db");
+    let db_arg = db.display().to_string();
+    let tool = || {
+        let mut c = assert_cmd::Command::cargo_bin("remotetool").unwrap();
+        common::isolate(&mut c, home.path());
+        c.args(["--db", &db_arg]);
+        c
+    };
+    tool()
+        .args(["import", "-"])
+        .write_stdin(common::items(L, "chip", 1, 10, 1))
+        .assert()
+        .success();
+    // Leave 256 KB: room to open the database, not for 5,000 more items.
+    let filler = disk.0.join("filler");
+    let fill = free_bytes(&disk.0).saturating_sub(256 << 10);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let more = common::items(L, "chip", 50, 100, 11);
+    tool()
+        .args(["import", "-"])
+        .write_stdin(more.clone())
+        .assert()
+        .code(6)
+        .stderr(
+            contains(format!("database {} has no room to write", db.display()))
+                .and(contains("database or disk is full"))
+                .and(contains("nothing was written")),
+        );
+    let count = |c: &mut offload::db::Db| c.read(|s| s.count_items(Some(L), None, None)).unwrap();
+    assert_eq!(
+        count(&mut offload::db::Db::open(&db_arg).unwrap()),
+        10,
+        "nothing half-written"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    tool()
+        .args(["import", "-"])
+        .write_stdin(more)
+        .assert()
+        .success();
+    assert_eq!(count(&mut offload::db::Db::open(&db_arg).unwrap()), 5010);
+}

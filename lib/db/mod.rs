@@ -46,9 +46,16 @@ pub enum Backend {
     Mysql,
 }
 
-/// An open database of any backend (the server connections, with their
+/// An open database of any backend, and where it is (for messages).
+pub struct Db {
+    pub conn: Conn,
+    /// The path, or the URL without its password.
+    location: String,
+}
+
+/// The connection of a [`Db`] (the server connections, with their
 /// runtimes, boxed: they are several times an SQLite connection's size).
-pub enum Db {
+pub enum Conn {
     Sqlite(SqliteConnection),
     Postgres(Box<PgConnection>),
     Mysql(Box<MysqlConnection>),
@@ -95,20 +102,50 @@ impl Db {
     /// Open (and migrate) the database at a URL or path.
     pub fn open(url: &str) -> anyhow::Result<Db> {
         let loc = Location::parse(url);
-        match &loc {
-            Location::Sqlite(path) => open_sqlite(path).map(Db::Sqlite),
-            Location::Postgres(url) => open_postgres(url).map(|c| Db::Postgres(Box::new(c))),
-            Location::Mysql(url) => open_mysql(url).map(|c| Db::Mysql(Box::new(c))),
+        let conn = match &loc {
+            Location::Sqlite(path) => open_sqlite(path).map(Conn::Sqlite),
+            Location::Postgres(url) => open_postgres(url).map(|c| Conn::Postgres(Box::new(c))),
+            Location::Mysql(url) => open_mysql(url).map(|c| Conn::Mysql(Box::new(c))),
         }
         .with_context(|| format!("database {}", loc.display()))
         .map_err(busy_means_later)
+        .map_err(|e| {
+            if out_of_space(&e) {
+                crate::exit::with_status(e, crate::exit::ExitStatus::Local)
+            } else {
+                e
+            }
+        })?;
+        Ok(Db {
+            conn,
+            location: loc.display(),
+        })
+    }
+
+    /// An error of this database, marked: busy means "try later" (exit 4);
+    /// no room to write means this machine's (or the server's) storage
+    /// (exit 6), named with the database. A failed transaction wrote
+    /// nothing: it was rolled back.
+    fn mark(&self, e: anyhow::Error) -> anyhow::Error {
+        let e = busy_means_later(e);
+        if !out_of_space(&e) {
+            return e;
+        }
+        crate::exit::with_status(
+            e.context(format!(
+                "database {} has no room to write; nothing was written (the transaction was rolled back): \
+                 make room where it keeps its files, then run again",
+                self.location
+            )),
+            crate::exit::ExitStatus::Local,
+        )
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite(_) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
-            Db::Mysql(_) => Backend::Mysql,
+        match self.conn {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+            Conn::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -119,12 +156,12 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut dyn Store) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        match self {
-            Db::Sqlite(c) => c.immediate_transaction(|c| f(c)),
-            Db::Postgres(c) => c.transaction(|c| f(c)),
-            Db::Mysql(c) => c.transaction(|c| f(c)),
-        }
-        .map_err(busy_means_later)
+        let done = match &mut self.conn {
+            Conn::Sqlite(c) => c.immediate_transaction(|c| f(c)),
+            Conn::Postgres(c) => c.transaction(|c| f(c)),
+            Conn::Mysql(c) => c.transaction(|c| f(c)),
+        };
+        done.map_err(|e| self.mark(e))
     }
 
     /// One statement on its own (committed by itself), no transaction
@@ -141,12 +178,12 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut dyn Store) -> QueryResult<T>,
     ) -> anyhow::Result<T> {
-        match self {
-            Db::Sqlite(c) => f(c),
-            Db::Postgres(c) => f(c.as_mut()),
-            Db::Mysql(c) => f(c.as_mut()),
-        }
-        .map_err(|e| busy_means_later(e.into()))
+        let done = match &mut self.conn {
+            Conn::Sqlite(c) => f(c),
+            Conn::Postgres(c) => f(c.as_mut()),
+            Conn::Mysql(c) => f(c.as_mut()),
+        };
+        done.map_err(|e| self.mark(e.into()))
     }
 }
 
@@ -292,7 +329,7 @@ pub fn claim_oldest_in_one_statement(
     now: chrono::NaiveDateTime,
 ) -> anyhow::Result<Option<Option<models::Run>>> {
     use diesel::sql_types::{Array, Bool, Integer, Nullable, Text, Timestamp};
-    let Db::Postgres(c) = db else {
+    let Conn::Postgres(c) = &mut db.conn else {
         return Ok(None);
     };
     let t = &filter.targets;
@@ -334,7 +371,7 @@ pub fn claim_oldest_in_one_statement(
     .bind::<Nullable<Text>, _>(t.only.as_deref())
     .bind::<Nullable<Text>, _>(default_target)
     .load(c.as_mut())
-    .map_err(|e| busy_means_later(e.into()))?;
+    .map_err(|e| db.mark(e.into()))?;
     Ok(Some(rows.into_iter().next()))
 }
 
@@ -365,6 +402,27 @@ pub fn is_busy(e: &DieselError) -> bool {
         }
         _ => false,
     }
+}
+
+/// The database had no room to write: SQLite's "database or disk is
+/// full", PostgreSQL's "could not extend file" / "No space left on device"
+/// (disk_full), MySQL's and MariaDB's "The table ... is full" or a disk
+/// full error.
+pub fn out_of_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<DieselError>() {
+        Some(DieselError::DatabaseError(_, info)) => no_room(info.message()),
+        _ => c
+            .downcast_ref::<diesel::ConnectionError>()
+            .is_some_and(|ce| no_room(&ce.to_string())),
+    })
+}
+
+fn no_room(m: &str) -> bool {
+    m.contains("database or disk is full")
+        || m.contains("No space left on device")
+        || m.contains("could not extend file")
+        || m.contains("Disk full")
+        || (m.starts_with("The table") && m.contains("is full"))
 }
 
 /// A unique index refused a row.
@@ -406,5 +464,19 @@ mod tests {
             "postgres://u:***@h:5432/d"
         );
         assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+    }
+
+    #[test]
+    fn no_room_in_each_backends_words() {
+        for m in [
+            "database or disk is full",
+            "could not extend file \"base/16384/2619\": No space left on device",
+            "The table 'results' is full",
+            "Disk full (/var/tmp/#sql_1.MAI); waiting for someone to free some space...",
+        ] {
+            assert!(no_room(m), "{m}");
+        }
+        assert!(!no_room("database is locked"));
+        assert!(!no_room("The table 'x' doesn't exist"));
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::db::models::Run;
 use crate::db::Db;
+use crate::exit;
 use crate::printer::Printer;
 use crate::record::{parse_results, Record};
 use crate::runs::Actor;
@@ -29,6 +30,9 @@ fn fetch(
     actor: &Actor,
 ) -> anyhow::Result<()> {
     let report = pull(db, site, pairs, printer)?;
+    if let Some(f) = &report.local_fault {
+        return Err(exit::local(f.message()));
+    }
     if !report.complete {
         return Err(scheduler::incomplete(
             db,
@@ -162,7 +166,9 @@ fn fetch_outputs(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<(usize, HashMap<i64, String>)> {
-    let mut failed: HashMap<i64, String> = HashMap::new();
+    // Each component's own first error (bounded), and how many more of
+    // its outputs failed.
+    let mut failed: HashMap<i64, (String, usize)> = HashMap::new();
     let mut fail = |o: &Output, why: String| {
         if o.log {
             printer.warn(format!(
@@ -170,7 +176,10 @@ fn fetch_outputs(
                 run.remote_id, o.component
             ));
         } else {
-            failed.entry(o.component).or_insert(why);
+            failed
+                .entry(o.component)
+                .and_modify(|(_, more)| *more += 1)
+                .or_insert((bounded(&why), 0));
         }
     };
     let (outputs, refused): (Vec<Output>, Vec<Output>) = outputs
@@ -198,7 +207,7 @@ fn fetch_outputs(
         );
     }
     if outputs.is_empty() {
-        return Ok((0, failed));
+        return Ok((0, first_errors(failed)));
     }
     let of_dst: HashMap<&str, &Output> = outputs.iter().map(|o| (o.pair.dst.as_str(), o)).collect();
     let report = pull(
@@ -207,6 +216,10 @@ fn fetch_outputs(
         outputs.iter().map(|o| o.pair.clone()).collect(),
         printer,
     )?;
+    if let Some(f) = &report.local_fault {
+        // Not the components': none fails for it.
+        return Err(exit::local(f.message()));
+    }
     if !report.complete {
         scheduler::check_or_auth(db, run, site, actor)?;
         for f in &report.failures {
@@ -219,7 +232,36 @@ fn fetch_outputs(
             }
         }
     }
-    Ok((outputs.len() - report.failed.min(outputs.len()), failed))
+    Ok((
+        outputs.len() - report.failed.min(outputs.len()),
+        first_errors(failed),
+    ))
+}
+
+/// The longest error kept for one output.
+const ERROR_CHARS: usize = 500;
+
+fn bounded(why: &str) -> String {
+    if why.chars().count() <= ERROR_CHARS {
+        return why.to_string();
+    }
+    let cut: String = why.chars().take(ERROR_CHARS).collect();
+    format!("{cut}...")
+}
+
+/// A component's first error, and a count of its other outputs that
+/// failed.
+fn first_errors(failed: HashMap<i64, (String, usize)>) -> HashMap<i64, String> {
+    failed
+        .into_iter()
+        .map(|(c, (first, more))| {
+            let why = match more {
+                0 => first,
+                n => format!("{first} (and {n} more of its outputs)"),
+            };
+            (c, why)
+        })
+        .collect()
 }
 
 /// The result lines of the run's components, by component id, and the

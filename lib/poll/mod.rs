@@ -48,7 +48,9 @@ pub const SITE_RETRIES: i32 = 2;
     about = "Ask about a run's job; when it has ended, bring back results and outputs",
     after_help = "Exit status: 0 polled (still running, or finished: full or error), 1 error, 2 usage, \
                   3 nothing to poll, 4 try later, 5 auth (the run went to `auth`, or with --next: the only \
-                  runs due are of targets whose masters are down)."
+                  runs due are of targets whose masters are down), 6 local (a write here failed: a \
+                  full or read-only file system, a quota, no permission, an I/O error; the run stays \
+                  in `run` with fault 60, nothing applied or failed; poll again once fixed)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -199,7 +201,10 @@ pub fn poll_run(
             - db.read(|s| s.recorded_components(run.remote_id))?.len();
         let why = format!("job {job_id} was cut short");
         let ending = if left > 0 {
-            Ending::Cut { why: &why }
+            Ending::Cut {
+                why: &why,
+                job_id: &job_id,
+            }
         } else {
             Ending::Ended { job_id: &job_id }
         };
@@ -241,7 +246,7 @@ pub fn poll_run(
     let (cut, listing) = listing;
     let members = db.read(|s| s.run_members(run.remote_id))?;
     let fetch_started = std::time::Instant::now();
-    let fetched = fetch::fetch_all(
+    let fetched = match fetch::fetch_all(
         db,
         run,
         site,
@@ -251,7 +256,12 @@ pub fn poll_run(
         &members,
         printer,
         actor,
-    )?;
+    ) {
+        Err(e) if exit::status_of(&e) == ExitStatus::Local => {
+            return Err(local_fault(db, run, actor, &e));
+        }
+        fetched => fetched?,
+    };
     let fetch_seconds = fetch_started.elapsed().as_secs_f64();
     // The summary is here now (the estimate's wall time, where the site
     // keeps no accounting).
@@ -262,7 +272,10 @@ pub fn poll_run(
         return Ok(polled(to.as_str()));
     }
     let ending = match &cut {
-        Some(why) => Ending::Cut { why },
+        Some(why) => Ending::Cut {
+            why,
+            job_id: &job_id,
+        },
         None => Ending::Ended { job_id: &job_id },
     };
     let apply_started = std::time::Instant::now();
@@ -283,6 +296,35 @@ pub fn poll_run(
         fetch_seconds,
         apply_seconds,
     })
+}
+
+/// A write here failed for this machine's reason while the job's results
+/// came back: the run stays in `run` with nothing recorded, applied or
+/// failed, and says so (fault 60) until a poll brings the rest back.
+fn local_fault(db: &mut Db, run: &Run, actor: &Actor, e: &anyhow::Error) -> anyhow::Error {
+    // The fault's own words, without the contexts around them.
+    let said = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<exit::Status>().map(|s| s.message.clone()))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| exit::one_line(e));
+    let msg = format!(
+        "the job's results could not all be written here: {said}, then `poll --remote-id {}` \
+         (or wait for the next round): it pulls only what is missing",
+        run.remote_id
+    );
+    let recorded = db.tx(|s| {
+        runs::record_fault_in(s, run.remote_id, fault::LOCAL, &msg, actor)?;
+        runs::set_columns_in(s, run.remote_id, |_, c| c.last_poll = Some(Some(db::now())))
+    });
+    match recorded {
+        // (The run's number is put before it by the caller.)
+        Ok(()) => exit::local(msg),
+        Err(d) => exit::with_status(
+            d.context(format!("{msg}; and recording the fault failed")),
+            ExitStatus::Local,
+        ),
+    }
 }
 
 fn chained_names(made: &[crate::chain::Created]) -> Vec<String> {

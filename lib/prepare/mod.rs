@@ -40,7 +40,9 @@ pub const PAGE: i64 = 2000;
     version = crate::cli::VERSION,
     about = "Prepare a new run: file lists, component scripts, multi-prog config, batch script, allocation",
     after_help = "Exit status: 0 prepared, 1 error, 2 bad input (the run stays new with a fault), \
-                  3 nothing to prepare, 4 try later (paused, run held by another process)."
+                  3 nothing to prepare, 4 try later (paused, run held by another process), \
+                  6 local (a write here failed: a full or read-only path_base, a quota, no permission, \
+                  an I/O error; the run stays new with fault 60, prepared anew once fixed)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -195,6 +197,33 @@ pub fn prepare_run(
     Ok(summary)
 }
 
+/// A write of the run's files that failed for this machine's reason (a full
+/// or read-only path_base...): the run stays `new`, with fault 60 saying
+/// what failed where, held a while (the back-off) rather than for a person;
+/// the next prepare writes its files anew. Exit 6.
+fn local_write(db: &mut Db, run: &Run, actor: &Actor, e: anyhow::Error) -> anyhow::Error {
+    let Some(errno) = crate::transfer::local::errno_in(&e) else {
+        return e;
+    };
+    let msg = format!(
+        "cannot write the run's files here ({}; errno {errno}): this machine's fault, nothing was lost; \
+         fix it, then `prepare --remote-id {}` (or wait for the next round)",
+        exit::one_line(&e),
+        run.remote_id
+    );
+    let recorded = db
+        .tx(|s| runs::record_fault_in(s, run.remote_id, fault::LOCAL, &msg, actor))
+        .and_then(|()| runs::hold_back_off(db, run.remote_id, &msg, actor).map(|_| ()));
+    match recorded {
+        // (The run's number is put before it by the caller.)
+        Ok(()) => exit::local(msg),
+        Err(d) => exit::local(format!(
+            "{msg}; and recording the fault failed: {}",
+            exit::one_line(&d)
+        )),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
     // Registered as at work until the session is dropped.
@@ -209,14 +238,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         reach: None,
         none: "no new runs to prepare",
         // A pending run prepared again keeps its earlier files and no fault.
+        // A write here that failed for this machine's reason is not the
+        // run's: it is recorded apart (fault 60) and held a while, not for a
+        // person.
         on_failure: Some(OnFailure {
             fault: fault::PREPARE,
             what: "prepare failed",
-            when: |run, _| run.state == RunState::New.as_str(),
+            when: |run, e| {
+                run.state == RunState::New.as_str() && exit::status_of(e) != ExitStatus::Local
+            },
         }),
     };
     let summary = session.work_on(work, |db, cfg, printer, actor, run| {
         prepare_run(db, cfg, run, &recipes, printer, actor)
+            .map_err(|e| local_write(db, run, actor, e))
     })?;
     let printer = &session.printer;
     printer.info(format!(

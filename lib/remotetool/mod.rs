@@ -46,7 +46,7 @@ const TOOL: &str = "remotetool";
     after_help = "The original spelling works too:\n  \
         remotetool -definebyquery -label L -stage chip -path_base P [-limit N]\n  \
         remotetool -dbname gpc1 -revertauth -label L\n\n\
-        Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 try later, 5 auth."
+        Exit status: 0 done, 1 error, 2 usage, 3 nothing to do, 4 try later, 5 auth, 6 local (no room to write: the database, or a file here)."
 )]
 pub struct Args {
     #[command(flatten)]

@@ -384,6 +384,13 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let mut attention = Vec::new();
     for r in &runs {
         let why = match r.state.parse::<RunState>() {
+            Ok(RunState::Run | RunState::New) if r.fault == crate::state::fault::LOCAL => {
+                Some(format!(
+                    "a write here failed, fault {}: {}",
+                    r.fault,
+                    r.message.as_deref().unwrap_or("(no message)")
+                ))
+            }
             Ok(RunState::Run) if r.fault == crate::state::fault::APPLY => Some(format!(
                 "apply failed, fault {}: {}",
                 r.fault,

@@ -111,8 +111,21 @@ impl Site for LocalSite {
         copy_report(&pairs, Direction::Push)
     }
 
+    /// A copy here that fails for this machine's reason (full, read-only,
+    /// no permission) is that, not the files' (exit 6).
     fn pull(&self, pairs: Vec<Pair>, _printer: &Printer) -> anyhow::Result<Report> {
-        copy_report(&pairs, Direction::Pull)
+        copy_report(&pairs, Direction::Pull).map_err(|e| {
+            if crate::transfer::local::errno_in(&e).is_some() {
+                crate::exit::with_status(
+                    e.context(
+                        "this machine's fault, nothing was lost: make room there, or let this user write there",
+                    ),
+                    crate::exit::ExitStatus::Local,
+                )
+            } else {
+                e
+            }
+        })
     }
 
     fn sweep_staging(&self, root: &str, older_than: Duration) -> anyhow::Result<Vec<String>> {
@@ -157,6 +170,7 @@ fn copy_report(pairs: &[Pair], direction: Direction) -> anyhow::Result<Report> {
         round_trip_ms: Default::default(),
         swept: 0,
         swept_paths: Vec::new(),
+        local_fault: None,
     })
 }
 

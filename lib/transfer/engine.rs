@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::bundle::{folder_and_name, sample_compression};
 use super::channel::Channel;
+use super::local;
 use super::plan::{check_pairs, plan_jobs, preflight, Preflight};
 use super::queue::{run_channels, Inner, Shared};
 use super::sweep::{self, Swept};
@@ -49,6 +50,11 @@ pub fn transfer(
         Compress::Never => None,
         _ => sample_compression(&pairs, dir).map(|(r, _)| r),
     };
+    // A pull that cannot fit where it writes is refused before it writes.
+    let no_room = match dir {
+        Direction::Pull => local::preflight(&pairs, &sizes, &skip),
+        Direction::Push => None,
+    };
     let plan = plan_jobs(&sizes, &skip, opts);
     let skipped = skip.iter().filter(|s| **s).count();
     let outstanding = plan.queue.len();
@@ -62,7 +68,13 @@ pub fn transfer(
         ratio,
         session,
     };
-    if outstanding > 0 {
+    if let Some(fault) = no_room {
+        let mut g = shared.lock();
+        g.abort = Some(fault.message());
+        g.local = Some(fault);
+        drop(g);
+        first.close();
+    } else if outstanding > 0 {
         // The preflight channel goes on as the first of its host's.
         run_channels(&shared, hosts, first_host, first);
     } else {
@@ -70,6 +82,19 @@ pub fn transfer(
     }
     shared.progress.finish_and_clear();
     let mut report = report(&shared, hosts, skipped, started);
+    if let Some(fault) = &mut report.local_fault {
+        if fault.needed_bytes.is_none() && matches!(fault.errno, libc::ENOSPC | libc::EDQUOT) {
+            let g = shared.lock();
+            let left: Vec<(&str, u64)> = shared
+                .pairs
+                .iter()
+                .zip(&g.files)
+                .filter(|(_, f)| !f.done)
+                .map(|(p, f)| (p.dst.as_str(), f.size))
+                .collect();
+            local::needed_on(fault, &left);
+        }
+    }
     report.swept = swept.count;
     report.swept_paths = swept.paths;
     Ok(report)
@@ -140,6 +165,16 @@ fn report(shared: &Shared, hosts: &[Host], skipped: usize, started: Instant) -> 
             reason: f
                 .failed
                 .clone()
+                .or_else(|| {
+                    // This machine's fault is said once, in the report's
+                    // `local_fault`, not with every file it stopped.
+                    g.local.as_ref().map(|l| {
+                        format!(
+                            "not transferred: the transfer stopped at {} ({})",
+                            l.path, l.error
+                        )
+                    })
+                })
                 .or_else(|| g.abort.clone())
                 .or_else(|| {
                     g.last_error
@@ -175,5 +210,6 @@ fn report(shared: &Shared, hosts: &[Host], skipped: usize, started: Instant) -> 
             .collect(),
         swept: 0,
         swept_paths: Vec::new(),
+        local_fault: g.local.clone(),
     }
 }

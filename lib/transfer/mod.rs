@@ -36,13 +36,15 @@
 //! checked, and the preflight: sizes, what is complete already), `queue`
 //! (the jobs the channels share, and each host's channel slots), `bundle`
 //! (what a push sends), `push` and `pull` (a channel's work either way),
-//! `sweep` (what killed transfers left) and `engine` (`transfer` itself:
+//! `sweep` (what killed transfers left), `local` (writes here that fail for
+//! this machine's reasons, and the free-space check) and `engine` (`transfer` itself:
 //! the rest in order).
 
 mod bundle;
 mod channel;
 mod checksum;
 mod engine;
+pub mod local;
 mod plan;
 mod pull;
 mod push;
@@ -172,6 +174,11 @@ pub struct Report {
     pub swept: usize,
     /// The first of them (at most `sweep::SWEPT_PATHS`).
     pub swept_paths: Vec<String>,
+    /// A write here that failed for this machine's reason (a full or
+    /// read-only file system...): the transfer stopped at it, or, found by
+    /// the free-space check, never started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_fault: Option<local::LocalFault>,
 }
 
 #[derive(Debug, Clone, Serialize)]

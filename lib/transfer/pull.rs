@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 
 use super::bundle::rel;
 use super::channel::Channel;
@@ -61,11 +61,12 @@ fn channel_failed(ch: Channel, e: &anyhow::Error) -> String {
     }
 }
 
-/// Pull a bundle; its files that failed go again as a bundle of their own.
+/// Pull a bundle; its files that failed go again as a bundle of their own,
+/// each with its own reason.
 fn bundle_job(shared: &Shared, ch: &mut Channel, id: u64, files: &[usize]) -> anyhow::Result<()> {
     let results = pull_bundle(shared, ch, id, files)?;
     let mut failed = Vec::new();
-    let mut reasons = Vec::new();
+    let mut reasons = HashMap::new();
     for (f, r) in results {
         match r {
             Ok(()) => {
@@ -77,7 +78,7 @@ fn bundle_job(shared: &Shared, ch: &mut Channel, id: u64, files: &[usize]) -> an
             }
             Err(e) => {
                 failed.push(f);
-                reasons.push(e);
+                reasons.insert(f, e);
             }
         }
     }
@@ -87,9 +88,8 @@ fn bundle_job(shared: &Shared, ch: &mut Channel, id: u64, files: &[usize]) -> an
         shared.cv.notify_all();
     } else {
         // Retry only what failed, as a bundle of its own id.
-        let reason = reasons.join("; ");
         let retry = Job::Bundle { id, files: failed };
-        shared.fail(retry, &reason);
+        shared.fail_each(retry, &reasons);
     }
     Ok(())
 }
@@ -119,17 +119,20 @@ fn chunk_job(
     let path = part_path(&p.dst);
     match write_at(&path, &data, offset) {
         Ok(()) => shared.succeed(job),
-        Err(e) => shared.fail(
-            job.clone(),
-            &format!("cannot write {}: {e}", path.display()),
-        ),
+        Err(e) => {
+            shared.local_error(&path, &e);
+            shared.fail(
+                job.clone(),
+                &format!("cannot write {}: {e}", path.display()),
+            )
+        }
     }
     Ok(())
 }
 
 /// Write `data` into the file at `path` (made, with its folder, when
 /// missing) at `offset`.
-fn write_at(path: &Path, data: &[u8], offset: u64) -> anyhow::Result<()> {
+fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -170,7 +173,10 @@ fn finish_job(
             if let Ok(f) = File::open(&path) {
                 let _ = f.sync_data();
             }
-            std::fs::rename(&path, &p.dst).map_err(|e| format!("cannot rename into {}: {e}", p.dst))
+            std::fs::rename(&path, &p.dst).map_err(|e| {
+                shared.local_error(Path::new(&p.dst), &e);
+                format!("cannot rename into {}: {e}", p.dst)
+            })
         }
         Ok(_) => Err("checksum differs from the remote side's".to_string()),
         Err(e) => Err(exit::one_line(&e)),
@@ -197,7 +203,7 @@ fn pull_bundle(
     receive_stream(shared, ch, id, &mut unpack)?;
     let got = unpack.move_into_place();
     let errors = read_errors(ch, id)?;
-    Ok(outcomes(files, got, &errors))
+    Ok(outcomes(shared, files, got, &errors))
 }
 
 /// Ask for a bundle (`G`): the files' paths, absolute then relative.
@@ -297,16 +303,28 @@ fn read_errors(ch: &mut Channel, id: u64) -> anyhow::Result<String> {
 }
 
 /// Each file's outcome, in the bundle's order; a file the stream did not
-/// bring was not sent (tar's complaints say why, when it made any).
-fn outcomes(files: &[usize], mut got: Outcomes, errors: &str) -> Vec<(usize, Result<(), String>)> {
+/// bring was not sent (what tar said of that file, when it said anything:
+/// never another file's complaint).
+fn outcomes(
+    shared: &Shared,
+    files: &[usize],
+    mut got: Outcomes,
+    errors: &str,
+) -> Vec<(usize, Result<(), String>)> {
     files
         .iter()
         .map(|&f| {
             let r = got.remove(&f).unwrap_or_else(|| {
-                Err(if errors.is_empty() {
+                let name = rel(&shared.pairs[f].src);
+                let said: Vec<&str> = errors
+                    .split("; ")
+                    .filter(|l| !name.is_empty() && l.contains(name))
+                    .take(3)
+                    .collect();
+                Err(if said.is_empty() {
                     "not sent by the remote side".to_string()
                 } else {
-                    format!("not sent by the remote side: {errors}")
+                    format!("not sent by the remote side: {}", said.join("; "))
                 })
             });
             (f, r)
@@ -375,7 +393,7 @@ impl<'a> Unpack<'a> {
             let p = &shared.pairs[f];
             let written = self
                 .folder_of(&p.dst)
-                .and_then(|()| write_part(&mut e, p, &self.sums, &mut self.buf));
+                .and_then(|()| write_part(shared, &mut e, p, &self.sums, &mut self.buf));
             match written {
                 Ok(size) => self.checked.push((f, size)),
                 Err(e) => {
@@ -396,8 +414,10 @@ impl<'a> Unpack<'a> {
         if self.folders.contains(dir) {
             return Ok(());
         }
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            self.shared.local_error(dir, &e);
+            return Err(anyhow!("cannot create folder {}: {e}", dir.display()));
+        }
         if let Ok(d) = File::open(dir) {
             use std::os::unix::fs::MetadataExt;
             if let Ok(m) = d.metadata() {
@@ -417,8 +437,10 @@ impl<'a> Unpack<'a> {
         }
         for (f, size) in self.checked {
             let p = &self.shared.pairs[f];
-            let res = std::fs::rename(part_path(&p.dst), &p.dst)
-                .with_context(|| format!("cannot rename into {}", p.dst));
+            let res = std::fs::rename(part_path(&p.dst), &p.dst).map_err(|e| {
+                self.shared.local_error(Path::new(&p.dst), &e);
+                anyhow!("cannot rename into {}: {e}", p.dst)
+            });
             if res.is_ok() {
                 self.shared.progress.inc(size);
             }
@@ -430,15 +452,20 @@ impl<'a> Unpack<'a> {
 
 /// One file of a pulled bundle into its part file (its folder is there),
 /// checksummed on the way: its size when the checksum is the remote side's.
+/// A write that fails for this machine's reason stops the transfer.
 fn write_part(
+    shared: &Shared,
     entry: &mut impl Read,
     p: &Pair,
     sums: &HashMap<String, String>,
     buf: &mut [u8],
 ) -> anyhow::Result<u64> {
     let part = part_path(&p.dst);
-    let mut out =
-        File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
+    let here = |e: std::io::Error| {
+        shared.local_error(&part, &e);
+        anyhow!("cannot write {}: {e}", part.display())
+    };
+    let mut out = File::create(&part).map_err(here)?;
     let mut h = Cksum::default();
     let mut size = 0u64;
     loop {
@@ -447,8 +474,7 @@ fn write_part(
             break;
         }
         h.update(&buf[..k]);
-        out.write_all(&buf[..k])
-            .with_context(|| format!("cannot write {}{PART}", p.dst))?;
+        out.write_all(&buf[..k]).map_err(here)?;
         size += k as u64;
     }
     let sum = h.finish();

@@ -79,6 +79,8 @@ pub(super) struct Inner {
     pub(super) alive: Vec<bool>,
     pub(super) lost: Vec<String>,
     pub(super) abort: Option<String>,
+    /// The write here that stopped the transfer (and set `abort`).
+    pub(super) local: Option<super::local::LocalFault>,
     /// What the last channel to fail said: the reason given for files left
     /// over when every channel has given up.
     pub(super) last_error: Option<String>,
@@ -109,6 +111,7 @@ impl Inner {
             alive: vec![true; hosts],
             lost: Vec::new(),
             abort: None,
+            local: None,
             last_error: None,
             max_open: 0,
             compress_now: opts.compress == Compress::Always,
@@ -205,6 +208,45 @@ impl Shared {
             }
         }
         self.cv.notify_all();
+    }
+
+    /// A job failed with a reason per file: each file its own (a bundle's
+    /// files fail for different reasons), again up to the attempt limit.
+    pub(super) fn fail_each(&self, job: Job, reasons: &HashMap<usize, String>) {
+        let mut g = self.lock();
+        let n = {
+            let a = g.attempts.entry(job.id()).or_insert(0);
+            *a += 1;
+            *a
+        };
+        if n < self.opts.attempts && g.abort.is_none() {
+            g.retries += 1;
+            g.queue.push_back(job);
+        } else {
+            g.outstanding -= 1;
+            for f in job.files() {
+                if g.files[f].failed.is_none() && !g.files[f].done {
+                    g.files[f].failed = reasons.get(&f).cloned();
+                }
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// An I/O error writing `path` here: when it is this machine's fault
+    /// (full, read-only, no permission, I/O error), the transfer stops;
+    /// the first such fault is kept for the report. True when it was one.
+    pub(super) fn local_error(&self, path: &std::path::Path, e: &std::io::Error) -> bool {
+        let Some(fault) = super::local::fault_of(path, e) else {
+            return false;
+        };
+        let mut g = self.lock();
+        if g.local.is_none() {
+            g.abort = Some(fault.message());
+            g.local = Some(fault);
+        }
+        self.cv.notify_all();
+        true
     }
 
     /// Put a job back without counting an attempt (its channel went away).

@@ -169,10 +169,10 @@ impl TestDb {
     /// connection (migrated).
     pub fn batch(&self, sql: &str) -> diesel::QueryResult<()> {
         let mut c = self.open();
-        match &mut c {
-            offload::db::Db::Sqlite(c) => c.batch_execute(sql),
-            offload::db::Db::Postgres(c) => c.batch_execute(sql),
-            offload::db::Db::Mysql(c) => c.batch_execute(sql),
+        match &mut c.conn {
+            offload::db::Conn::Sqlite(c) => c.batch_execute(sql),
+            offload::db::Conn::Postgres(c) => c.batch_execute(sql),
+            offload::db::Conn::Mysql(c) => c.batch_execute(sql),
         }
     }
 
@@ -645,4 +645,43 @@ pub fn results(remote_run: &Path) -> Vec<(i64, i32, String, String)> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// A tmpfs mounted by the test over a folder, unmounted at the end (the
+/// tests run as root, as CI does): a small disk to fill.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, opts: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount -t tmpfs {} (the tests run as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    pub fn remount(&self, opts: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {} {opts}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
