@@ -190,29 +190,16 @@ impl Shared {
 
     /// A job failed: again, up to the attempt limit; then its files fail.
     pub(super) fn fail(&self, job: Job, reason: &str) {
-        let mut g = self.lock();
-        let n = {
-            let a = g.attempts.entry(job.id()).or_insert(0);
-            *a += 1;
-            *a
-        };
-        if n < self.opts.attempts && g.abort.is_none() {
-            g.retries += 1;
-            g.queue.push_back(job);
-        } else {
-            g.outstanding -= 1;
-            for f in job.files() {
-                if g.files[f].failed.is_none() && !g.files[f].done {
-                    g.files[f].failed = Some(reason.to_string());
-                }
-            }
-        }
-        self.cv.notify_all();
+        self.fail_with(job, |_| Some(reason.to_string()));
     }
 
     /// A job failed with a reason per file: each file its own (a bundle's
     /// files fail for different reasons), again up to the attempt limit.
     pub(super) fn fail_each(&self, job: Job, reasons: &HashMap<usize, String>) {
+        self.fail_with(job, |f| reasons.get(&f).cloned());
+    }
+
+    fn fail_with(&self, job: Job, reason_of: impl Fn(usize) -> Option<String>) {
         let mut g = self.lock();
         let n = {
             let a = g.attempts.entry(job.id()).or_insert(0);
@@ -226,7 +213,7 @@ impl Shared {
             g.outstanding -= 1;
             for f in job.files() {
                 if g.files[f].failed.is_none() && !g.files[f].done {
-                    g.files[f].failed = reasons.get(&f).cloned();
+                    g.files[f].failed = reason_of(f);
                 }
             }
         }
