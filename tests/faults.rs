@@ -11,22 +11,13 @@ mod common;
 
 use std::path::Path;
 
-const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
-
 fn ssh_config() -> String {
-    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
+    common::ssh_config()
 }
 
 /// Job names of the test's own: tests share the one Slurm.
 fn prefix(db: &common::TestDb) -> String {
-    let name = db
-        .home
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace('.', "");
-    format!("f{name}")
+    db.job_prefix("f")
 }
 
 /// A Slurm target on fe1 (cores_per_node small so that jobs of tests
@@ -310,6 +301,9 @@ each_backend! {
         assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
         let text = run.to_string();
         assert!(text.contains("the other 4 go again as attempt 1"), "{text}");
+        for sid in 5..=8 {
+            assert_eq!(item_attempts(db, sid), 0, "item {sid} was cut off, not tried");
+        }
         // Prepared again for the four that did not come back.
         std::fs::remove_file(&marker).unwrap();
         let mut c = db.tool("prepare");
@@ -329,6 +323,7 @@ each_backend! {
                 .unwrap(),
             8
         );
+        assert_eq!(pulled_files_whole(&site.neb.join("czw"), &site.remote.join("neb/czw")), 16);
     }
 }
 
@@ -407,6 +402,7 @@ each_backend! {
         for sid in 5..=8 {
             assert_eq!(item_attempts(db, sid), 1, "item {sid}: one attempt, the one that worked");
         }
+        assert_eq!(pulled_files_whole(&site.neb.join("czw"), &site.remote.join("neb/czw")), 16);
     }
 }
 
@@ -568,6 +564,14 @@ each_backend! {
         let err = poll_fails("read-only");
         assert!(err.contains("Read-only file system") && err.contains(&local.display().to_string()), "{err}");
         assert_eq!(pulled_files_whole(&local, &remote), 0);
+        // From here on the scheduler cannot be asked (its commands are
+        // nowhere): how the job ended is remembered, not asked again.
+        let cfg = std::fs::read_to_string(&site.config).unwrap();
+        std::fs::write(
+            &site.config,
+            cfg.replacen("remote_root = ", "scheduler_path = \"/nowhere\"\nremote_root = ", 1),
+        )
+        .unwrap();
         // Room for a page or two: each output takes a page of tmpfs.
         disk.remount("rw,size=8k");
         let err = poll_fails("too small");

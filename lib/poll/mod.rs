@@ -222,13 +222,33 @@ pub fn poll_run(
     let site = scheduler::site_for(&target)?;
     let site = site.as_ref();
     scheduler::check_or_auth(db, run, site, actor)?;
-    let job_state = site.state(&job_id)?;
+    // A job whose results could not all be written here (fault 60) ended
+    // before: how is remembered here, and the scheduler is not asked again.
+    let remembered = (run.fault == fault::LOCAL)
+        .then(|| job_end(&local_run, &job_id))
+        .flatten();
+    let asked = remembered.is_none();
+    let job_state = match remembered {
+        Some(end) => JobState::Ended(end),
+        None => site.state(&job_id)?,
+    };
     printer.debug(format!(
-        "run {}: job {job_id} is {job_state:?}",
-        run.remote_id
+        "run {}: job {job_id} is {job_state:?}{}",
+        run.remote_id,
+        if asked { "" } else { " (remembered)" }
     ));
+    let ended = match &job_state {
+        JobState::Ended(end) => Some(end.clone()),
+        JobState::Active(_) => None,
+    };
     let remote_run = target.remote_run_dir(run.remote_id);
-    let listing = match decide(site, &remote_run, &job_id, job_state)? {
+    let decision = decide(site, &remote_run, &job_id, job_state)?;
+    if let (Some(end), true) = (&ended, asked) {
+        if matches!(decision, Decision::Cut(..) | Decision::Ended(..)) {
+            remember_job_end(&local_run, &job_id, end.as_deref());
+        }
+    }
+    let listing = match decision {
         Decision::Running(state) => {
             db.tx(|s| {
                 runs::set_columns_in(s, run.remote_id, |_, c| c.last_poll = Some(Some(db::now())))
@@ -296,6 +316,31 @@ pub fn poll_run(
         fetch_seconds,
         apply_seconds,
     })
+}
+
+/// The file in a run's folder here that remembers how its job ended.
+const JOB_END: &str = "job-end.txt";
+
+/// How job `job_id` ended, as remembered in the run's folder here: the
+/// scheduler's final state (None: it gave none). None when nothing is
+/// remembered of this job.
+fn job_end(local_run: &std::path::Path, job_id: &str) -> Option<Option<String>> {
+    let text = std::fs::read_to_string(local_run.join(JOB_END)).ok()?;
+    let (job, end) = text.trim_end_matches('\n').split_once('\t')?;
+    (job == job_id).then(|| (!end.is_empty()).then(|| end.to_string()))
+}
+
+/// Remember how the job ended (job id, tab, final state), under a
+/// temporary name renamed into place. Where it cannot be written (the disk
+/// this poll may fail on), the next poll asks the scheduler again.
+fn remember_job_end(local_run: &std::path::Path, job_id: &str, end: Option<&str>) {
+    let tmp = local_run.join(format!("{JOB_END}.tmp"));
+    let line = format!("{job_id}\t{}\n", end.unwrap_or(""));
+    if std::fs::write(&tmp, line).is_ok() {
+        let _ = std::fs::rename(&tmp, local_run.join(JOB_END));
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// A write here failed for this machine's reason while the job's results

@@ -321,6 +321,13 @@ pub struct Site {
     pub config: PathBuf,
 }
 
+/// The testbed's ssh configuration ($OFFLOAD_TEST_SSH_CONFIG, else the
+/// testbed's own), with hosts bastion, fe1, fe2, fe3, fe1-via-bastion.
+pub fn ssh_config() -> String {
+    std::env::var("OFFLOAD_TEST_SSH_CONFIG")
+        .unwrap_or_else(|_| "/var/lib/offload-testbed/ssh/ssh_config".to_string())
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -403,6 +410,19 @@ impl TestDb {
         let items = String::from_utf8(out.stdout).unwrap();
         self.import(&items);
         items
+    }
+
+    /// Job names of this test's own (`letter` and the home folder's name):
+    /// tests share the one Slurm.
+    pub fn job_prefix(&self, letter: &str) -> String {
+        let name = self
+            .home
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "");
+        format!("{letter}{name}")
     }
 
     /// `remotetool show ID --json`.
