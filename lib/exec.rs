@@ -152,7 +152,7 @@ pub fn exec_run(
         .map(|m| m.len())
         .sum();
     check_space(site.as_ref(), &target, run, &remote_run, bytes)?;
-    crate::auth::forecast(
+    crate::masters::forecast(
         db,
         target.config.master_lifetime_hours,
         site.hosts(),
@@ -171,7 +171,7 @@ pub fn exec_run(
             "were not sent",
         ));
     }
-    crate::auth::record_rate(
+    crate::masters::record_rate(
         db,
         site.hosts(),
         Direction::Push,

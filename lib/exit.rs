@@ -13,8 +13,6 @@
 //! |      | permission), or the database had no room to write;         |
 //! |      | nothing was lost, run again once it is fixed               |
 
-use std::fmt;
-
 /// The process exit status of every offload tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -49,19 +47,12 @@ impl From<ExitStatus> for std::process::ExitCode {
 
 /// An error that carries the exit status it must end the process with.
 /// Anything else reaching `main` is a plain failure (exit 1).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Status {
     pub status: ExitStatus,
     pub message: String,
 }
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Status {}
 
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     Status {

@@ -1,8 +1,9 @@
 //! offload: bundle local pipeline work items into a few big batch jobs on a
 //! remote HPC centre reached over SSH, and drive them to the end.
 //!
-//! Imports run one way, never back up (`tests/layers.rs` checks it, and
-//! that no two modules import each other however indirectly):
+//! Imports run one way, never back up (`tests/layers.rs` checks it, that
+//! no two modules import each other however indirectly, and that no two
+//! files of a module's folder do, its `mod.rs` aside):
 //!
 //! binaries (`bins/`, each only parses and dispatches)
 //! -> **tools**, one module each, named after it, never importing another
@@ -11,7 +12,7 @@
 //! -> **shared services**: `cli` (what every tool starts with: the command
 //! line, the session, errors to exit statuses), `scheduler` (the remote
 //! site: its jobs and its files, one implementation per kind of site),
-//! `transfer` (the bundled parallel transfer engine), `auth` (the
+//! `transfer` (the bundled parallel transfer engine), `masters` (the
 //! operators' masters), `workers` (tool processes at work), `runs` (runs'
 //! lifecycle, claims and leases, their folders), `workitems` (the local
 //! pipeline's items), `pipeline` (the result lines the pipeline receives,
@@ -27,7 +28,6 @@
 //! `legacy` (the original single-dash command lines).
 
 pub mod alloc;
-pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
@@ -35,6 +35,7 @@ pub mod db;
 pub mod exec;
 pub mod exit;
 pub mod legacy;
+pub mod masters;
 pub mod pipeline;
 pub mod poll;
 pub mod prepare;

@@ -22,16 +22,9 @@ pub fn join<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// A value with a NUL byte, which no shell word can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a NUL byte cannot be passed to a shell")]
 pub struct NulByte;
-
-impl std::fmt::Display for NulByte {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a NUL byte cannot be passed to a shell")
-    }
-}
-
-impl std::error::Error for NulByte {}
 
 #[cfg(test)]
 mod tests {

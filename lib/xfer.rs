@@ -159,14 +159,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
                 .as_ref()
                 .map(|t| t.config.master_lifetime_hours)
                 .unwrap_or(crate::target::DEFAULT_MASTER_LIFETIME_HOURS);
-            crate::auth::forecast(db, lifetime, &hosts, args.direction, bytes, "nothing sent")?;
+            crate::masters::forecast(db, lifetime, &hosts, args.direction, bytes, "nothing sent")?;
         }
     }
     let bar = printer.bytes_progress(args.direction);
     let report = transfer::transfer(&hosts, pairs, args.direction, &opts, bar)?;
     if let Some(db) = db.as_mut() {
         if report.complete {
-            crate::auth::record_rate(db, &hosts, args.direction, report.bytes, report.seconds)?;
+            crate::masters::record_rate(db, &hosts, args.direction, report.bytes, report.seconds)?;
         }
     }
     // A write here that failed for this machine's reason is said once (as

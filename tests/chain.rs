@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use predicates::prelude::*;
 use predicates::str::contains;
 
-const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
-
 fn ssh_config() -> String {
-    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
+    common::ssh_config()
 }
 
 /// A target on a front end; its job names carry a prefix of the test's
@@ -24,14 +22,7 @@ fn site(db: &common::TestDb, host: &str, cfg: &str) -> common::Site {
 }
 
 fn prefix(db: &common::TestDb) -> String {
-    let name = db
-        .home
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace('.', "");
-    format!("t{name}")
+    db.job_prefix("t")
 }
 
 each_backend! {

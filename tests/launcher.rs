@@ -3,14 +3,12 @@
 //! the scheduler's node list gives it (fe1 and fe2, told apart by the port
 //! in `$SSH_CONNECTION`), writes its result line and its log.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
-
-fn ssh_config() -> String {
-    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
-}
+use common::ssh_config;
 
 fn lib_script(name: &str) -> String {
     format!("{}/lib/scripts/{name}", env!("CARGO_MANIFEST_DIR"))

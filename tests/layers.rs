@@ -1,7 +1,9 @@
 //! The library's imports run one way, as `lib/lib.rs` describes: binaries
 //! -> tools -> shared services -> foundations, never back up, and no two
-//! modules import each other, however indirectly. This reads every `crate::`
-//! path in `lib/` (comments aside) and checks both.
+//! modules import each other, however indirectly; inside a module's folder
+//! no two files do either (`mod.rs`, the folder's face, aside: its files
+//! may use what it declares). This reads every `crate::` and `super::`
+//! path in `lib/` (comments aside) and checks all three.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,7 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 1),
     ("scheduler", 1),
     ("transfer", 1),
-    ("auth", 1),
+    ("masters", 1),
     ("workers", 1),
     ("runs", 1),
     ("workitems", 1),
@@ -129,9 +131,8 @@ fn imports_run_downwards_and_tools_never_import_tools() {
     );
 }
 
-#[test]
-fn no_import_loops() {
-    let graph = imports();
+/// The first import loop of `graph`, as its places, if it has one.
+fn first_loop(graph: &BTreeMap<String, BTreeMap<String, String>>) -> Option<String> {
     // Depth-first search for a back edge.
     fn visit(
         m: &str,
@@ -163,12 +164,133 @@ fn no_import_loops() {
     }
     let mut done = BTreeSet::new();
     for m in graph.keys() {
-        if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+        if let Some(cycle) = visit(m, graph, &mut Vec::new(), &mut done) {
             let places: Vec<String> = cycle
                 .windows(2)
                 .map(|w| format!("{} -> {} ({})", w[0], w[1], graph[&w[0]][&w[1]]))
                 .collect();
-            panic!("import loop: {}", places.join(", "));
+            return Some(places.join(", "));
         }
     }
+    None
+}
+
+#[test]
+fn no_import_loops() {
+    if let Some(places) = first_loop(&imports()) {
+        panic!("import loop: {places}");
+    }
+}
+
+/// The first path segment of each name a `use super::...` or `super::`
+/// path brings in from a line (`super::{a, b::c}` gives a and b).
+fn super_names(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("super::") {
+        rest = &rest[i + "super::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Top-level items of the group.
+            let mut depth = 0;
+            let mut item = String::new();
+            for ch in group.chars() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(ch);
+            }
+            out.push(first_segment(&item));
+        } else {
+            out.push(first_segment(rest));
+        }
+    }
+    out.retain(|n| !n.is_empty());
+    out
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_import_loops_inside_a_folder() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("lib");
+    let mut files = Vec::new();
+    rust_files(&lib, &mut files);
+    // folder -> file (module name) -> sibling it imports -> a place.
+    let mut folders: BTreeMap<std::path::PathBuf, BTreeMap<String, BTreeMap<String, String>>> =
+        BTreeMap::new();
+    for f in &files {
+        let dir = f.parent().unwrap().to_path_buf();
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        if dir == lib || name == "mod" {
+            continue;
+        }
+        let siblings =
+            |n: &str| dir.join(format!("{n}.rs")).is_file() || dir.join(n).join("mod.rs").is_file();
+        // Inside lib/X/, crate::X::NAME names a sibling too.
+        let folder = dir
+            .strip_prefix(&lib)
+            .unwrap()
+            .to_string_lossy()
+            .replace('/', "::");
+        let by_crate = regex::Regex::new(&format!(r"\bcrate::{folder}::([a-z_]+)")).unwrap();
+        let text = std::fs::read_to_string(f).unwrap();
+        let graph = folders.entry(dir.clone()).or_default();
+        graph.entry(name.clone()).or_default();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let mut deps = super_names(line);
+            deps.extend(by_crate.captures_iter(line).map(|c| c[1].to_string()));
+            for dep in deps {
+                if dep != name && siblings(&dep) {
+                    let place = format!("{}:{}", f.strip_prefix(&lib).unwrap().display(), n + 1);
+                    graph
+                        .entry(name.clone())
+                        .or_default()
+                        .entry(dep)
+                        .or_insert(place);
+                }
+            }
+        }
+    }
+    let loops: Vec<String> = folders
+        .iter()
+        .filter_map(|(dir, graph)| {
+            first_loop(graph).map(|l| format!("{}: {l}", dir.strip_prefix(&lib).unwrap().display()))
+        })
+        .collect();
+    assert!(
+        loops.is_empty(),
+        "files of a folder that import each other: {loops:#?}"
+    );
+}
+
+#[test]
+fn super_paths_are_read_whole() {
+    assert_eq!(
+        super_names("use super::queue::{Job, Shared};"),
+        vec!["queue"]
+    );
+    assert_eq!(
+        super_names("use super::{channels_for, plan::Plan, Direction};"),
+        vec!["channels_for", "plan", "Direction"]
+    );
+    assert_eq!(
+        super_names("let x = super::local::fault_of(p);"),
+        vec!["local"]
+    );
 }

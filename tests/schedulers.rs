@@ -12,11 +12,10 @@ use std::process::Command;
 
 use predicates::prelude::*;
 
-const SSH: &str = "/var/lib/offload-testbed/ssh/ssh_config";
 const TORQUE_BIN: &str = "/opt/offload-testbed/torque/bin";
 
 fn ssh_config() -> String {
-    std::env::var("OFFLOAD_TEST_SSH_CONFIG").unwrap_or_else(|_| SSH.to_string())
+    common::ssh_config()
 }
 
 fn torque_bin() -> String {
@@ -24,14 +23,7 @@ fn torque_bin() -> String {
 }
 
 fn prefix(db: &common::TestDb) -> String {
-    let name = db
-        .home
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace('.', "");
-    format!("s{name}")
+    db.job_prefix("s")
 }
 
 /// A target of this scheduler on fe1; PBS's commands are Slurm's

@@ -56,7 +56,7 @@ fn pull(
 ) -> anyhow::Result<crate::transfer::Report> {
     let report = site.pull(pairs, printer)?;
     if report.complete {
-        crate::auth::record_rate(
+        crate::masters::record_rate(
             db,
             site.hosts(),
             Direction::Pull,

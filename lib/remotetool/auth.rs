@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::auth::{self, FrontEnd, Hop, Master};
 use crate::config::Config;
 use crate::db::models::Control;
 use crate::db::{self, Db};
 use crate::exit::{self, ExitStatus};
+use crate::masters::{self, FrontEnd, Hop, Master};
 use crate::printer::{human_duration, Printer};
 use crate::runs::{self, Actor};
 use crate::table;
@@ -142,8 +142,8 @@ fn status_views(fes: &[FrontEnd], diagnose: bool) -> Vec<MasterView> {
     let now = db::now();
     fes.iter()
         .map(|fe| {
-            let master = auth::probe(&fe.target, &fe.host, now);
-            let hops = (diagnose || !master.alive).then(|| auth::diagnose(fe, &master));
+            let master = masters::probe(&fe.target, &fe.host, now);
+            let hops = (diagnose || !master.alive).then(|| masters::diagnose(fe, &master));
             MasterView { master, hops }
         })
         .collect()
@@ -157,7 +157,7 @@ pub fn auth_command(
 ) -> anyhow::Result<ExitStatus> {
     match a.command {
         AuthCommand::Status { which, diagnose } => {
-            let fes = auth::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
+            let fes = masters::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
             for fe in &fes {
                 if !crate::ssh::names_local_host(&fe.host.socket) {
                     printer.warn(format!(
@@ -188,7 +188,7 @@ pub fn auth_command(
             Ok(ExitStatus::Success)
         }
         AuthCommand::Start { which } => {
-            let fes = auth::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
+            let fes = masters::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
             let mut started = Vec::new();
             for fe in &fes {
                 if let Ok(pid) = fe.host.master_pid() {
@@ -202,17 +202,17 @@ pub fn auth_command(
                     "{}: starting the master; type the key-card password when asked",
                     fe.host.alias
                 ));
-                let pid = auth::start(fe)?;
+                let pid = masters::start(fe)?;
                 printer.info(format!("{}: master alive (pid {pid})", fe.host.alias));
                 started.push(fe.host.alias.clone());
             }
             report_hosts(&started, json, printer)
         }
         AuthCommand::Stop { which } => {
-            let fes = auth::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
+            let fes = masters::front_ends(cfg, which.target.as_deref(), &which.hosts)?;
             let mut stopped = Vec::new();
             for fe in &fes {
-                if auth::stop(&fe.host)? {
+                if masters::stop(&fe.host)? {
                     printer.info(format!("{}: master stopped", fe.host.alias));
                     stopped.push(fe.host.alias.clone());
                 } else {
@@ -319,7 +319,7 @@ pub fn refresh(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<ExitStatus> {
-    let fes = auth::front_ends(cfg, a.which.target.as_deref(), &a.which.hosts)?;
+    let fes = masters::front_ends(cfg, a.which.target.as_deref(), &a.which.hosts)?;
     let mut steps: Vec<Step> = Vec::new();
     let say = |steps: &mut Vec<Step>, n: usize, step: &'static str, done: String| {
         printer.info(format!("step {n}/7 {step}: {done}"));
@@ -435,12 +435,12 @@ pub fn refresh(
     let mut stopped = Vec::new();
     let mut kept = Vec::new();
     for fe in &fes {
-        let m = auth::probe(&fe.target, &fe.host, db::now());
+        let m = masters::probe(&fe.target, &fe.host, db::now());
         if m.alive && m.started.is_some_and(|t| t >= since) {
             kept.push(fe.host.alias.clone());
             continue;
         }
-        if auth::stop(&fe.host)? {
+        if masters::stop(&fe.host)? {
             stopped.push(fe.host.alias.clone());
         }
     }
@@ -473,7 +473,7 @@ pub fn refresh(
             "{}: starting the master; type the key-card password when asked",
             fe.host.alias
         ));
-        auth::start(fe).map_err(|e| {
+        masters::start(fe).map_err(|e| {
             exit::auth(format!(
                 "{}; run `remotetool refresh-auth` again to go on",
                 exit::one_line(&e)

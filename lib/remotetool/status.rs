@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::auth::{self, Master};
 use crate::config::Config;
 use crate::db::models::{Control, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
+use crate::masters::{self, Master};
 use crate::printer::{human_duration, Printer};
 use crate::state::{ComponentState, ItemState, RunState, ALL, POLL_FAILURES_NEED_A_PERSON};
 use crate::table;
@@ -455,7 +455,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let masters = if a.no_masters {
         None
     } else {
-        Some(auth::all_masters(cfg, at))
+        Some(masters::all_masters(cfg, at))
     };
     let controls = db.read(|s| s.controls())?;
     let refresh_since = controls

@@ -316,24 +316,14 @@ pub struct Work<'a> {
 /// The work failed because the run's target is over its queue limit (exec's
 /// throttle): "try later", the run is held a short, growing while
 /// ([`back_off`]) and `--next` goes on with other targets' runs.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Throttled {
     message: String,
     /// "Try later", as the error's source (what the exit status is read
     /// from).
+    #[source]
     status: exit::Status,
-}
-
-impl std::fmt::Display for Throttled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Throttled {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.status)
-    }
 }
 
 /// A [`Throttled`] error ("try later").

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::checksum::{cksum_bytes, cksum_file};
-use super::queue::{Job, Shared};
+use super::state::{Job, Shared};
 use super::{Direction, Pair, PART_DIR};
 
 pub(super) fn rel(path: &str) -> &str {

@@ -33,12 +33,15 @@
 //!
 //! The parts: `agent.sh` (the far side), `channel` (one ssh session running
 //! it, and its framing), `checksum` (`cksum`, here), `plan` (the pairs
-//! checked, and the preflight: sizes, what is complete already), `queue`
-//! (the jobs the channels share, and each host's channel slots), `bundle`
-//! (what a push sends), `push` and `pull` (a channel's work either way),
-//! `sweep` (what killed transfers left), `local` (writes here that fail for
-//! this machine's reasons, and the free-space check) and `engine` (`transfer` itself:
-//! the rest in order).
+//! checked, the preflight: sizes, what is complete already, and the jobs
+//! planned), `state` (the jobs the channels share and each file's state),
+//! `supervisor` (each host's channel slots, worked until the queue is
+//! empty), `bundle` (what a push sends), `push` and `pull` (a channel's
+//! work either way), `sweep` (what killed transfers left), `local` (writes
+//! here that fail for this machine's reasons, and the free-space check)
+//! and `engine` (`transfer` itself: the rest in order). Within the folder
+//! imports run one way too: `supervisor` calls the workers, the workers
+//! and `plan` use `state`, and `state` calls none of them.
 
 mod bundle;
 mod channel;
@@ -48,7 +51,8 @@ pub mod local;
 mod plan;
 mod pull;
 mod push;
-mod queue;
+mod state;
+mod supervisor;
 pub mod sweep;
 
 use std::path::Path;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::bundle::folder_and_name;
 use super::channel::{Channel, OpenError};
 use super::checksum::{cksum_file, parse_sums};
-use super::queue::{FileState, Job};
+use super::state::{FileState, Job, Plan};
 use super::{Direction, Options, Pair};
 use crate::exit;
 use crate::ssh::Host;
@@ -238,14 +238,6 @@ fn pull_preflight(ch: &mut Channel, pairs: &[Pair]) -> anyhow::Result<(Vec<u64>,
         .collect();
     let skip = already_complete(ch, pairs, &candidates, Direction::Pull)?;
     Ok((sizes, skip))
-}
-
-/// The jobs, in order, and the state of each file.
-pub(super) struct Plan {
-    pub(super) queue: VecDeque<Job>,
-    pub(super) files: Vec<FileState>,
-    /// The id the next job made will have.
-    pub(super) next_id: u64,
 }
 
 /// Plan the jobs: files larger than a chunk go in chunks; the others in

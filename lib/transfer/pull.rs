@@ -12,7 +12,7 @@ use anyhow::anyhow;
 use super::bundle::rel;
 use super::channel::Channel;
 use super::checksum::{cksum_file, parse_sums, Cksum};
-use super::queue::{Job, Shared};
+use super::state::{Job, Shared};
 use super::{Pair, PART};
 use crate::exit;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::bundle::{build_push_frame, Buffers, Frame};
 use super::channel::Channel;
-use super::queue::{Job, Shared};
+use super::state::{Job, Shared};
 use crate::exit;
 
 /// Work one channel until the queue is empty: frames are built (files read,
