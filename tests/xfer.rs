@@ -590,6 +590,52 @@ fn an_unwritable_destination_is_reported_per_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("transfer incomplete"));
 }
 
+// A pull into a read-only file system here: this machine's fault, said
+// once (exit 6, the path, the file system and the error), with the
+// report's local_fault; no file looks complete. Writable again, the same
+// pull completes.
+#[test]
+fn a_pull_into_a_read_only_file_system_is_this_machines_fault() {
+    let home = tempfile::tempdir().unwrap();
+    let set = files(20, &[]);
+    let back = set.dir.path().join("back");
+    let disk = common::Tmpfs::mount(&back, "size=16m");
+    disk.remount("ro");
+    let pull = || {
+        xfer(home.path())
+            .args(["pull", "--host", "fe1", "--json", "--from"])
+            .arg(set.list("src"))
+            .arg("--to")
+            .arg(set.list("back"))
+            .output()
+            .unwrap()
+    };
+    let out = pull();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(said.len(), 1, "said once: {err}");
+    assert!(
+        said[0].contains("Read-only file system") && said[0].contains(&back.display().to_string()),
+        "{err}"
+    );
+    let r = report(&out);
+    assert_eq!(r["local_fault"]["errno"], libc::EROFS);
+    assert_eq!(r["local_fault"]["file_system"], back.display().to_string());
+    for f in r["failures"].as_array().unwrap() {
+        assert!(f["reason"].as_str().unwrap().len() < 300, "{f}");
+    }
+    assert!(walk(&back).is_empty(), "nothing written");
+    disk.remount("rw");
+    let out = pull();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set.same("src", "back");
+}
+
 #[test]
 fn zstd_frames_round_trip_both_ways() {
     let home = tempfile::tempdir().unwrap();

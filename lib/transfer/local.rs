@@ -27,7 +27,6 @@ const LOCAL_ERRNOS: &[i32] = &[
     libc::EPERM,
     libc::EIO,
     libc::EFBIG,
-    libc::ENOTDIR,
 ];
 
 /// A write here that failed for this machine's reason.
