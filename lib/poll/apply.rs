@@ -31,8 +31,6 @@ pub(super) struct Applied {
     pub(super) failed: usize,
     pub(super) retry: usize,
     pub(super) abandoned: usize,
-    /// stage_ids of the failed components.
-    failed_ids: Vec<i64>,
     /// The next stage's work items made from groups this completed.
     pub(super) chained: Vec<Created>,
 }
@@ -41,7 +39,6 @@ pub(super) struct Applied {
 struct Recorded {
     component: i64,
     work_item: i64,
-    stage_id: i64,
     /// The work item's attempts before this one.
     attempts: i32,
     ok: bool,
@@ -69,7 +66,7 @@ fn record(
 ) -> anyhow::Result<Vec<Recorded>> {
     let now = db::now();
     let mut out = Vec::new();
-    for &(cid, wid, stage_id, attempts) in members {
+    for &(cid, wid, _, attempts) in members {
         let rec = fetched.result_of.get(&cid);
         if partial && rec.is_none() {
             continue;
@@ -112,7 +109,6 @@ fn record(
         out.push(Recorded {
             component: cid,
             work_item: wid,
-            stage_id,
             attempts,
             ok,
         });
@@ -128,7 +124,6 @@ fn recorded_of(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Vec<Recorded
         .map(|(c, w)| Recorded {
             component: c.id,
             work_item: w.id,
-            stage_id: w.stage_id,
             attempts: w.attempts,
             ok: c.state == ComponentState::Done.as_str(),
         })
@@ -155,7 +150,6 @@ fn release(
         failed: 0,
         retry: 0,
         abandoned: 0,
-        failed_ids: Vec::new(),
         chained: Vec::new(),
     };
     let mut rows = Vec::with_capacity(recorded.len());
@@ -172,7 +166,6 @@ fn release(
         }
         if !r.ok {
             a.failed += 1;
-            a.failed_ids.push(r.stage_id);
         }
         items_to.entry(item).or_default().push(r.work_item);
         rows.push(NewResult {
