@@ -34,12 +34,12 @@ fn fill(db: &common::TestDb) {
     c.tx(|s| {
         for _ in 0..RUNS {
             s.insert_run(&NewRun {
-                state: "new",
+                state: offload::state::RunState::New,
                 stage: "chip",
                 label: "bench",
                 path_base: "/tmp/bench",
                 target: None,
-                job_policy: "fatal",
+                job_policy: offload::state::JobPolicy::Fatal,
                 attempt: 0,
                 fault: 0,
                 created_at: now,

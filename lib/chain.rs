@@ -258,10 +258,7 @@ pub fn after_done(
     let mut out = Vec::new();
     for g in groups(chain.next, &items) {
         if !g.items.iter().any(|i| done.contains(&i.row.id))
-            || !g
-                .items
-                .iter()
-                .all(|i| i.row.state == ItemState::Done.as_str())
+            || !g.items.iter().all(|i| i.row.state == ItemState::Done)
         {
             continue;
         }
@@ -275,7 +272,7 @@ pub fn after_done(
             label: label.to_string(),
             priority: g.items.iter().map(|i| i.row.priority).max().unwrap_or(0),
             params: Value::Object(params).to_string(),
-            state: ItemState::Ready.as_str().to_string(),
+            state: ItemState::Ready,
             attempts: 0,
             created_at: now,
             updated_at: now,
@@ -322,7 +319,7 @@ pub fn blocked(
         let abandoned: Vec<i64> = g
             .items
             .iter()
-            .filter(|i| i.row.state == ItemState::Abandoned.as_str())
+            .filter(|i| i.row.state == ItemState::Abandoned)
             .map(|i| i.row.stage_id)
             .collect();
         if abandoned.is_empty() || existing.contains(&g.first_id()) {
@@ -338,7 +335,7 @@ pub fn blocked(
             done: g
                 .items
                 .iter()
-                .filter(|i| i.row.state == ItemState::Done.as_str())
+                .filter(|i| i.row.state == ItemState::Done)
                 .count(),
             blocked_by: format!("{}/{}", first.row.stage, abandoned[0]),
             abandoned,

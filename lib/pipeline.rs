@@ -17,6 +17,7 @@ use wait_timeout::ChildExt;
 
 use crate::db::models::{Component, ResultRow, WorkItem};
 use crate::record::ResultRecord;
+use crate::state::ItemState;
 
 /// One result, as `remotetool results` prints it (one JSON object a line).
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +37,7 @@ pub struct ResultLine {
     pub attempt: i32,
     /// The work item's state after it: `done`, `failed` (it will be tried
     /// again) or `abandoned`.
-    pub state: String,
+    pub state: ItemState,
     pub exit_status: Option<i32>,
     /// `ok`, or the phase that failed (`pre`, `command`, `post`, `output`).
     pub phase: Option<String>,
@@ -76,7 +77,7 @@ impl ResultLine {
         w: (&str, i64, &str, &str),
         c: (i64, i64, Option<i32>, Option<f64>, Option<&str>),
         attempt: i32,
-        state: &str,
+        state: ItemState,
         outputs: &str,
     ) -> ResultLine {
         let (stage, stage_id, label, params) = w;
@@ -92,7 +93,7 @@ impl ResultLine {
             remote_id,
             component_id,
             attempt,
-            state: state.to_string(),
+            state,
             exit_status,
             phase: rec.as_ref().map(|r| r.phase.clone()),
             runtime,
@@ -123,7 +124,7 @@ impl ResultLine {
                 r.result.as_deref(),
             ),
             r.attempt,
-            &r.state,
+            r.state,
             &r.outputs,
         );
         line.seq = Some(r.seq);
@@ -137,7 +138,7 @@ impl ResultLine {
         c: &Component,
         w: &WorkItem,
         attempt: i32,
-        state: &str,
+        state: ItemState,
         outputs: &str,
     ) -> ResultLine {
         ResultLine::build(

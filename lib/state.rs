@@ -7,10 +7,56 @@
 use std::fmt;
 use std::str::FromStr;
 
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromSql};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
 use serde::{Serialize, Serializer};
 
+/// A state enum stored as its text name in a `TEXT`/`VARCHAR` column, on
+/// every backend: written with `as_str`, read back with `FromStr` (a name
+/// the enum does not know is an error naming it, not a silent default).
+macro_rules! text_column {
+    ($name:ident) => {
+        impl<DB> ToSql<Text, DB> for $name
+        where
+            DB: Backend,
+            str: ToSql<Text, DB>,
+        {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+                self.as_str().to_sql(out)
+            }
+        }
+
+        impl<DB> FromSql<Text, DB> for $name
+        where
+            DB: Backend,
+            String: FromSql<Text, DB>,
+        {
+            fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+                String::from_sql(bytes)?
+                    .parse::<$name>()
+                    .map_err(|e| e.into())
+            }
+        }
+    };
+}
+
 /// State of a `remote_runs` row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
 pub enum RunState {
     /// Defined from ready work items; nothing generated yet.
     New,
@@ -63,6 +109,11 @@ pub const TRANSITIONS: &[(RunState, RunState)] = &[
 pub const ALL: &[RunState] = &[New, Pending, Run, Full, Error, Auth, Cleaned, Cancelled];
 
 impl RunState {
+    /// The closed states ([`RunState::is_closed`]).
+    pub const CLOSED: [RunState; 3] = [Full, Cleaned, Cancelled];
+}
+
+impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             New => "new",
@@ -87,7 +138,7 @@ impl RunState {
 
     /// Closed runs hold no work items: theirs are done or free again.
     pub fn is_closed(self) -> bool {
-        matches!(self, Full | Cleaned | Cancelled)
+        RunState::CLOSED.contains(&self)
     }
 }
 
@@ -110,6 +161,8 @@ impl FromStr for RunState {
     }
 }
 
+text_column!(RunState);
+
 impl Serialize for RunState {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -121,7 +174,8 @@ impl Serialize for RunState {
 macro_rules! named {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow)]
+        #[diesel(sql_type = Text)]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }
@@ -157,6 +211,8 @@ macro_rules! named {
                 s.serialize_str(self.as_str())
             }
         }
+
+        text_column!($name);
     };
 }
 
@@ -187,7 +243,18 @@ named! {
 }
 
 /// What a run does with failed components when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    Serialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "lowercase")]
 pub enum JobPolicy {
     /// A failed component puts the run in `error` for a person.
@@ -203,16 +270,25 @@ impl JobPolicy {
             JobPolicy::Ignore => "ignore",
         }
     }
+}
 
-    /// The policy a run row stores (anything but `ignore` is fatal).
-    pub fn of(text: &str) -> JobPolicy {
-        if text == JobPolicy::Ignore.as_str() {
-            JobPolicy::Ignore
-        } else {
-            JobPolicy::Fatal
-        }
+impl fmt::Display for JobPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
+
+impl FromStr for JobPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [JobPolicy::Fatal, JobPolicy::Ignore]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown job policy '{s}' (one of: fatal, ignore)"))
+    }
+}
+
+text_column!(JobPolicy);
 
 /// Polls in a row that failed (the poll itself, not the job) before the run
 /// is listed as needing a person.
@@ -315,8 +391,12 @@ mod tests {
             .parse::<ItemState>()
             .unwrap_err()
             .contains("work item state 'x'"));
-        assert_eq!(JobPolicy::of("ignore"), JobPolicy::Ignore);
-        assert_eq!(JobPolicy::of("fatal"), JobPolicy::Fatal);
+        assert_eq!("ignore".parse::<JobPolicy>().unwrap(), JobPolicy::Ignore);
+        assert_eq!("fatal".parse::<JobPolicy>().unwrap(), JobPolicy::Fatal);
+        assert!("x"
+            .parse::<JobPolicy>()
+            .unwrap_err()
+            .contains("job policy 'x'"));
         assert!("bogus".parse::<RunState>().unwrap_err().contains("one of"));
     }
 

@@ -37,7 +37,7 @@ impl Item {
             label: self.label.clone(),
             priority: self.priority,
             params: Value::Object(self.params.clone()).to_string(),
-            state: crate::state::ItemState::Ready.as_str().to_string(),
+            state: crate::state::ItemState::Ready,
             attempts: 0,
             created_at: now,
             updated_at: now,

@@ -71,7 +71,7 @@ each_backend! {
         assert_eq!(back, 20);
         // The failed components are ready again and go into the next run.
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("CH"), None, Some("done"))).unwrap(), 10);
+        assert_eq!(c.read(|s| s.count_items(Some("CH"), None, Some(offload::state::ItemState::Done))).unwrap(), 10);
         assert_eq!(c.read(|s| s.count_free_items("CH", "chip")).unwrap(), 2);
         // What the job cost, in Slurm's accounting (slurmdbd), against what it asked for.
         let job = e["job_id"].as_str().unwrap();
@@ -239,7 +239,7 @@ each_backend! {
         let run = db.show(1);
         assert_eq!(run["components_by_state"]["done"], 12);
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("lanl.SAS.201402114"), None, Some("done"))).unwrap(), 12);
+        assert_eq!(c.read(|s| s.count_items(Some("lanl.SAS.201402114"), None, Some(offload::state::ItemState::Done))).unwrap(), 12);
         // The products are in their local places.
         let outputs = std::fs::read_to_string(site.run_dir(1).join("outputs.list")).unwrap();
         for l in outputs.lines() {
@@ -471,7 +471,7 @@ each_backend! {
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 2);
         assert_eq!(p["chained"], serde_json::json!([]));
-        assert_eq!(c.read(|s| s.count_items(Some("CC"), Some("camera"), Some("done"))).unwrap(), 2);
+        assert_eq!(c.read(|s| s.count_items(Some("CC"), Some("camera"), Some(offload::state::ItemState::Done))).unwrap(), 2);
         for e in 0..2 {
             let exp = format!("o5745g{:04}o", e + 1);
             let cmf = site.neb.join(format!("czw/CC/{exp}/{exp}.cm.cmf"));

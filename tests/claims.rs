@@ -318,7 +318,7 @@ each_backend! {
         let held = run_row(db, 1);
         assert_eq!(held.fault_count, 3);
         assert!((230..=240).contains(&left(&held)), "{}", left(&held));
-        assert_eq!(held.state, "pending");
+        assert_eq!(held.state, offload::state::RunState::Pending);
         common::poll_until_done(db, 2);
     }
 }

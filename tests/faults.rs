@@ -319,7 +319,7 @@ each_backend! {
         assert_eq!(p["done"], 4);
         let mut c = db.open();
         assert_eq!(
-            c.read(|s| s.count_items(Some("TL"), None, Some("done")))
+            c.read(|s| s.count_items(Some("TL"), None, Some(offload::state::ItemState::Done)))
                 .unwrap(),
             8
         );
@@ -398,7 +398,7 @@ each_backend! {
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 4, "{p}");
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("CX"), None, Some("done"))).unwrap(), 8);
+        assert_eq!(c.read(|s| s.count_items(Some("CX"), None, Some(offload::state::ItemState::Done))).unwrap(), 8);
         for sid in 5..=8 {
             assert_eq!(item_attempts(db, sid), 1, "item {sid}: one attempt, the one that worked");
         }

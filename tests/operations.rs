@@ -602,8 +602,8 @@ fn many_processes(db: &common::TestDb, workers: usize, runs: usize) {
     assert_eq!(all.len(), runs);
     let not_full: Vec<_> = all
         .iter()
-        .filter(|r| r.state != "full")
-        .map(|r| (r.remote_id, r.state.clone()))
+        .filter(|r| r.state != offload::state::RunState::Full)
+        .map(|r| (r.remote_id, r.state))
         .collect();
     assert!(not_full.is_empty(), "not full: {not_full:?}");
     // Exactly once: one history row per step of each run.
@@ -614,8 +614,8 @@ fn many_processes(db: &common::TestDb, workers: usize, runs: usize) {
                 .iter()
                 .filter(|h| {
                     h.remote_id == Some(r.remote_id)
-                        && h.from_state.as_deref() == Some(from)
-                        && h.to_state.as_deref() == Some(to)
+                        && h.from_state.map(|s| s.as_str()) == Some(from)
+                        && h.to_state.map(|s| s.as_str()) == Some(to)
                 })
                 .count();
             assert_eq!(
@@ -806,7 +806,7 @@ fn a_master_killed_during_poll_pull_applies_nothing_until_the_refresh() {
     assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
     let mut conn = db.open();
     assert_eq!(
-        conn.read(|s| s.count_items(Some("KP"), None, Some("done")))
+        conn.read(|s| s.count_items(Some("KP"), None, Some(offload::state::ItemState::Done)))
             .unwrap(),
         0
     );

@@ -216,7 +216,7 @@ each_backend! {
         // One attempt only: the two failures are abandoned at once.
         assert_eq!(chain(db, "RT", "chip", 1, &["--attempts", "1"]), "error");
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("RT"), None, Some("abandoned"))).unwrap(), 2);
+        assert_eq!(c.read(|s| s.count_items(Some("RT"), None, Some(offload::state::ItemState::Abandoned))).unwrap(), 2);
         // At the limit of one attempt they stay abandoned, and the run stays error.
         let mut c1 = db.remotetool();
         c1.args(["retry", "1", "--attempts", "1", "--json"]);
@@ -232,7 +232,7 @@ each_backend! {
         assert_eq!(c.read(|s| s.count_free_items("RT", "chip")).unwrap(), 2);
         // They fail again and are abandoned for good; --ignore-limit still brings them back.
         assert_eq!(chain(db, "RT", "chip", 2, &[]), "error");
-        assert_eq!(c.read(|s| s.count_items(Some("RT"), None, Some("abandoned"))).unwrap(), 2);
+        assert_eq!(c.read(|s| s.count_items(Some("RT"), None, Some(offload::state::ItemState::Abandoned))).unwrap(), 2);
         db.remotetool().args(["retry", "--label", "RT"]).assert().success().stderr(contains("--ignore-limit"));
         assert_eq!(c.read(|s| s.count_free_items("RT", "chip")).unwrap(), 0);
         db.remotetool().args(["retry", "--state", "error"]).assert().code(3);
@@ -267,16 +267,21 @@ fn sql(db: &common::TestDb, text: &str) {
 fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
     use offload::db::queries::ComponentChanges;
     use offload::runs::{self, Actor, Extra};
-    use offload::state::RunState;
+    use offload::state::{ComponentState, ItemState, RunState};
     let mut c = db.open();
     c.tx(|s| {
         let now = offload::db::now();
-        for (cid, wid, stage_id, _) in s.run_members(id)? {
+        for m in s.run_members(id)? {
+            let (cid, wid, stage_id) = (m.component_id, m.work_item_id, m.stage_id);
             let bad = failed.contains(&stage_id);
             s.update_component(
                 cid,
                 &ComponentChanges {
-                    state: if bad { "failed" } else { "done" }.into(),
+                    state: if bad {
+                        ComponentState::Failed
+                    } else {
+                        ComponentState::Done
+                    },
                     active: false,
                     attempts: 1,
                     exit_status: Some(if bad { 3 } else { 0 }),
@@ -286,7 +291,12 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
                     updated_at: now,
                 },
             )?;
-            s.set_work_items(&[wid], if bad { "abandoned" } else { "done" }, true, now)?;
+            let item = if bad {
+                ItemState::Abandoned
+            } else {
+                ItemState::Done
+            };
+            s.set_work_items(&[wid], item, true, now)?;
         }
         let run = runs::get_run(s, id)?;
         let to: RunState = to.parse().unwrap();

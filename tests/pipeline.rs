@@ -278,7 +278,7 @@ each_backend! {
         assert_eq!(run["apply_pending"], true);
         // Nothing is done for the pipeline yet.
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("AP"), None, Some("done"))).unwrap(), 0);
+        assert_eq!(c.read(|s| s.count_items(Some("AP"), None, Some(offload::state::ItemState::Done))).unwrap(), 0);
         assert_eq!(results(db, &[]).1.len(), 0);
         assert!(!pipeline_db.exists());
         let st = db.remotetool().args(["status", "--json"]).output().unwrap();

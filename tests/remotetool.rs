@@ -99,7 +99,43 @@ each_backend! {
         assert_eq!(c.read(|s| s.runs(&Default::default())).unwrap().len(), 2);
         let mut c = db.open();
         let run = c.read(|s| s.run(1)).unwrap().unwrap();
-        assert_eq!(run.state, "new");
+        assert_eq!(run.state, offload::state::RunState::New);
+    }
+
+    fn states_and_policies_go_to_the_database_and_back_typed(db) {
+        use offload::db::queries::RunChanges;
+        use offload::state::{ItemState, JobPolicy, RunState};
+        db.import("{\"stage\":\"chip\",\"stage_id\":1,\"label\":\"T\"}\n");
+        db.remotetool()
+            .args(["define", "--label", "T", "--stage", "chip", "--job-policy", "ignore"])
+            .assert()
+            .success();
+        let mut c = db.open();
+        let run = c.read(|s| s.run(1)).unwrap().unwrap();
+        assert_eq!((run.state, run.job_policy), (RunState::New, JobPolicy::Ignore));
+        // Every state a run can hold is written and read back as itself,
+        // and the auth return state with it.
+        let mut from = RunState::New;
+        for to in offload::state::ALL.iter().copied().filter(|s| *s != RunState::New) {
+            let changes = RunChanges {
+                auth_return_state: Some(Some(from)),
+                ..RunChanges::to(to)
+            };
+            assert_eq!(c.tx(|s| Ok(s.set_run_state(1, from, &changes)?)).unwrap(), 1, "{from} -> {to}");
+            let run = c.read(|s| s.run(1)).unwrap().unwrap();
+            assert_eq!((run.state, run.auth_return_state), (to, Some(from)));
+            from = to;
+        }
+        // A query for a state counts only rows in it, on every backend.
+        for st in ItemState::ALL {
+            let n = c.read(|s| s.count_items(Some("T"), None, Some(*st))).unwrap();
+            assert_eq!(n, i64::from(*st == ItemState::Ready), "{st}");
+        }
+        // A state this offload does not know is an error naming it, not a
+        // silent default.
+        db.batch("UPDATE work_items SET state = 'sideways'").unwrap();
+        let e = c.read(|s| s.stage_items("T", "chip")).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown work item state 'sideways'"), "{e:#}");
     }
 
     fn unknown_label_and_stage_are_named(db) {
@@ -223,9 +259,9 @@ each_backend! {
             .assert()
             .success();
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some(L), None, Some("done"))).unwrap(), 3);
+        assert_eq!(c.read(|s| s.count_items(Some(L), None, Some(offload::state::ItemState::Done))).unwrap(), 3);
         assert_eq!(c.read(|s| s.count_free_items(L, "chip")).unwrap(), 0);
-        assert_eq!(c.read(|s| s.count_items(Some(L), None, Some("ready"))).unwrap(), 3);
+        assert_eq!(c.read(|s| s.count_items(Some(L), None, Some(offload::state::ItemState::Ready))).unwrap(), 3);
         set(db, 2, "cleaned");
         db.remotetool()
             .args(["set", "2", "new", "--reason", "x"])

@@ -212,7 +212,7 @@ each_backend! {
         c.args(["set", "3", "full", "--reason", "by hand", "--no-chain", "--recipes", "/nonexistent", "--json"]);
         assert_eq!(common::json_of(c)["chained"], json!([]));
         assert!(items_of(db, "N", "camera").is_empty());
-        assert_eq!(db.open().read(|s| s.count_items(Some("N"), Some("chip"), Some("done"))).unwrap(), 2);
+        assert_eq!(db.open().read(|s| s.count_items(Some("N"), Some("chip"), Some(offload::state::ItemState::Done))).unwrap(), 2);
     }
 
     fn a_group_feeds_the_next_stage_only_when_all_its_items_are_done(db) {
@@ -320,7 +320,7 @@ each_backend! {
                         let half = &ids[from..from + 2];
                         let barrier = &barrier;
                         c.tx(|s| {
-                            s.set_work_items(half, "done", true, offload::db::now())?;
+                            s.set_work_items(half, offload::state::ItemState::Done, true, offload::db::now())?;
                             // SQLite's writers take turns (the second waits
                             // to begin); PostgreSQL's and MySQL's run side by side.
                             if db.concurrent() {
@@ -506,7 +506,7 @@ each_backend! {
             assert_eq!(cmf.lines().count(), 61, "60 chips and a header");
         }
         let mut c = db.open();
-        assert_eq!(c.read(|s| s.count_items(Some("demo.chip"), Some("chip"), Some("done"))).unwrap(), 120);
-        assert_eq!(c.read(|s| s.count_items(Some("demo.chip"), Some("camera"), Some("done"))).unwrap(), 2);
+        assert_eq!(c.read(|s| s.count_items(Some("demo.chip"), Some("chip"), Some(offload::state::ItemState::Done))).unwrap(), 120);
+        assert_eq!(c.read(|s| s.count_items(Some("demo.chip"), Some("camera"), Some(offload::state::ItemState::Done))).unwrap(), 2);
     }
 }

@@ -3,13 +3,10 @@
 //! pipeline's own database is one. Opening applies the embedded migrations
 //! of the backend and refuses a database written by a newer offload.
 
-pub mod chain;
 pub mod drivers;
 pub mod models;
 pub mod queries;
-pub mod results;
 pub mod schema;
-pub mod usage;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +18,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use drivers::{MysqlConnection, PgConnection, SqliteConnection};
 
-pub use queries::Store;
+pub use queries::{chain, results, usage, Store};
 
 use crate::exit;
 
@@ -309,70 +306,6 @@ where
     c.run_pending_migrations(migrations)
         .map_err(|e| anyhow!("cannot apply migrations: {e}"))?;
     Ok(())
-}
-
-/// PostgreSQL's claim in one statement: the oldest run `filter` allows
-/// (its state, no live lease, due for a poll, not held, of a target its
-/// scope allows), while `tool` is not paused, nor paused for the run's
-/// target (`control` row `TOOL@TARGET`; a run naming none is of
-/// `default_target`), is leased to host/pid, skipping rows other claimers
-/// have locked. Some(run) claimed; Some(None) nothing claimed; None on
-/// SQLite (whose claims take the database's write lock instead).
-#[allow(clippy::too_many_arguments)]
-pub fn claim_oldest_in_one_statement(
-    db: &mut Db,
-    filter: &queries::ClaimFilter,
-    default_target: Option<&str>,
-    tool: &str,
-    host: &str,
-    pid: i32,
-    now: chrono::NaiveDateTime,
-) -> anyhow::Result<Option<Option<models::Run>>> {
-    use diesel::sql_types::{Array, Bool, Integer, Nullable, Text, Timestamp};
-    let Conn::Postgres(c) = &mut db.conn else {
-        return Ok(None);
-    };
-    let t = &filter.targets;
-    let rows: Vec<models::Run> = diesel::sql_query(
-        "WITH c AS (
-           SELECT r.remote_id FROM remote_runs r
-           WHERE r.state = $1
-             AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.remote_id = r.remote_id AND l.heartbeat_at > $2)
-             AND ($3::timestamp IS NULL OR r.last_poll IS NULL OR r.last_poll <= $3)
-             AND (r.held_until IS NULL OR r.held_until <= $8)
-             AND ((r.target IS NULL AND $9)
-                  OR (r.target <> ALL($10) AND ($11::text IS NULL OR r.target = $11)))
-             AND NOT EXISTS (SELECT 1 FROM control k WHERE k.paused AND k.tool = $4)
-             -- Per-target pauses: looked at row by row only when there is one.
-             AND (NOT EXISTS (SELECT 1 FROM control k WHERE k.paused AND k.tool LIKE $4 || '@%')
-                  OR NOT EXISTS (SELECT 1 FROM control k WHERE k.paused
-                                 AND k.tool = $4 || '@' || COALESCE(r.target, $12)))
-           ORDER BY r.remote_id LIMIT 1
-           FOR UPDATE OF r SKIP LOCKED)
-         , leased AS (
-         INSERT INTO leases (remote_id, tool, host, pid, acquired_at, heartbeat_at)
-         SELECT remote_id, $4, $5, $6, $7, $7 FROM c
-         ON CONFLICT (remote_id) DO UPDATE SET tool = EXCLUDED.tool, host = EXCLUDED.host,
-           pid = EXCLUDED.pid, acquired_at = EXCLUDED.acquired_at, heartbeat_at = EXCLUDED.heartbeat_at
-           WHERE leases.heartbeat_at <= $2
-         RETURNING remote_id)
-         SELECT r.* FROM remote_runs r JOIN leased USING (remote_id)",
-    )
-    .bind::<Text, _>(&filter.state)
-    .bind::<Timestamp, _>(filter.stale_before)
-    .bind::<Nullable<Timestamp>, _>(filter.polled_before)
-    .bind::<Text, _>(tool)
-    .bind::<Text, _>(host)
-    .bind::<Integer, _>(pid)
-    .bind::<Timestamp, _>(now)
-    .bind::<Timestamp, _>(filter.now)
-    .bind::<Bool, _>(t.allows(None))
-    .bind::<Array<Text>, _>(&t.skip)
-    .bind::<Nullable<Text>, _>(t.only.as_deref())
-    .bind::<Nullable<Text>, _>(default_target)
-    .load(c.as_mut())
-    .map_err(|e| db.mark(e.into()))?;
-    Ok(Some(rows.into_iter().next()))
 }
 
 /// An error of the database that means "busy" carries the status "try

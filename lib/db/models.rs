@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::*;
+use crate::state::{ComponentState, ItemState, JobPolicy, RunState};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = work_items)]
@@ -16,7 +17,7 @@ pub struct WorkItem {
     pub label: String,
     pub priority: i32,
     pub params: String,
-    pub state: String,
+    pub state: ItemState,
     pub attempts: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -30,7 +31,7 @@ pub struct NewWorkItem {
     pub label: String,
     pub priority: i32,
     pub params: String,
-    pub state: String,
+    pub state: ItemState,
     pub attempts: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -40,7 +41,7 @@ pub struct NewWorkItem {
 #[diesel(table_name = remote_runs)]
 pub struct Run {
     pub remote_id: i64,
-    pub state: String,
+    pub state: RunState,
     pub stage: String,
     pub label: String,
     pub path_base: String,
@@ -49,9 +50,9 @@ pub struct Run {
     pub last_poll: Option<NaiveDateTime>,
     pub fault: i32,
     pub message: Option<String>,
-    pub job_policy: String,
+    pub job_policy: JobPolicy,
     pub attempt: i32,
-    pub auth_return_state: Option<String>,
+    pub auth_return_state: Option<RunState>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     /// When the run entered its current state.
@@ -82,12 +83,12 @@ pub fn held_for_a_person() -> NaiveDateTime {
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = remote_runs)]
 pub struct NewRun<'a> {
-    pub state: &'a str,
+    pub state: RunState,
     pub stage: &'a str,
     pub label: &'a str,
     pub path_base: &'a str,
     pub target: Option<&'a str>,
-    pub job_policy: &'a str,
+    pub job_policy: JobPolicy,
     pub attempt: i32,
     pub fault: i32,
     pub created_at: NaiveDateTime,
@@ -101,7 +102,7 @@ pub struct Component {
     pub id: i64,
     pub remote_id: i64,
     pub work_item_id: i64,
-    pub state: String,
+    pub state: ComponentState,
     pub active: bool,
     pub attempts: i32,
     pub exit_status: Option<i32>,
@@ -121,8 +122,8 @@ pub struct History {
     pub host: String,
     pub pid: i32,
     pub tool: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub from_state: Option<RunState>,
+    pub to_state: Option<RunState>,
     pub message: Option<String>,
     pub command: Option<String>,
 }
@@ -135,8 +136,8 @@ pub struct NewHistory {
     pub host: String,
     pub pid: i32,
     pub tool: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub from_state: Option<RunState>,
+    pub to_state: Option<RunState>,
     pub message: Option<String>,
     pub command: Option<String>,
 }
@@ -154,7 +155,7 @@ pub struct Control {
 /// What a state change writes besides the state itself.
 #[derive(Debug, Clone, Default)]
 pub struct RunUpdate {
-    pub auth_return_state: Option<Option<String>>,
+    pub auth_return_state: Option<Option<RunState>>,
     pub last_poll: Option<NaiveDateTime>,
     pub fault: Option<i32>,
     pub message: Option<Option<String>>,
@@ -163,7 +164,7 @@ pub struct RunUpdate {
 /// Filters of `remotetool list`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
-    pub states: Vec<String>,
+    pub states: Vec<RunState>,
     pub label: Option<String>,
     pub stage: Option<String>,
     pub remote_id: Option<i64>,
@@ -234,7 +235,8 @@ pub struct NewResult {
     pub remote_id: i64,
     pub work_item_id: i64,
     pub attempt: i32,
-    pub state: String,
+    /// What its work item became: done, failed or abandoned.
+    pub state: ItemState,
     /// JSON: the outputs brought back, `[{"name", "path", "size"}]`.
     pub outputs: String,
     pub applied_at: NaiveDateTime,
@@ -247,7 +249,7 @@ pub struct ResultRow {
     pub seq: i64,
     pub remote_id: i64,
     pub attempt: i32,
-    pub state: String,
+    pub state: ItemState,
     pub outputs: String,
     pub applied_at: NaiveDateTime,
     pub stage: String,
@@ -295,4 +297,60 @@ pub struct JobRecord {
     /// The wall time it asked for.
     pub timelimit_s: Option<i64>,
     pub recorded_at: NaiveDateTime,
+}
+
+/// How many runs of a label and stage are in a state.
+#[derive(Debug, Clone, Queryable)]
+pub struct RunGroup {
+    pub label: String,
+    pub stage: String,
+    pub state: RunState,
+    pub runs: i64,
+}
+
+/// How many work items of a label and stage are in a state.
+#[derive(Debug, Clone, Queryable)]
+pub struct ItemGroup {
+    pub label: String,
+    pub stage: String,
+    pub state: ItemState,
+    pub items: i64,
+}
+
+/// How many work items of a label and stage (in a run, or abandoned: as the
+/// query says).
+#[derive(Debug, Clone, Queryable)]
+pub struct StageCount {
+    pub label: String,
+    pub stage: String,
+    pub items: i64,
+}
+
+/// How many of a run's components are in a state.
+#[derive(Debug, Clone, Queryable)]
+pub struct ComponentCount {
+    pub remote_id: i64,
+    pub state: ComponentState,
+    pub components: i64,
+}
+
+/// Components of a label and stage in a state, and their summed runtime.
+#[derive(Debug, Clone, Queryable)]
+pub struct ReportGroup {
+    pub label: String,
+    pub stage: String,
+    pub state: ComponentState,
+    pub components: i64,
+    /// Seconds, summed over those that came back with one.
+    pub runtime_s: Option<f64>,
+}
+
+/// One active component of a run, with what poll needs of its work item.
+#[derive(Debug, Clone, Queryable)]
+pub struct Member {
+    pub component_id: i64,
+    pub work_item_id: i64,
+    pub stage_id: i64,
+    /// The work item's attempts so far.
+    pub attempts: i32,
 }

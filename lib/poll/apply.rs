@@ -23,7 +23,7 @@ use crate::state::{fault, ComponentState, ItemState, JobPolicy, RunState};
 use crate::target::Target;
 
 use super::fetch::Fetched;
-use super::Member;
+use crate::db::models::Member;
 
 /// What applying the results did.
 pub(super) struct Applied {
@@ -66,7 +66,13 @@ fn record(
 ) -> anyhow::Result<Vec<Recorded>> {
     let now = db::now();
     let mut out = Vec::new();
-    for &(cid, wid, _, attempts) in members {
+    for &Member {
+        component_id: cid,
+        work_item_id: wid,
+        attempts,
+        ..
+    } in members
+    {
         let rec = fetched.result_of.get(&cid);
         if partial && rec.is_none() {
             continue;
@@ -89,9 +95,7 @@ fn record(
                     ComponentState::Done
                 } else {
                     ComponentState::Failed
-                }
-                .as_str()
-                .into(),
+                },
                 active: true,
                 attempts: 1,
                 exit_status: rec.map(|r| r.exit),
@@ -125,7 +129,7 @@ fn recorded_of(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Vec<Recorded
             component: c.id,
             work_item: w.id,
             attempts: w.attempts,
-            ok: c.state == ComponentState::Done.as_str(),
+            ok: c.state == ComponentState::Done,
         })
         .collect())
 }
@@ -173,7 +177,7 @@ fn release(
             remote_id: run.remote_id,
             work_item_id: r.work_item,
             attempt: r.attempts + 1,
-            state: result_state(item).to_string(),
+            state: result_state(item),
             outputs: outputs
                 .get(&r.component)
                 .cloned()
@@ -182,7 +186,7 @@ fn release(
         });
     }
     for (item, ids) in &items_to {
-        s.set_work_items(ids, item.as_str(), true, now)?;
+        s.set_work_items(ids, *item, true, now)?;
     }
     s.insert_results(&rows)?;
     if let Some(c) = next {
@@ -206,10 +210,10 @@ fn chained_history(run: &Run, made: &[Created], actor: &Actor) -> crate::db::mod
 
 /// A result's state for the pipeline: done, failed (tried again) or
 /// abandoned.
-fn result_state(item: ItemState) -> &'static str {
+fn result_state(item: ItemState) -> ItemState {
     match item {
-        ItemState::Ready => ItemState::Failed.as_str(),
-        other => other.as_str(),
+        ItemState::Ready => ItemState::Failed,
+        other => other,
     }
 }
 
@@ -352,7 +356,7 @@ pub(super) fn run_the_apply(
     let lines: Vec<ResultLine> = rows
         .iter()
         .map(|(c, w)| {
-            let ok = c.state == ComponentState::Done.as_str();
+            let ok = c.state == ComponentState::Done;
             let item = item_state(ok, w.attempts, attempts_limit);
             ResultLine::pending(
                 c,
@@ -498,7 +502,7 @@ fn settle_ended(
             String::new()
         }
     );
-    if failed_ids.is_empty() || JobPolicy::of(&now_run.job_policy) == JobPolicy::Ignore {
+    if failed_ids.is_empty() || now_run.job_policy == JobPolicy::Ignore {
         runs::transition_in(
             s,
             &now_run,

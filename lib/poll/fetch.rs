@@ -17,7 +17,7 @@ use crate::runs::Actor;
 use crate::scheduler::{self, Listing, Site};
 use crate::transfer::{Direction, Pair};
 
-use super::Member;
+use crate::db::models::Member;
 
 /// Bring files back; a transfer that did not complete is an error (and
 /// the run goes to `auth` when a master is gone).
@@ -271,7 +271,7 @@ fn read_results(
     files: &[String],
     members: &[Member],
 ) -> anyhow::Result<(HashMap<i64, Record>, Vec<String>)> {
-    let known: HashSet<i64> = members.iter().map(|m| m.0).collect();
+    let known: HashSet<i64> = members.iter().map(|m| m.component_id).collect();
     let mut result_of = HashMap::new();
     let mut rejected = Vec::new();
     for f in files {

@@ -32,9 +32,6 @@ mod usage;
 
 use apply::{ApplyStep, Ending};
 
-/// A run's component: (component id, work item id, stage_id, attempts).
-type Member = (i64, i64, i64, i32);
-
 const TOOL: &str = "poll";
 
 /// Resubmissions after site failures (node failure, time limit, preemption,
@@ -117,16 +114,16 @@ fn note_poll(db: &mut Db, run: &Run, polled: &anyhow::Result<Polled>) -> anyhow:
                 poll_failures: Some(now.poll_failures + 1),
                 poll_failed_since: Some(Some(now.poll_failed_since.unwrap_or_else(db::now))),
                 poll_error: Some(Some(exit::one_line(e))),
-                ..RunChanges::to(&now.state)
+                ..RunChanges::to(now.state)
             },
             _ => RunChanges {
                 poll_failures: Some(0),
                 poll_failed_since: Some(None),
                 poll_error: Some(None),
-                ..RunChanges::to(&now.state)
+                ..RunChanges::to(now.state)
             },
         };
-        s.set_run_state(run.remote_id, &now.state, &changes)?;
+        s.set_run_state(run.remote_id, now.state, &changes)?;
         Ok(())
     })
 }
@@ -197,8 +194,8 @@ pub fn poll_run(
                 run.remote_id
             ));
         };
-        let left = db.read(|s| s.run_members(run.remote_id))?.len()
-            - db.read(|s| s.recorded_components(run.remote_id))?.len();
+        let left = db.read(|s| s.run_component_count(run.remote_id))?
+            - db.read(|s| s.recorded_components(run.remote_id))?.len() as i64;
         let why = format!("job {job_id} was cut short");
         let ending = if left > 0 {
             Ending::Cut {

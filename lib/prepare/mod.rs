@@ -86,7 +86,7 @@ pub fn prepare_run(
     printer: &Printer,
     actor: &Actor,
 ) -> anyhow::Result<Summary> {
-    let state: RunState = runs::run_state(run)?;
+    let state: RunState = run.state;
     if !matches!(state, RunState::New | RunState::Pending) {
         return Err(exit::usage(format!(
             "run {} is '{state}': only new runs (or pending ones, again) can be prepared",
@@ -182,7 +182,7 @@ pub fn prepare_run(
     db.tx(|s| {
         let now = runs::get_run(s, run.remote_id)?;
         let extra = Extra { fault: Some(0), message: Some(None), ..Extra::default() };
-        match runs::run_state(&now)? {
+        match now.state {
             RunState::New => runs::transition_in(s, &now, RunState::Pending, actor, &message, extra),
             RunState::Pending => {
                 s.insert_history(&actor.history(Some(run.remote_id), None, None, format!("again: {message}")))?;
@@ -244,9 +244,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         on_failure: Some(OnFailure {
             fault: fault::PREPARE,
             what: "prepare failed",
-            when: |run, e| {
-                run.state == RunState::New.as_str() && exit::status_of(e) != ExitStatus::Local
-            },
+            when: |run, e| run.state == RunState::New && exit::status_of(e) != ExitStatus::Local,
         }),
     };
     let summary = session.work_on(work, |db, cfg, printer, actor, run| {

@@ -84,8 +84,8 @@ pub struct Aborted {
 #[derive(Debug, Serialize)]
 pub struct Retried {
     pub remote_id: i64,
-    pub from: String,
-    pub to: String,
+    pub from: RunState,
+    pub to: RunState,
     /// Components withdrawn from a run that never came back.
     pub withdrawn: usize,
     /// Abandoned work items put back to ready.
@@ -141,7 +141,7 @@ fn one_run(db: &mut Db, remote_id: i64) -> anyhow::Result<Run> {
 fn runs_in(db: &mut Db, states: &[RunState], label: Option<&str>) -> anyhow::Result<Vec<Run>> {
     db.read(|s| {
         s.runs(&RunFilter {
-            states: states.iter().map(|s| s.as_str().to_string()).collect(),
+            states: states.to_vec(),
             label: label.map(str::to_string),
             ..RunFilter::default()
         })
@@ -183,7 +183,7 @@ pub fn abort(
         )));
     }
     let done = each_run(db, found, actor, printer, |db, run| {
-        let from = runs::run_state(run)?;
+        let from = run.state;
         let has_active = db.read(|s| s.run_has_active(run.remote_id))?;
         let abortable = OPEN.contains(&from) || (from == RunState::Error && has_active);
         if !abortable {
@@ -228,7 +228,7 @@ pub fn abort(
                     "left alone (--no-cancel-job)"
                 }
             );
-            if runs::run_state(&now)? == RunState::Error {
+            if now.state == RunState::Error {
                 runs::record_fault_in(s, run.remote_id, fault::ABORTED, &msg, actor)?;
             } else {
                 runs::transition_in(
@@ -285,7 +285,7 @@ pub fn retry(
     let found = match a.remote_id {
         Some(id) => {
             let run = one_run(db, id)?;
-            if !runs::run_state(&run).is_ok_and(|st| RETRYABLE.contains(&st)) {
+            if !RETRYABLE.contains(&run.state) {
                 return Err(exit::usage(format!(
                     "run {id} is '{}': retry takes runs in 'error' or 'full' (abort it first)",
                     run.state
@@ -307,18 +307,18 @@ pub fn retry(
     let done = each_run(db, found, actor, printer, |db, run| {
         let out = db.tx(|s| {
             let now_run = runs::get_run(s, run.remote_id)?;
-            let from = runs::run_state(&now_run)?;
+            let from = now_run.state;
             let mut r = Retried {
                 remote_id: run.remote_id,
-                from: from.to_string(),
-                to: from.to_string(),
+                from,
+                to: from,
                 withdrawn: 0,
                 ready_again: 0,
                 already_ready: 0,
                 over_limit: 0,
             };
             if s.run_has_active(run.remote_id)? {
-                r.withdrawn = s.run_members(run.remote_id)?.len();
+                r.withdrawn = s.run_component_count(run.remote_id)? as usize;
                 runs::transition_in(
                     s,
                     &now_run,
@@ -330,22 +330,22 @@ pub fn retry(
                     ),
                     Extra::default(),
                 )?;
-                r.to = RunState::Cancelled.to_string();
+                r.to = RunState::Cancelled;
                 return Ok(r);
             }
             let now = crate::db::now();
             for (_, w) in s.run_failed_components(run.remote_id, i64::MAX)? {
-                match w.state.parse::<ItemState>() {
-                    Ok(ItemState::Ready) => r.already_ready += 1,
-                    Ok(ItemState::Abandoned) if a.ignore_limit || w.attempts < a.attempts => {
+                match w.state {
+                    ItemState::Ready => r.already_ready += 1,
+                    ItemState::Abandoned if a.ignore_limit || w.attempts < a.attempts => {
                         r.ready_again += s.reset_item(
                             w.id,
-                            ItemState::Abandoned.as_str(),
-                            ItemState::Ready.as_str(),
+                            ItemState::Abandoned,
+                            ItemState::Ready,
                             now,
                         )?;
                     }
-                    Ok(ItemState::Abandoned) => r.over_limit += 1,
+                    ItemState::Abandoned => r.over_limit += 1,
                     _ => {}
                 }
             }
@@ -366,7 +366,7 @@ pub fn retry(
                         ..Extra::default()
                     },
                 )?;
-                r.to = RunState::Full.to_string();
+                r.to = RunState::Full;
             } else {
                 s.insert_history(&actor.history(Some(run.remote_id), None, None, &summary))?;
             }

@@ -499,8 +499,11 @@ fn views(db: &mut Db, runs: Vec<Run>) -> anyhow::Result<Vec<RunView>> {
     let ids: Vec<i64> = runs.iter().map(|r| r.remote_id).collect();
     let counts = db.read(|s| s.component_counts(&ids))?;
     let mut by_run: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
-    for (id, state, n) in counts {
-        by_run.entry(id).or_default().insert(state, n);
+    for c in counts {
+        by_run
+            .entry(c.remote_id)
+            .or_default()
+            .insert(c.state.to_string(), c.components);
     }
     Ok(runs
         .into_iter()
@@ -517,7 +520,7 @@ fn views(db: &mut Db, runs: Vec<Run>) -> anyhow::Result<Vec<RunView>> {
 
 fn list(db: &mut Db, a: ListArgs, json: bool, printer: &Printer) -> anyhow::Result<ExitStatus> {
     let filter = RunFilter {
-        states: a.state.iter().map(|s| s.as_str().to_string()).collect(),
+        states: a.state.clone(),
         label: a.label,
         stage: a.stage,
         remote_id: None,
@@ -538,7 +541,7 @@ fn list(db: &mut Db, a: ListArgs, json: bool, printer: &Printer) -> anyhow::Resu
             let r = &v.run;
             vec![
                 r.remote_id.to_string(),
-                r.state.clone(),
+                r.state.to_string(),
                 r.stage.clone(),
                 r.label.clone(),
                 v.components.to_string(),
@@ -674,7 +677,7 @@ struct Cleaned {
 
 /// The remote-resident inputs of the prepared runs not finished: (run,
 /// state, its `remote-inputs.list`). Read once for a whole `clean`.
-fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, String, String)>> {
+fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, RunState, String)>> {
     let open = db.read(|s| {
         s.runs(&RunFilter {
             states: [
@@ -684,9 +687,7 @@ fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, Str
                 RunState::Auth,
                 RunState::Error,
             ]
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
+            .to_vec(),
             ..RunFilter::default()
         })
     })?;
@@ -696,7 +697,7 @@ fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, Str
             let target = cfg.run_target(r.target.as_deref(), r.remote_id).ok()?;
             let dir = runs::local_run_dir(r, &target).ok()?;
             let list = std::fs::read_to_string(dir.join("remote-inputs.list")).unwrap_or_default();
-            Some((r.remote_id, r.state.clone(), list))
+            Some((r.remote_id, r.state, list))
         })
         .collect())
 }
@@ -708,7 +709,7 @@ fn open_remote_inputs(db: &mut Db, cfg: &Config) -> anyhow::Result<Vec<(i64, Str
 /// are).
 fn still_needed(
     db: &mut Db,
-    open: &[(i64, String, String)],
+    open: &[(i64, RunState, String)],
     folder: &str,
 ) -> anyhow::Result<Vec<String>> {
     let prefix = format!("{}/", folder.trim_end_matches('/'));
@@ -739,7 +740,7 @@ fn clean(
     actor: &Actor,
 ) -> anyhow::Result<ExitStatus> {
     let filter = RunFilter {
-        states: vec![RunState::Full.as_str().to_string()],
+        states: vec![RunState::Full],
         label: a.label.clone(),
         remote_id: a.remote_id,
         ..RunFilter::default()

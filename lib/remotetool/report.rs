@@ -310,17 +310,17 @@ fn print_groups(
     let counts = db.read(|s| s.component_report(label, stage))?;
     let abandoned = db.read(|s| s.abandoned_items(label, stage))?;
     let mut out: BTreeMap<(String, String), GroupRow> = BTreeMap::new();
-    for (label, stage, state, n, runtime) in counts {
-        let r = group(&mut out, &label, &stage);
-        match state.parse::<ComponentState>() {
-            Ok(ComponentState::Done) => r.done += n,
-            Ok(ComponentState::Failed) => r.failed += n,
-            _ => r.queued += n,
+    for g in counts {
+        let r = group(&mut out, &g.label, &g.stage);
+        match g.state {
+            ComponentState::Done => r.done += g.components,
+            ComponentState::Failed => r.failed += g.components,
+            ComponentState::Queued => r.queued += g.components,
         }
-        r.runtime_hours += runtime.unwrap_or(0.0) / 3600.0;
+        r.runtime_hours += g.runtime_s.unwrap_or(0.0) / 3600.0;
     }
-    for (label, stage, n) in abandoned {
-        group(&mut out, &label, &stage).abandoned = n;
+    for g in abandoned {
+        group(&mut out, &g.label, &g.stage).abandoned = g.items;
     }
     for run in runs {
         let r = group(&mut out, &run.label, &run.stage);

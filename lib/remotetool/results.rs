@@ -60,7 +60,8 @@ fn filter(a: &ResultsArgs, after: i64) -> anyhow::Result<ResultFilter> {
         label: a.label.clone(),
         stage: a.stage.clone(),
         remote_id: a.remote_id,
-        states: a.state.clone(),
+        // clap lets only the three names through.
+        states: a.state.iter().filter_map(|s| s.parse().ok()).collect(),
         after,
         limit: a.limit,
     })

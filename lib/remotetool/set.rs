@@ -86,7 +86,7 @@ fn next_stage_of(
     let Some(run) = db.read(|s| s.run(remote_id))? else {
         return Ok(None);
     };
-    if crate::state::check(runs::run_state(&run)?, RunState::Full).is_err()
+    if crate::state::check(run.state, RunState::Full).is_err()
         || db.read(|s| s.run_component_count(remote_id))? == 0
     {
         return Ok(None);

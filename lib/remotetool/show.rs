@@ -13,6 +13,7 @@ use crate::exit::{self, ExitStatus};
 use crate::printer::Printer;
 use crate::record::ResultRecord;
 use crate::scripts::{self, ComponentCommands};
+use crate::state::RunState;
 use crate::table;
 
 #[derive(Debug, clap::Args)]
@@ -93,8 +94,8 @@ pub(super) fn history_table(rows: &[History]) -> String {
                     (None, None) => String::new(),
                     (f, t) => format!(
                         "{} -> {}",
-                        f.as_deref().unwrap_or("-"),
-                        t.as_deref().unwrap_or("-")
+                        f.map_or("-", RunState::as_str),
+                        t.map_or("-", RunState::as_str)
                     ),
                 },
                 h.message.clone().unwrap_or_default(),
@@ -174,19 +175,19 @@ pub fn show(
     let mut out = String::new();
     let fields = [
         ("remote_id", r.remote_id.to_string()),
-        ("state", r.state.clone()),
+        ("state", r.state.to_string()),
         ("stage", r.stage.clone()),
         ("label", r.label.clone()),
         ("path_base", r.path_base.clone()),
         ("target", r.target.clone().unwrap_or_else(none)),
         ("job_id", r.job_id.clone().unwrap_or_else(none)),
-        ("job_policy", r.job_policy.clone()),
+        ("job_policy", r.job_policy.to_string()),
         ("attempt", r.attempt.to_string()),
         ("fault", r.fault.to_string()),
         ("message", r.message.clone().unwrap_or_else(none)),
         (
             "auth_return_state",
-            r.auth_return_state.clone().unwrap_or_else(none),
+            r.auth_return_state.map_or_else(none, |s| s.to_string()),
         ),
         ("last_poll", table::opt_time(&r.last_poll)),
         ("created", table::time(&r.created_at)),
@@ -462,7 +463,7 @@ fn show_component(
             vec![
                 a.id.to_string(),
                 a.remote_id.to_string(),
-                a.state.clone(),
+                a.state.to_string(),
                 a.exit_status
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "-".into()),

@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::db::models::{Control, RunFilter};
+use crate::db::models::{Control, ItemGroup, RunFilter};
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::masters::{self, Master};
@@ -54,7 +54,7 @@ pub struct Group {
 
 #[derive(Debug, Serialize)]
 pub struct Oldest {
-    pub state: String,
+    pub state: RunState,
     pub runs: i64,
     pub remote_id: i64,
     pub since: NaiveDateTime,
@@ -64,7 +64,7 @@ pub struct Oldest {
 #[derive(Debug, Serialize)]
 pub struct Attention {
     pub remote_id: i64,
-    pub state: String,
+    pub state: RunState,
     pub label: String,
     pub stage: String,
     pub since: NaiveDateTime,
@@ -141,12 +141,18 @@ fn blocked(
     db: &mut Db,
     cfg: &Config,
     a: &StatusArgs,
-    item_groups: &[(String, String, String, i64)],
+    item_groups: &[ItemGroup],
 ) -> anyhow::Result<Vec<crate::chain::Blocked>> {
     let dir = cfg.recipes_dir(a.recipes.as_deref());
     let mut out = Vec::new();
-    for (label, stage, state, n) in item_groups {
-        if state != ItemState::Abandoned.as_str() || *n == 0 {
+    for ItemGroup {
+        label,
+        stage,
+        state,
+        items,
+    } in item_groups
+    {
+        if *state != ItemState::Abandoned || *items == 0 {
             continue;
         }
         let Ok(recipe) = crate::recipe::Recipe::load_for_stage(&dir, stage) else {
@@ -205,7 +211,7 @@ fn render_blocked(st: &Status, width: Option<usize>, out: &mut String) {
 #[derive(Debug, Serialize)]
 pub struct Held {
     pub remote_id: i64,
-    pub state: String,
+    pub state: RunState,
     pub label: String,
     pub stage: String,
     pub target: Option<String>,
@@ -282,7 +288,7 @@ held back from --next:
         .map(|h| {
             vec![
                 h.remote_id.to_string(),
-                h.state.clone(),
+                h.state.to_string(),
                 h.label.clone(),
                 h.stage.clone(),
                 h.remedy.clone(),
@@ -331,36 +337,32 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let item_groups = db.read(|s| s.item_groups())?;
     let active = db.read(|s| s.active_item_groups())?;
     let components = db.read(|s| s.component_report(None, None))?;
-    for (label, stage, state, n) in &run_groups {
-        *get(&mut groups, label, stage)
+    for g in &run_groups {
+        *get(&mut groups, &g.label, &g.stage)
             .runs
-            .entry(state.clone())
-            .or_default() += n;
+            .entry(g.state.to_string())
+            .or_default() += g.runs;
     }
-    for (label, stage, state, n) in &item_groups {
-        let g = get(&mut groups, label, stage);
-        match state.parse::<ItemState>() {
-            Ok(ItemState::Ready) => g.waiting += n,
-            Ok(ItemState::Done) => g.done += n,
-            Ok(ItemState::Abandoned) => g.abandoned += n,
-            _ => {}
+    for i in &item_groups {
+        let g = get(&mut groups, &i.label, &i.stage);
+        match i.state {
+            ItemState::Ready => g.waiting += i.items,
+            ItemState::Done => g.done += i.items,
+            ItemState::Abandoned => g.abandoned += i.items,
+            ItemState::Failed => {}
         }
     }
-    for (label, stage, n) in &active {
-        let g = get(&mut groups, label, stage);
-        g.in_runs += n;
-        g.waiting -= n;
+    for i in &active {
+        let g = get(&mut groups, &i.label, &i.stage);
+        g.in_runs += i.items;
+        g.waiting -= i.items;
     }
-    for (label, stage, state, n, _) in &components {
-        if state == ComponentState::Failed.as_str() {
-            get(&mut groups, label, stage).failed += n;
+    for c in &components {
+        if c.state == ComponentState::Failed {
+            get(&mut groups, &c.label, &c.stage).failed += c.components;
         }
     }
-    let open: Vec<String> = ALL
-        .iter()
-        .filter(|s| !s.is_closed())
-        .map(|s| s.as_str().to_string())
-        .collect();
+    let open: Vec<RunState> = ALL.iter().copied().filter(|s| !s.is_closed()).collect();
     let runs = db.read(|s| {
         s.runs(&RunFilter {
             states: open,
@@ -370,10 +372,10 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     let secs = |t: NaiveDateTime| (at - t).num_seconds();
     let mut oldest: Vec<Oldest> = Vec::new();
     for st in ALL.iter().filter(|s| !s.is_closed()) {
-        let of: Vec<_> = runs.iter().filter(|r| r.state == st.as_str()).collect();
+        let of: Vec<_> = runs.iter().filter(|r| r.state == *st).collect();
         if let Some(r) = of.iter().min_by_key(|r| (r.state_since, r.remote_id)) {
             oldest.push(Oldest {
-                state: st.as_str().to_string(),
+                state: *st,
                 runs: of.len() as i64,
                 remote_id: r.remote_id,
                 since: r.state_since,
@@ -383,20 +385,20 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
     }
     let mut attention = Vec::new();
     for r in &runs {
-        let why = match r.state.parse::<RunState>() {
-            Ok(RunState::Run | RunState::New) if r.fault == crate::state::fault::LOCAL => {
+        let why = match r.state {
+            RunState::Run | RunState::New if r.fault == crate::state::fault::LOCAL => {
                 Some(format!(
                     "a write here failed, fault {}: {}",
                     r.fault,
                     r.message.as_deref().unwrap_or("(no message)")
                 ))
             }
-            Ok(RunState::Run) if r.fault == crate::state::fault::APPLY => Some(format!(
+            RunState::Run if r.fault == crate::state::fault::APPLY => Some(format!(
                 "apply failed, fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::Run) if r.poll_failures >= POLL_FAILURES_NEED_A_PERSON => Some(format!(
+            RunState::Run if r.poll_failures >= POLL_FAILURES_NEED_A_PERSON => Some(format!(
                 "poll failed {} times in a row since {}: {}",
                 r.poll_failures,
                 r.poll_failed_since
@@ -404,7 +406,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
                     .unwrap_or_else(|| "-".into()),
                 r.poll_error.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::Run) => {
+            RunState::Run => {
                 let last = r.last_poll.unwrap_or(r.state_since);
                 (secs(last) > a.stuck_after).then(|| {
                     format!(
@@ -414,26 +416,26 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
                     )
                 })
             }
-            Ok(RunState::Auth) => Some(format!(
+            RunState::Auth => Some(format!(
                 "waiting for the auth refresh (was {})",
-                r.auth_return_state.as_deref().unwrap_or("pending")
+                r.auth_return_state.unwrap_or(RunState::Pending)
             )),
-            Ok(RunState::Error) => Some(format!(
+            RunState::Error => Some(format!(
                 "fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::New) if r.fault == crate::state::fault::PREPARE => Some(format!(
+            RunState::New if r.fault == crate::state::fault::PREPARE => Some(format!(
                 "prepare failed, fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::Pending) if r.fault == crate::state::fault::EXEC => Some(format!(
+            RunState::Pending if r.fault == crate::state::fault::EXEC => Some(format!(
                 "exec failed, fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
             )),
-            Ok(RunState::New | RunState::Pending) if r.fault != 0 => Some(format!(
+            RunState::New | RunState::Pending if r.fault != 0 => Some(format!(
                 "fault {}: {}",
                 r.fault,
                 r.message.as_deref().unwrap_or("(no message)")
@@ -443,7 +445,7 @@ pub fn gather(db: &mut Db, cfg: &Config, a: &StatusArgs) -> anyhow::Result<Statu
         if let Some(why) = why {
             attention.push(Attention {
                 remote_id: r.remote_id,
-                state: r.state.clone(),
+                state: r.state,
                 label: r.label.clone(),
                 stage: r.stage.clone(),
                 since: r.state_since,
@@ -591,7 +593,7 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             .iter()
             .map(|o| {
                 vec![
-                    o.state.clone(),
+                    o.state.to_string(),
                     o.runs.to_string(),
                     o.remote_id.to_string(),
                     table::time(&o.since),
@@ -616,7 +618,7 @@ pub fn render(st: &Status, width: Option<usize>) -> String {
             .map(|a| {
                 vec![
                     a.remote_id.to_string(),
-                    a.state.clone(),
+                    a.state.to_string(),
                     a.label.clone(),
                     a.stage.clone(),
                     human_duration(a.seconds),

@@ -128,7 +128,7 @@ impl Next<'_> {
         let skip: Vec<String> = self.skip.iter().chain(also).cloned().collect();
         let default = self.default_target;
         ClaimFilter {
-            state: self.state.as_str().to_string(),
+            state: self.state,
             stale_before: stale_before(),
             polled_before: self.polled_before,
             now: db::now(),
@@ -154,7 +154,7 @@ pub fn claim_next_in(
         // too, are checked in it). When it takes none, there is none to
         // take; only a pause is left to report.
         let now = db::now();
-        match db::claim_oldest_in_one_statement(
+        match db::queries::claims::claim_oldest_in_one_statement(
             db,
             &next.filter(&[]),
             next.default_target,
@@ -190,7 +190,7 @@ pub fn claim_next_in(
                 let mut chosen = None;
                 for (_, run) in candidates {
                     // Another claimer holds it, or it moved on: the next one.
-                    if s.lock_run(run.remote_id, next.state.as_str())? {
+                    if s.lock_run(run.remote_id, next.state)? {
                         chosen = Some(run);
                         break;
                     }

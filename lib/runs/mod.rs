@@ -68,8 +68,8 @@ impl Actor {
     pub fn history(
         &self,
         remote_id: Option<i64>,
-        from: Option<&str>,
-        to: Option<&str>,
+        from: Option<RunState>,
+        to: Option<RunState>,
         message: impl Into<String>,
     ) -> NewHistory {
         NewHistory {
@@ -78,8 +78,8 @@ impl Actor {
             host: self.host.clone(),
             pid: self.pid,
             tool: self.tool.clone(),
-            from_state: from.map(str::to_string),
-            to_state: to.map(str::to_string),
+            from_state: from,
+            to_state: to,
             message: Some(message.into()),
             command: Some(self.command.clone()),
         }
@@ -217,12 +217,12 @@ fn define_in(s: &mut dyn Store, req: &DefineRequest, actor: &Actor) -> anyhow::R
     }
     let now = db::now();
     let remote_id = s.insert_run(&NewRun {
-        state: RunState::New.as_str(),
+        state: RunState::New,
         stage,
         label,
         path_base: &req.path_base,
         target: req.target.as_deref(),
-        job_policy: req.job_policy.as_str(),
+        job_policy: req.job_policy,
         attempt: 0,
         fault: 0,
         created_at: now,
@@ -239,7 +239,7 @@ fn define_in(s: &mut dyn Store, req: &DefineRequest, actor: &Actor) -> anyhow::R
     s.insert_history(&actor.history(
         Some(remote_id),
         None,
-        Some(RunState::New.as_str()),
+        Some(RunState::New),
         format!("defined with {n} components of {stage}/{label}"),
     ))?;
     Ok(Defined {
@@ -269,19 +269,10 @@ pub fn get_run(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Run> {
     })
 }
 
-pub fn run_state(run: &Run) -> anyhow::Result<RunState> {
-    run.state.parse().map_err(|e: String| {
-        anyhow::anyhow!(
-            "run {} has a state this offload does not know: {e}",
-            run.remote_id
-        )
-    })
-}
-
 /// The run is in `state`, or a usage error naming its state and what the
 /// tool takes (`what`, e.g. "exec takes pending runs").
 pub fn expect_state(run: &Run, state: RunState, what: &str) -> anyhow::Result<()> {
-    if run_state(run)? != state {
+    if run.state != state {
         return Err(exit::usage(format!(
             "run {} is '{}': {what}",
             run.remote_id, run.state
@@ -310,7 +301,7 @@ pub fn transition_in(
     message: &str,
     extra: Extra,
 ) -> anyhow::Result<()> {
-    let from = run_state(run)?;
+    let from = run.state;
     state::check(from, to).map_err(|e| exit::usage(format!("run {}: {e}", run.remote_id)))?;
     let now = db::now();
     let mut changes = RunChanges {
@@ -323,10 +314,10 @@ pub fn transition_in(
         // A run that moves on is no longer held back from `--next`.
         held_until: Some(None),
         fault_count: Some(0),
-        ..RunChanges::to(to.as_str())
+        ..RunChanges::to(to)
     };
     if to == RunState::Auth {
-        changes.auth_return_state = Some(Some(from.as_str().to_string()));
+        changes.auth_return_state = Some(Some(from));
         changes.last_poll = Some(Some(now));
     } else if from == RunState::Auth {
         changes.auth_return_state = Some(None);
@@ -335,7 +326,7 @@ pub fn transition_in(
     if to == RunState::Run || from == RunState::Run {
         changes.last_poll = Some(Some(now));
     }
-    if s.set_run_state(run.remote_id, from.as_str(), &changes)? == 0 {
+    if s.set_run_state(run.remote_id, from, &changes)? == 0 {
         return Err(exit::try_later(format!(
             "run {} left state '{from}' while this command worked on it; look with `remotetool show {}` and try again",
             run.remote_id, run.remote_id
@@ -349,12 +340,7 @@ pub fn transition_in(
         // Cancelled: the items are free for a later define; else finished.
         s.close_components(run.remote_id, to != RunState::Cancelled, now)?;
     }
-    s.insert_history(&actor.history(
-        Some(run.remote_id),
-        Some(from.as_str()),
-        Some(to.as_str()),
-        message,
-    ))?;
+    s.insert_history(&actor.history(Some(run.remote_id), Some(from), Some(to), message))?;
     Ok(())
 }
 
@@ -393,14 +379,18 @@ pub fn set_state(
     }
     db.tx(|s| {
         let run = get_run(s, remote_id)?;
-        let from = run_state(&run)?;
+        let from = run.state;
         let finishing = match next {
             Some(c) if to == RunState::Full && !from.is_closed() => Some(c),
             _ => None,
         };
         // Before the transition releases them.
         let members: Vec<i64> = match finishing {
-            Some(_) => s.run_members(remote_id)?.iter().map(|m| m.1).collect(),
+            Some(_) => s
+                .run_members(remote_id)?
+                .iter()
+                .map(|m| m.work_item_id)
+                .collect(),
             None => Vec::new(),
         };
         transition_in(
@@ -444,7 +434,7 @@ pub fn revert_auth(
 ) -> anyhow::Result<Vec<Reverted>> {
     db.tx(|s| {
         let filter = RunFilter {
-            states: vec![RunState::Auth.as_str().to_string()],
+            states: vec![RunState::Auth],
             label: label.map(str::to_string),
             remote_id,
             ..RunFilter::default()
@@ -460,10 +450,7 @@ pub fn revert_auth(
         }
         let mut out = Vec::new();
         for run in runs {
-            let to = match run.auth_return_state.as_deref() {
-                Some(st) => st.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-                None => RunState::Pending,
-            };
+            let to = run.auth_return_state.unwrap_or(RunState::Pending);
             transition_in(
                 s,
                 &run,
@@ -559,9 +546,9 @@ pub fn set_columns_in(
     f: impl FnOnce(&Run, &mut RunChanges),
 ) -> anyhow::Result<()> {
     let run = get_run(s, remote_id)?;
-    let mut changes = RunChanges::to(&run.state);
+    let mut changes = RunChanges::to(run.state);
     f(&run, &mut changes);
-    s.set_run_state(remote_id, &run.state, &changes)?;
+    s.set_run_state(remote_id, run.state, &changes)?;
     Ok(())
 }
 
@@ -588,9 +575,9 @@ pub fn record_fault_in(
     let changes = RunChanges {
         fault: Some(fault),
         message: Some(Some(message.to_string())),
-        ..RunChanges::to(&run.state)
+        ..RunChanges::to(run.state)
     };
-    s.set_run_state(remote_id, &run.state, &changes)?;
+    s.set_run_state(remote_id, run.state, &changes)?;
     s.insert_history(&actor.history(
         Some(remote_id),
         None,
@@ -646,9 +633,9 @@ pub fn hold_back_off(
             held_until: Some(Some(until)),
             fault_count: Some(n),
             message: Some(Some(why.to_string())),
-            ..RunChanges::to(&run.state)
+            ..RunChanges::to(run.state)
         };
-        s.set_run_state(remote_id, &run.state, &changes)?;
+        s.set_run_state(remote_id, run.state, &changes)?;
         s.insert_history(&actor.history(
             Some(remote_id),
             None,
@@ -680,7 +667,7 @@ pub fn end_hold(db: &mut Db, remote_id: i64, actor: &Actor) -> anyhow::Result<()
 #[derive(Debug, Clone, Serialize)]
 pub struct Unfaulted {
     pub remote_id: i64,
-    pub state: String,
+    pub state: RunState,
     /// The fault it had (0: only held).
     pub fault: i32,
     pub message: Option<String>,
@@ -707,7 +694,7 @@ pub fn unfault(
         };
         let mut out = Vec::new();
         for run in runs {
-            let st = run_state(&run)?;
+            let st = run.state;
             let faulted = run.fault != 0 || run.held_until.is_some() || run.fault_count != 0;
             if st.is_closed() || st == RunState::Error || !faulted {
                 if remote_id.is_some() {
@@ -734,9 +721,9 @@ pub fn unfault(
                 message: Some(None),
                 held_until: Some(None),
                 fault_count: Some(0),
-                ..RunChanges::to(&run.state)
+                ..RunChanges::to(run.state)
             };
-            s.set_run_state(run.remote_id, &run.state, &changes)?;
+            s.set_run_state(run.remote_id, run.state, &changes)?;
             let was = format!(
                 "fault {}{}",
                 run.fault,
@@ -754,7 +741,7 @@ pub fn unfault(
             ))?;
             out.push(Unfaulted {
                 remote_id: run.remote_id,
-                state: run.state.clone(),
+                state: run.state,
                 fault: run.fault,
                 message: run.message.clone(),
                 held_until: run.held_until,

@@ -1,14 +1,15 @@
 //! The queries of the results the pipeline receives: every component
 //! attempt whose result was applied (`results`, in the order applied), and
 //! each named consumer's cursor and lease (`consumers`). Written once for
-//! every backend, as the rest of [`super::queries`].
+//! every backend, as the rest of [`super`].
 
-use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
+use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::models::{Component, Consumer, NewResult, ResultRow, WorkItem};
-use super::schema::*;
+use crate::db::models::{Component, Consumer, NewResult, ResultRow, WorkItem};
+use crate::db::schema::*;
+use crate::state::{ComponentState, ItemState};
 
 /// Which results to list.
 #[derive(Debug, Clone, Default)]
@@ -17,7 +18,7 @@ pub struct ResultFilter {
     pub stage: Option<String>,
     pub remote_id: Option<i64>,
     /// Work item states after the attempt: done, failed, abandoned.
-    pub states: Vec<String>,
+    pub states: Vec<ItemState>,
     /// Only results after this sequence number.
     pub after: i64,
     pub limit: Option<i64>,
@@ -96,7 +97,7 @@ impl InsertOrder for PgConnection {
 impl InsertOrder for MysqlConnection {
     fn order_inserts(&mut self) -> QueryResult<()> {
         // A row lock, held to the end of the transaction (migrations/mysql).
-        super::mysql_lock_row(self, "results")
+        crate::db::mysql_lock_row(self, "results")
     }
 }
 
@@ -167,7 +168,7 @@ macro_rules! impl_result_store {
                     .inner_join(work_items::table)
                     .filter(remote_components::remote_id.eq(remote_id))
                     .filter(remote_components::active.eq(true))
-                    .filter(remote_components::state.ne("queued"))
+                    .filter(remote_components::state.ne(ComponentState::Queued))
                     .order(remote_components::id.asc())
                     .select((Component::as_select(), WorkItem::as_select()))
                     .load(self)
@@ -181,7 +182,7 @@ macro_rules! impl_result_store {
                 // LIKE's wildcards in a path only widen the match; the
                 // caller checks the text exactly.
                 work_items::table
-                    .filter(work_items::state.eq("ready"))
+                    .filter(work_items::state.eq(ItemState::Ready))
                     .filter(work_items::params.like(format!("%{text}%")))
                     .order(work_items::id.asc())
                     .limit(limit)
@@ -193,7 +194,7 @@ macro_rules! impl_result_store {
                 remote_components::table
                     .inner_join(work_items::table)
                     .filter(remote_components::remote_id.eq(remote_id))
-                    .filter(remote_components::state.eq("failed"))
+                    .filter(remote_components::state.eq(ComponentState::Failed))
                     .order(work_items::stage_id.asc())
                     .select(work_items::stage_id)
                     .load(self)

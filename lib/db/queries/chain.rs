@@ -1,13 +1,13 @@
 //! The queries of chained stages (`crate::chain`): a stage's work items of
 //! one label, a work item created at most once, and the lock that orders
 //! the transactions that decide whether a group is complete. Written once
-//! for every backend, as the rest of [`super::queries`].
+//! for every backend, as the rest of [`super`].
 
-use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
+use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel::prelude::*;
 
-use super::models::{NewWorkItem, WorkItem};
-use super::schema::*;
+use crate::db::models::{NewWorkItem, WorkItem};
+use crate::db::schema::*;
 
 pub trait ChainStore {
     /// Order the transactions that look at whole groups: on PostgreSQL and
@@ -61,7 +61,7 @@ impl GroupLock for PgConnection {
 impl GroupLock for MysqlConnection {
     fn group_lock(&mut self) -> QueryResult<()> {
         // A row lock, held to the end of the transaction (migrations/mysql).
-        super::mysql_lock_row(self, "chain")
+        crate::db::mysql_lock_row(self, "chain")
     }
 
     fn insert_once(&mut self, item: &NewWorkItem) -> QueryResult<usize> {

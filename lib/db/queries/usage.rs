@@ -1,12 +1,12 @@
 //! The queries of what runs cost: each batch job's record (`remote_jobs`),
 //! and the runs and components `remotetool report` spreads it over.
-//! Written once for every backend, as the rest of [`super::queries`].
+//! Written once for every backend, as the rest of [`super`].
 
-use super::drivers::{MysqlConnection, PgConnection, SqliteConnection};
+use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel::prelude::*;
 
-use super::models::JobRecord;
-use super::schema::*;
+use crate::db::models::JobRecord;
+use crate::db::schema::*;
 
 /// A run as the report counts it: id, label, stage, state.
 pub type RunKey = (i64, String, String, String);

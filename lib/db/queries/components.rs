@@ -1,0 +1,323 @@
+//! The queries of a run's components: paging through them, counting them,
+//! applying their results ([`ComponentChanges`]), releasing them, and
+//! their runtimes. Written once for every backend (see [`super`]).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::CHUNK;
+use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
+use crate::db::models::*;
+use crate::db::schema::*;
+use crate::state::{ComponentState, ItemState};
+use diesel::dsl::{count_star, exists};
+
+/// What applying a component's result writes.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = remote_components)]
+pub struct ComponentChanges {
+    pub state: ComponentState,
+    pub active: bool,
+    pub attempts: i32,
+    pub exit_status: Option<i32>,
+    pub runtime: Option<f64>,
+    pub fault: i32,
+    pub result: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A run's active components joined with their work items, in id order.
+macro_rules! active_components {
+    ($remote_id:expr) => {
+        remote_components::table
+            .inner_join(work_items::table)
+            .filter(remote_components::remote_id.eq($remote_id))
+            .filter(remote_components::active.eq(true))
+            .order(remote_components::id.asc())
+    };
+}
+
+pub trait ComponentStore {
+    /// Components per run and state, for these runs.
+    fn component_counts(&mut self, remote_ids: &[i64]) -> QueryResult<Vec<ComponentCount>>;
+
+    /// Release a closed run's components (they become inactive); with
+    /// `done`, their work items are marked done first.
+    fn close_components(
+        &mut self,
+        remote_id: i64,
+        done: bool,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize>;
+
+    /// Up to `limit` active components of a run with their work items, by
+    /// component id, those after component `after` (0: from the first).
+    fn run_components_page(
+        &mut self,
+        remote_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<ComponentItem>>;
+
+    /// How many active components a run has.
+    fn run_component_count(&mut self, remote_id: i64) -> QueryResult<i64>;
+
+    /// A run's active components with their work items' ids and attempts.
+    fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<Member>>;
+
+    /// Runtimes (s) of the most recent finished components of a stage.
+    fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>>;
+
+    /// Measured runtimes of a run's components that came back (from its
+    /// earlier attempts).
+    fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>>;
+
+    /// Apply a component's result.
+    fn update_component(&mut self, id: i64, changes: &ComponentChanges) -> QueryResult<usize>;
+
+    /// Components per label, stage and state, with their summed runtime,
+    /// optionally of one label and stage.
+    fn component_report(
+        &mut self,
+        label: Option<&str>,
+        stage: Option<&str>,
+    ) -> QueryResult<Vec<ReportGroup>>;
+
+    /// One component and its work item.
+    fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>>;
+
+    /// Every component a work item has had, oldest first.
+    fn item_components(&mut self, work_item_id: i64) -> QueryResult<Vec<Component>>;
+
+    /// A run's failed components with their work items, oldest first, at
+    /// most `limit`.
+    fn run_failed_components(
+        &mut self,
+        remote_id: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<(Component, WorkItem)>>;
+
+    /// The id of the run's component of the work item with this stage_id.
+    fn run_component_id(&mut self, remote_id: i64, stage_id: i64) -> QueryResult<Option<i64>>;
+
+    /// Is any component of the run still active?
+    fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool>;
+}
+
+macro_rules! impl_components_store {
+    ($conn:ty) => {
+        impl ComponentStore for $conn {
+            fn component_counts(&mut self, remote_ids: &[i64]) -> QueryResult<Vec<ComponentCount>> {
+                let mut out = Vec::new();
+                for chunk in remote_ids.chunks(CHUNK) {
+                    out.extend(
+                        remote_components::table
+                            .filter(remote_components::remote_id.eq_any(chunk))
+                            .group_by((remote_components::remote_id, remote_components::state))
+                            .select((
+                                remote_components::remote_id,
+                                remote_components::state,
+                                count_star(),
+                            ))
+                            .load::<ComponentCount>(self)?,
+                    );
+                }
+                Ok(out)
+            }
+
+            fn close_components(
+                &mut self,
+                remote_id: i64,
+                done: bool,
+                now: NaiveDateTime,
+            ) -> QueryResult<usize> {
+                if done {
+                    let members = remote_components::table
+                        .filter(remote_components::remote_id.eq(remote_id))
+                        .filter(remote_components::active.eq(true))
+                        .select(remote_components::work_item_id);
+                    diesel::update(work_items::table)
+                        .filter(work_items::id.eq_any(members))
+                        .filter(work_items::state.eq(ItemState::Ready))
+                        .set((
+                            work_items::state.eq(ItemState::Done),
+                            work_items::updated_at.eq(now),
+                        ))
+                        .execute(self)?;
+                }
+                diesel::update(remote_components::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .set((
+                        remote_components::active.eq(false),
+                        remote_components::updated_at.eq(now),
+                    ))
+                    .execute(self)
+            }
+
+            fn run_components_page(
+                &mut self,
+                remote_id: i64,
+                after: i64,
+                limit: i64,
+            ) -> QueryResult<Vec<ComponentItem>> {
+                active_components!(remote_id)
+                    .filter(remote_components::id.gt(after))
+                    .limit(limit)
+                    .select((
+                        remote_components::id,
+                        work_items::id,
+                        work_items::stage,
+                        work_items::stage_id,
+                        work_items::label,
+                        work_items::params,
+                    ))
+                    .load(self)
+            }
+
+            fn run_component_count(&mut self, remote_id: i64) -> QueryResult<i64> {
+                remote_components::table
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::active.eq(true))
+                    .count()
+                    .get_result(self)
+            }
+
+            fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<Member>> {
+                active_components!(remote_id)
+                    .select((
+                        remote_components::id,
+                        work_items::id,
+                        work_items::stage_id,
+                        work_items::attempts,
+                    ))
+                    .load(self)
+            }
+
+            fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>> {
+                let rows: Vec<Option<f64>> = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(work_items::stage.eq(stage))
+                    .filter(remote_components::state.eq(ComponentState::Done))
+                    .filter(remote_components::runtime.is_not_null())
+                    .order(remote_components::id.desc())
+                    .limit(limit)
+                    .select(remote_components::runtime)
+                    .load(self)?;
+                Ok(rows.into_iter().flatten().collect())
+            }
+
+            fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>> {
+                let rows: Vec<Option<f64>> = remote_components::table
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::runtime.is_not_null())
+                    .select(remote_components::runtime)
+                    .load(self)?;
+                Ok(rows.into_iter().flatten().collect())
+            }
+
+            fn update_component(
+                &mut self,
+                id: i64,
+                changes: &ComponentChanges,
+            ) -> QueryResult<usize> {
+                diesel::update(remote_components::table.find(id))
+                    .set(changes)
+                    .execute(self)
+            }
+
+            fn component_report(
+                &mut self,
+                label: Option<&str>,
+                stage: Option<&str>,
+            ) -> QueryResult<Vec<ReportGroup>> {
+                let rows: Vec<ReportGroup> = remote_components::table
+                    .inner_join(work_items::table)
+                    .group_by((
+                        work_items::label,
+                        work_items::stage,
+                        remote_components::state,
+                    ))
+                    .select((
+                        work_items::label,
+                        work_items::stage,
+                        remote_components::state,
+                        count_star(),
+                        diesel::dsl::sum(remote_components::runtime),
+                    ))
+                    .order((
+                        work_items::label,
+                        work_items::stage,
+                        remote_components::state,
+                    ))
+                    .load(self)?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|r| {
+                        label.is_none_or(|l| r.label == l) && stage.is_none_or(|st| r.stage == st)
+                    })
+                    .collect())
+            }
+
+            fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::id.eq(id))
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .first(self)
+                    .optional()
+            }
+
+            fn item_components(&mut self, work_item_id: i64) -> QueryResult<Vec<Component>> {
+                remote_components::table
+                    .filter(remote_components::work_item_id.eq(work_item_id))
+                    .order(remote_components::id.asc())
+                    .select(Component::as_select())
+                    .load(self)
+            }
+
+            fn run_failed_components(
+                &mut self,
+                remote_id: i64,
+                limit: i64,
+            ) -> QueryResult<Vec<(Component, WorkItem)>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(remote_components::state.eq(ComponentState::Failed))
+                    .order(remote_components::id.asc())
+                    .limit(limit)
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .load(self)
+            }
+
+            fn run_component_id(
+                &mut self,
+                remote_id: i64,
+                stage_id: i64,
+            ) -> QueryResult<Option<i64>> {
+                remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::remote_id.eq(remote_id))
+                    .filter(work_items::stage_id.eq(stage_id))
+                    .order(remote_components::id.desc())
+                    .select(remote_components::id)
+                    .first(self)
+                    .optional()
+            }
+
+            fn run_has_active(&mut self, remote_id: i64) -> QueryResult<bool> {
+                diesel::select(exists(
+                    remote_components::table
+                        .filter(remote_components::remote_id.eq(remote_id))
+                        .filter(remote_components::active.eq(true)),
+                ))
+                .get_result(self)
+            }
+        }
+    };
+}
+
+impl_components_store!(SqliteConnection);
+impl_components_store!(PgConnection);
+impl_components_store!(MysqlConnection);
