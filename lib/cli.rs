@@ -122,13 +122,8 @@ fn generated<A: clap::CommandFactory>(tool: &'static str, argv: &[String]) -> Op
     )
 }
 
-/// Open the database the global options name.
-pub fn open_db(g: &GlobalArgs, cfg: &crate::config::Config) -> anyhow::Result<crate::db::Db> {
-    let url = cfg.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
-    crate::db::Db::open(&url)
-}
-
-/// Open it, and register this process as at work (see [`crate::workers`]).
+/// Open the database the global options name, and register this process
+/// as at work (see [`crate::workers`]).
 pub fn open_db_as_worker(
     g: &GlobalArgs,
     cfg: &crate::config::Config,
@@ -146,6 +141,8 @@ pub struct Session {
     pub config: crate::config::Config,
     pub actor: crate::runs::Actor,
     pub db: crate::db::Db,
+    /// The database's URL (or SQLite path), as the options resolved it.
+    pub db_url: String,
     /// Set for tools that do remote or long work ([`Session::open_worker`]).
     pub registration: Option<crate::workers::Registration>,
 }
@@ -184,20 +181,22 @@ impl Session {
     }
 
     fn open_as(tool: &'static str, g: &GlobalArgs, worker: bool) -> anyhow::Result<Session> {
-        let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose);
+        let printer = crate::printer::Printer::new(tool, g.quiet, g.verbose, g.json);
         let config = crate::config::Config::load(g.config.as_deref())?;
         let actor = crate::runs::Actor::current(tool);
-        let (db, registration) = if worker {
-            let (db, reg) = open_db_as_worker(g, &config, &actor)?;
-            (db, Some(reg))
+        let db_url = config.resolve_database(g.db.as_deref(), g.dbname.as_deref())?;
+        let db = crate::db::Db::open(&db_url)?;
+        let registration = if worker {
+            Some(crate::workers::register(&db_url, &actor)?)
         } else {
-            (open_db(g, &config)?, None)
+            None
         };
         Ok(Session {
             printer,
             config,
             actor,
             db,
+            db_url,
             registration,
         })
     }

@@ -299,10 +299,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         s.files_sent,
         s.files_present
     ));
-    if g.json {
-        printer.json(&s)?;
-    } else {
-        printer.data(&s.job_id)?;
-    }
+    printer.model(&s, |s| s.job_id.clone())?;
     Ok(ExitStatus::Success)
 }

@@ -1,5 +1,7 @@
 //! Where output goes: data on stdout, messages on stderr; progress bars only
-//! on a terminal and never when quiet or verbose.
+//! on a terminal and never when quiet or verbose. The printer carries the
+//! output format (`--json` or text), so a command hands it a model and a
+//! text renderer and never asks which.
 
 use std::io::{IsTerminal, Write};
 
@@ -12,14 +14,22 @@ pub enum Verbosity {
     Verbose,
 }
 
+/// What stdout carries: text for people, or JSON for scripts (`--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone)]
 pub struct Printer {
     pub tool: &'static str,
     pub verbosity: Verbosity,
+    pub format: Format,
 }
 
 impl Printer {
-    pub fn new(tool: &'static str, quiet: bool, verbose: bool) -> Printer {
+    pub fn new(tool: &'static str, quiet: bool, verbose: bool, json: bool) -> Printer {
         let verbosity = if quiet {
             Verbosity::Quiet
         } else if verbose {
@@ -27,7 +37,43 @@ impl Printer {
         } else {
             Verbosity::Normal
         };
-        Printer { tool, verbosity }
+        let format = if json { Format::Json } else { Format::Text };
+        Printer {
+            tool,
+            verbosity,
+            format,
+        }
+    }
+
+    /// Does stdout carry JSON (`--json`)?
+    pub fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// A model on stdout: as JSON with `--json`, else as the text `render`
+    /// makes of it.
+    pub fn model<T: serde::Serialize>(
+        &self,
+        model: &T,
+        render: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(model),
+            Format::Text => Ok(self.data(render(model))?),
+        }
+    }
+
+    /// What a command that acts on runs prints: the rows as JSON, or their
+    /// ids one a line.
+    pub fn ids<T: serde::Serialize>(
+        &self,
+        rows: &[T],
+        id: impl Fn(&T) -> i64,
+    ) -> anyhow::Result<()> {
+        self.model(&rows, |rows| {
+            let ids: Vec<String> = rows.iter().map(|r| id(r).to_string()).collect();
+            ids.join("\n")
+        })
     }
 
     /// A message for the person (stderr), hidden when quiet.

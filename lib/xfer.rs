@@ -76,7 +76,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
     let g = &args.global;
-    let printer = Printer::new(TOOL, g.quiet, g.verbose);
+    let printer = Printer::new(TOOL, g.quiet, g.verbose, g.json);
     let cfg = Config::load(g.config.as_deref())?;
     // xfer honours `remotetool pause xfer` when a database is named.
     let named_db = g.db.is_some()
@@ -206,7 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             }
         ));
     }
-    if g.json {
+    if printer.is_json() {
         printer.json(&report)?;
     }
     if report.complete {

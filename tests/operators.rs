@@ -318,84 +318,111 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
     .unwrap();
 }
 
+/// A realistic mix, as of 2026-11-25 12:00: run 1 running and not polled
+/// for hours, 2 ended with a failure (error), 3 with its connection down
+/// (auth), 4 a camera run just defined, 5 of another label full, 6 running
+/// and polled a minute ago; exec paused; run 6 leased by a poll on ws07.
+fn realistic_mix(db: &common::TestDb) {
+    let home = db.home.path();
+    let dir = home.join(".config/offload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssh = db.write(
+        "ssh_config",
+        "Host fe9\n  HostName 127.0.0.1\n  ControlPath /nonexistent/offload-test/%n.sock\n",
+    );
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "default_target = \"hpc\"\n[targets.hpc]\nhosts = [\"fe9\"]\nssh_config = \"{}\"\nremote_root = \"/scratch/offload\"\n",
+            ssh.display()
+        ),
+    )
+    .unwrap();
+    let sas = "lanl.SAS.201402114";
+    db.import(&common::items(sas, "chip", 4, 4, 1));
+    db.import(&common::items(sas, "camera", 1, 2, 1));
+    db.import(&common::items("ps1.3pi.20261125", "chip", 1, 6, 101));
+    let define = |label: &str, stage: &str, limit: &str| {
+        db.remotetool()
+            .args([
+                "define",
+                "--label",
+                label,
+                "--stage",
+                stage,
+                "--limit",
+                limit,
+                "--path-base",
+                "/data/runs",
+            ])
+            .assert()
+            .success();
+    };
+    let set = |id: &str, state: &str| {
+        db.remotetool()
+            .args(["set", id, state, "--reason", "test"])
+            .assert()
+            .success();
+    };
+    // 1: running, not polled for hours.  2: ended with a failure (error).
+    // 3: connection down (auth).  4: camera, new.  5: another label, full.
+    // 6: running, polled a minute ago.
+    define(sas, "chip", "4");
+    set("1", "pending");
+    set("1", "run");
+    define(sas, "chip", "4");
+    set("2", "pending");
+    set("2", "run");
+    apply(db, 2, &[6], "error", 30);
+    define(sas, "chip", "4");
+    set("3", "pending");
+    set("3", "auth");
+    define(sas, "camera", "2");
+    define("ps1.3pi.20261125", "chip", "6");
+    set("5", "pending");
+    set("5", "run");
+    apply(db, 5, &[], "full", 0);
+    define(sas, "chip", "2");
+    set("6", "pending");
+    set("6", "run");
+    db.remotetool()
+        .args(["pause", "exec", "--reason", "key card refresh"])
+        .assert()
+        .success();
+    {
+        let mut c = db.open();
+        c.tx(|s| {
+            s.insert_lease(&offload::db::models::Lease {
+                remote_id: 6,
+                tool: "poll".into(),
+                host: "ws07".into(),
+                pid: 4242,
+                acquired_at: offload::db::now(),
+                heartbeat_at: offload::db::now(),
+            })?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    sql(db, "
+        UPDATE remote_runs SET created_at = '2026-11-25 06:00:00', updated_at = '2026-11-25 06:00:00', last_poll = NULL;
+        UPDATE remote_runs SET state_since = '2026-11-25 07:10:00', last_poll = '2026-11-25 07:10:00', job_id = '7701' WHERE remote_id = 1;
+        UPDATE remote_runs SET state_since = '2026-11-25 09:30:00', job_id = '7702' WHERE remote_id = 2;
+        UPDATE remote_runs SET state_since = '2026-11-25 11:15:00' WHERE remote_id = 3;
+        UPDATE remote_runs SET state_since = '2026-11-25 11:45:00' WHERE remote_id = 4;
+        UPDATE remote_runs SET state_since = '2026-11-24 23:00:00' WHERE remote_id = 5;
+        UPDATE remote_runs SET state_since = '2026-11-25 10:00:00', last_poll = '2026-11-25 11:59:00', job_id = '7706' WHERE remote_id = 6;
+        UPDATE control SET changed_at = '2026-11-25 11:50:00', changed_by = 'ops01:311';
+        UPDATE leases SET acquired_at = '2026-11-25 11:58:30', heartbeat_at = '2026-11-25 11:59:30';
+        INSERT INTO processes (tool, host, pid, started_at, heartbeat_at, command)
+            VALUES ('poll', 'ws07', 4242, '2026-11-25 11:58:29', '2026-11-25 11:59:40', 'poll --next'),
+                   ('xfer', 'ws08', 977, '2026-11-25 09:00:00', '2026-11-25 09:10:00', 'xfer push');
+    ");
+}
+
 each_backend! {
     fn status_shows_a_realistic_mix_at_a_glance(db) {
-        let home = db.home.path();
-        let dir = home.join(".config/offload");
-        std::fs::create_dir_all(&dir).unwrap();
-        let ssh = db.write("ssh_config", "Host fe9\n  HostName 127.0.0.1\n  ControlPath /nonexistent/offload-test/%n.sock\n");
-        std::fs::write(
-            dir.join("config.toml"),
-            format!(
-                "default_target = \"hpc\"\n[targets.hpc]\nhosts = [\"fe9\"]\nssh_config = \"{}\"\nremote_root = \"/scratch/offload\"\n",
-                ssh.display()
-            ),
-        )
-        .unwrap();
-        let sas = "lanl.SAS.201402114";
-        db.import(&common::items(sas, "chip", 4, 4, 1));
-        db.import(&common::items(sas, "camera", 1, 2, 1));
-        db.import(&common::items("ps1.3pi.20261125", "chip", 1, 6, 101));
-        let define = |label: &str, stage: &str, limit: &str| {
-            db.remotetool()
-                .args(["define", "--label", label, "--stage", stage, "--limit", limit, "--path-base", "/data/runs"])
-                .assert()
-                .success();
-        };
-        let set = |id: &str, state: &str| {
-            db.remotetool().args(["set", id, state, "--reason", "test"]).assert().success();
-        };
-        // 1: running, not polled for hours.  2: ended with a failure (error).
-        // 3: connection down (auth).  4: camera, new.  5: another label, full.
-        // 6: running, polled a minute ago.
-        define(sas, "chip", "4");
-        set("1", "pending");
-        set("1", "run");
-        define(sas, "chip", "4");
-        set("2", "pending");
-        set("2", "run");
-        apply(db, 2, &[6], "error", 30);
-        define(sas, "chip", "4");
-        set("3", "pending");
-        set("3", "auth");
-        define(sas, "camera", "2");
-        define("ps1.3pi.20261125", "chip", "6");
-        set("5", "pending");
-        set("5", "run");
-        apply(db, 5, &[], "full", 0);
-        define(sas, "chip", "2");
-        set("6", "pending");
-        set("6", "run");
-        db.remotetool().args(["pause", "exec", "--reason", "key card refresh"]).assert().success();
-        {
-            let mut c = db.open();
-            c.tx(|s| {
-                s.insert_lease(&offload::db::models::Lease {
-                    remote_id: 6,
-                    tool: "poll".into(),
-                    host: "ws07".into(),
-                    pid: 4242,
-                    acquired_at: offload::db::now(),
-                    heartbeat_at: offload::db::now(),
-                })?;
-                Ok(())
-            })
-            .unwrap();
-        }
-        sql(db, "
-            UPDATE remote_runs SET created_at = '2026-11-25 06:00:00', updated_at = '2026-11-25 06:00:00', last_poll = NULL;
-            UPDATE remote_runs SET state_since = '2026-11-25 07:10:00', last_poll = '2026-11-25 07:10:00', job_id = '7701' WHERE remote_id = 1;
-            UPDATE remote_runs SET state_since = '2026-11-25 09:30:00', job_id = '7702' WHERE remote_id = 2;
-            UPDATE remote_runs SET state_since = '2026-11-25 11:15:00' WHERE remote_id = 3;
-            UPDATE remote_runs SET state_since = '2026-11-25 11:45:00' WHERE remote_id = 4;
-            UPDATE remote_runs SET state_since = '2026-11-24 23:00:00' WHERE remote_id = 5;
-            UPDATE remote_runs SET state_since = '2026-11-25 10:00:00', last_poll = '2026-11-25 11:59:00', job_id = '7706' WHERE remote_id = 6;
-            UPDATE control SET changed_at = '2026-11-25 11:50:00', changed_by = 'ops01:311';
-            UPDATE leases SET acquired_at = '2026-11-25 11:58:30', heartbeat_at = '2026-11-25 11:59:30';
-            INSERT INTO processes (tool, host, pid, started_at, heartbeat_at, command)
-                VALUES ('poll', 'ws07', 4242, '2026-11-25 11:58:29', '2026-11-25 11:59:40', 'poll --next'),
-                       ('xfer', 'ws08', 977, '2026-11-25 09:00:00', '2026-11-25 09:10:00', 'xfer push');
-        ");
+        realistic_mix(db);
         let at = ["status", "--at", "2026-11-25 12:00:00"];
         let out = db.remotetool().args(at).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -415,5 +442,45 @@ each_backend! {
         assert_eq!(j["masters"], serde_json::Value::Null);
         assert_eq!(j["attention"].as_array().unwrap().len(), 4);
         db.remotetool().args(["status", "--at", "noon"]).assert().code(2).stderr(contains("--at \"noon\""));
+    }
+
+    fn reports_keep_their_text_and_json(db) {
+        realistic_mix(db);
+        // What is left of "now" in the rows, fixed.
+        sql(db, "
+            UPDATE history SET at = '2026-11-25 11:00:00', host = 'ops01', pid = 311, command = 'remotetool set';
+            UPDATE remote_components SET created_at = '2026-11-25 06:00:00', updated_at = '2026-11-25 08:00:00';
+            UPDATE work_items SET created_at = '2026-11-25 05:00:00', updated_at = '2026-11-25 08:00:00';
+        ");
+        // Each report as text and as JSON, byte for byte, the same on every
+        // backend.
+        let reports: &[(&str, &[&str])] = &[
+            ("list", &["list"]),
+            ("list_error", &["list", "--state", "error", "--state", "auth"]),
+            ("show_run", &["show", "2"]),
+            ("show_component", &["show", "2", "--stage-id", "6"]),
+            ("history", &["history", "--remote-id", "2"]),
+            ("paused", &["paused"]),
+            ("report", &["report"]),
+            ("report_runs", &["report", "--runs"]),
+            ("report_items", &["report", "--items", "--label", "lanl.SAS.201402114"]),
+        ];
+        for (name, args) in reports {
+            for json in [false, true] {
+                let mut c = db.remotetool();
+                c.args(*args);
+                if json {
+                    c.arg("--json");
+                }
+                let out = c.output().unwrap();
+                assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+                let suffix = if json { "json" } else { "text" };
+                // MySQL hands out AUTO_INCREMENT ids of a multi-row insert in
+                // blocks (its ids have gaps): its component ids have their
+                // own snapshots.
+                let mysql = if db.kind == common::Kind::Mysql { "_mysql" } else { "" };
+                insta::assert_snapshot!(format!("{name}_{suffix}{mysql}"), String::from_utf8(out.stdout).unwrap());
+            }
+        }
     }
 }

@@ -503,10 +503,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
             p.chained.join(", ")
         ));
     }
-    if g.json {
-        printer.json(&p)?;
-    } else {
-        printer.data(&p.state)?;
-    }
+    printer.model(&p, |p| p.state.to_string())?;
     Ok(ExitStatus::Success)
 }

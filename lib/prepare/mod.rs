@@ -263,10 +263,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         summary.walltime,
         summary.dir
     ));
-    if g.json {
-        printer.json(&summary)?;
-    } else {
-        printer.data(summary.remote_id.to_string())?;
-    }
+    printer.model(&summary, |s| s.remote_id.to_string())?;
     Ok(ExitStatus::Success)
 }

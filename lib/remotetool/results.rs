@@ -17,40 +17,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::args::ResultsArgs;
+use crate::cli::Session;
 use crate::db::results::ResultFilter;
 use crate::db::{self, Db};
 use crate::exit::{self, ExitStatus};
 use crate::pipeline::{self, ResultLine};
 use crate::printer::Printer;
 use crate::runs::{self, Actor};
-
-#[derive(Debug, clap::Args)]
-pub struct ResultsArgs {
-    /// Only results of work items of this label
-    #[arg(long)]
-    pub label: Option<String>,
-    /// Only results of work items of this stage
-    #[arg(long)]
-    pub stage: Option<String>,
-    /// Only results of this run
-    #[arg(long, value_name = "N")]
-    pub remote_id: Option<i64>,
-    /// Only results whose work item ended in this state (done, failed:
-    /// tried again, abandoned); repeat for several
-    #[arg(long, value_parser = ["done", "failed", "abandoned"])]
-    pub state: Vec<String>,
-    /// Hand only what this consumer has not been given yet, and mark it
-    /// given (keep the same filters for a consumer)
-    #[arg(long, value_name = "NAME")]
-    pub consumer: Option<String>,
-    /// With --consumer: run CMD (`sh -c`) with the batch on its stdin; mark
-    /// it given only when CMD exits 0
-    #[arg(long, value_name = "CMD", requires = "consumer")]
-    pub exec: Option<String>,
-    /// At most this many results
-    #[arg(long, value_name = "N")]
-    pub limit: Option<i64>,
-}
 
 fn filter(a: &ResultsArgs, after: i64) -> anyhow::Result<ResultFilter> {
     if a.limit.is_some_and(|n| n < 1) {
@@ -67,20 +41,28 @@ fn filter(a: &ResultsArgs, after: i64) -> anyhow::Result<ResultFilter> {
     })
 }
 
-fn lines_of(db: &mut Db, f: &ResultFilter) -> anyhow::Result<(Vec<u8>, usize, Option<i64>)> {
+/// The results `f` selects, oldest first (reads only): the model, whose
+/// only rendering is JSON Lines, one result a line.
+pub fn gather(db: &mut Db, f: &ResultFilter) -> anyhow::Result<Vec<ResultLine>> {
     let rows = db.read(|s| s.results(f))?;
-    let last = rows.last().map(|r| r.seq);
-    let lines: Vec<ResultLine> = rows.iter().map(ResultLine::from_row).collect();
+    Ok(rows.iter().map(ResultLine::from_row).collect())
+}
+
+/// The results as JSON Lines, how many, and the last one's sequence number.
+fn lines_of(db: &mut Db, f: &ResultFilter) -> anyhow::Result<(Vec<u8>, usize, Option<i64>)> {
+    let lines = gather(db, f)?;
+    let last = lines.last().and_then(|l| l.seq);
     Ok((pipeline::json_lines(&lines)?, lines.len(), last))
 }
 
-pub fn results(
-    db: &mut Db,
-    url: &str,
-    a: ResultsArgs,
-    printer: &Printer,
-    actor: &Actor,
-) -> anyhow::Result<ExitStatus> {
+pub fn run(s: &mut Session, a: ResultsArgs) -> anyhow::Result<ExitStatus> {
+    let Session {
+        db,
+        db_url: url,
+        printer,
+        actor,
+        ..
+    } = s;
     let Some(name) = a.consumer.clone() else {
         let (text, _, _) = lines_of(db, &filter(&a, 0)?)?;
         printer.data_bytes(&text)?;

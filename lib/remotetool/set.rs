@@ -5,46 +5,26 @@
 //! work items in the same transaction.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::args::SetArgs;
 use crate::chain::{self, Chain};
+use crate::cli::Session;
 use crate::config::Config;
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
-use crate::printer::Printer;
 use crate::recipe::Recipe;
-use crate::runs::{self, Actor};
+use crate::runs::{self};
 use crate::state::RunState;
 
-#[derive(Debug, clap::Args)]
-pub struct SetArgs {
-    /// The run's remote_id
-    #[arg(value_name = "REMOTE_ID")]
-    pub remote_id: i64,
-    /// The new state
-    #[arg(value_enum, value_name = "STATE")]
-    pub state: RunState,
-    /// Why (kept in the history)
-    #[arg(long)]
-    pub reason: String,
-    /// Folder of stage recipes, for the next stage's work items a run set
-    /// `full` feeds [default: as prepare's]
-    #[arg(long, value_name = "DIR")]
-    pub recipes: Option<PathBuf>,
-    /// Set `full` without reading the stage's recipe: no next-stage work
-    /// items are made for its groups
-    #[arg(long)]
-    pub no_chain: bool,
-}
-
-pub fn set(
-    db: &mut Db,
-    cfg: &Config,
-    a: SetArgs,
-    json: bool,
-    printer: &Printer,
-    actor: &Actor,
-) -> anyhow::Result<ExitStatus> {
+pub fn run(s: &mut Session, a: SetArgs) -> anyhow::Result<ExitStatus> {
+    let Session {
+        db,
+        config: cfg,
+        printer,
+        actor,
+        ..
+    } = s;
     let feeds = if a.state == RunState::Full && !a.no_chain {
         next_stage_of(db, cfg, a.remote_id, a.recipes.as_deref())?
     } else {
@@ -59,7 +39,7 @@ pub fn set(
     if !made.is_empty() {
         printer.info(chain::history_line(&made));
     }
-    if json {
+    if printer.is_json() {
         let chained: Vec<String> = made
             .iter()
             .map(|c| format!("{}/{}", c.stage, c.stage_id))
