@@ -120,7 +120,7 @@ pub fn exec_run(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    scheduler::check_or_auth(db, run, site.as_ref(), actor)?;
+    runs::check_or_auth(db, run, site.as_ref(), actor)?;
     let name = crate::scripts::job_name(&target.config.job_prefix, run.remote_id, run.attempt);
     if let Some(job_id) = site.find_job(&name)? {
         record_job(
@@ -162,7 +162,7 @@ pub fn exec_run(
     )?;
     let report = site.push(pairs, printer)?;
     if !report.complete {
-        return Err(scheduler::incomplete(
+        return Err(runs::incomplete(
             db,
             run,
             site.as_ref(),

@@ -20,7 +20,8 @@
 //! work item, groups blocked)
 //! -> **foundations**: `db` (schema, models, queries, migrations per
 //! backend), `config`, `target` (a remote target's settings and path
-//! rules), `recipe` (stage recipes), `record` (a component's result
+//! rules), `host` (this machine's name and its live processes), `recipe`
+//! (stage recipes), `record` (a component's result
 //! record), `scripts` (the remote-side scripts prepare writes), `alloc`
 //! (the allocation formula), `ssh` (hosts and their masters), `shell`
 //! (quoting), `state` (every state, policy and fault number), `exit` (exit
@@ -34,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod exec;
 pub mod exit;
+pub mod host;
 pub mod legacy;
 pub mod masters;
 pub mod pipeline;

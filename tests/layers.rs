@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shell", 2),
     ("state", 2),
     ("exit", 2),
+    ("host", 2),
     ("printer", 2),
     ("table", 2),
     ("legacy", 2),

@@ -243,10 +243,6 @@ fn register(db: &common::TestDb, host: &str, pid: i32, heartbeat: chrono::NaiveD
     .unwrap();
 }
 
-fn this_host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
-
 each_backend! {
     fn wait_waits_for_live_tools_and_reclaims_dead_ones(db) {
         db.import(&common::items("W", "chip", 1, 2, 1));
@@ -256,14 +252,14 @@ each_backend! {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let gone_pid = gone.id() as i32;
         gone.wait().unwrap();
-        register(db, &this_host(), gone_pid, now);
+        register(db, &offload::host::this_host(), gone_pid, now);
         {
             let mut c = db.open();
             c.tx(|s| {
                 s.insert_lease(&offload::db::models::Lease {
                     remote_id: 1,
                     tool: "exec".into(),
-                    host: this_host(),
+                    host: offload::host::this_host(),
                     pid: gone_pid,
                     acquired_at: now,
                     heartbeat_at: now,
@@ -276,15 +272,15 @@ each_backend! {
         register(db, "ws99", 4242, now - chrono::TimeDelta::hours(1));
         // Alive here for two more seconds.
         let mut live = std::process::Command::new("sleep").arg("2").spawn().unwrap();
-        register(db, &this_host(), live.id() as i32, now);
+        register(db, &offload::host::this_host(), live.id() as i32, now);
 
         // The dead ones are reclaimed at once; the live one is waited for.
         let out = db.remotetool().args(["wait", "--timeout", "0"]).output().unwrap();
         assert_eq!(out.status.code(), Some(4));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("reclaimed exec on {}:{gone_pid} (its process is gone); 1 run leases freed", this_host())), "{err}");
+        assert!(err.contains(&format!("reclaimed exec on {}:{gone_pid} (its process is gone); 1 run leases freed", offload::host::this_host())), "{err}");
         assert!(err.contains("reclaimed exec on ws99:4242 (no heartbeat for 1h 00m)"), "{err}");
-        assert!(err.contains(&format!("still at work after 0 s: exec on {}:{}", this_host(), live.id())), "{err}");
+        assert!(err.contains(&format!("still at work after 0 s: exec on {}:{}", offload::host::this_host(), live.id())), "{err}");
         let t0 = Instant::now();
         let mut wait = db.std_remotetool();
         let waiter = wait.args(["wait", "--json"]).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
@@ -350,7 +346,12 @@ fn refresh_auth_runs_the_eight_steps_and_finishes_an_interrupted_one() {
         .arg("30")
         .spawn()
         .unwrap();
-    register(&db, &this_host(), busy.id() as i32, offload::db::now());
+    register(
+        &db,
+        &offload::host::this_host(),
+        busy.id() as i32,
+        offload::db::now(),
+    );
     db.remotetool()
         .args(["refresh-auth", "--wait-timeout", "1"])
         .assert()
@@ -415,7 +416,7 @@ fn refresh_auth_runs_the_eight_steps_and_finishes_an_interrupted_one() {
     // A refresh interrupted after its master was started keeps that master.
     register(
         &db,
-        &this_host(),
+        &offload::host::this_host(),
         std::process::id() as i32,
         offload::db::now(),
     );
@@ -960,14 +961,14 @@ each_backend! {
             .unwrap();
         };
         // Run 1: its holder died here. Run 2: its holder elsewhere fell silent.
-        lease(1, &this_host(), gone_pid, now);
+        lease(1, &offload::host::this_host(), gone_pid, now);
         lease(2, "ws99", 4242, now - chrono::TimeDelta::minutes(10));
         db.tool("prepare").args(["--remote-id", "1"]).assert().success();
         db.tool("prepare").args(["--remote-id", "2"]).assert().success();
         let mut c = db.open();
         let h = c.read(|s| s.history(None, 50)).unwrap();
         let said: Vec<&str> = h.iter().filter_map(|r| r.message.as_deref()).filter(|m| m.starts_with("reclaimed")).collect();
-        assert!(said.contains(&format!("reclaimed the lease of prepare on {}:{gone_pid} (its process is gone)", this_host()).as_str()), "{said:?}");
+        assert!(said.contains(&format!("reclaimed the lease of prepare on {}:{gone_pid} (its process is gone)", offload::host::this_host()).as_str()), "{said:?}");
         assert!(said.contains(&"reclaimed the lease of prepare on ws99:4242 (no heartbeat)"), "{said:?}");
         // A live holder elsewhere is not: try later.
         db.remotetool().args(["set", "1", "new", "--reason", "again"]).assert().success();

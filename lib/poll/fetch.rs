@@ -13,8 +13,9 @@ use crate::db::Db;
 use crate::exit;
 use crate::printer::Printer;
 use crate::record::{parse_results, Record};
+use crate::runs;
 use crate::runs::Actor;
-use crate::scheduler::{self, Listing, Site};
+use crate::scheduler::{Listing, Site};
 use crate::transfer::{Direction, Pair};
 
 use crate::db::models::Member;
@@ -34,7 +35,7 @@ fn fetch(
         return Err(exit::local(f.message()));
     }
     if !report.complete {
-        return Err(scheduler::incomplete(
+        return Err(runs::incomplete(
             db,
             run,
             site,
@@ -221,7 +222,7 @@ fn fetch_outputs(
         return Err(exit::local(f.message()));
     }
     if !report.complete {
-        scheduler::check_or_auth(db, run, site, actor)?;
+        runs::check_or_auth(db, run, site, actor)?;
         for f in &report.failures {
             match of_dst.get(f.dst.as_str()) {
                 Some(o) => fail(

@@ -218,7 +218,7 @@ pub fn poll_run(
     }
     let site = scheduler::site_for(&target)?;
     let site = site.as_ref();
-    scheduler::check_or_auth(db, run, site, actor)?;
+    runs::check_or_auth(db, run, site, actor)?;
     // A job whose results could not all be written here (fault 60) ended
     // before: how is remembered here, and the scheduler is not asked again.
     let remembered = (run.fault == fault::LOCAL)

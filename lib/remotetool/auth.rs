@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::args::{AuthArgs, AuthCommand};
 use crate::cli::Session;
-use crate::db::{self};
+use crate::db;
 use crate::exit::{self, ExitStatus};
 use crate::masters::{self, FrontEnd, Hop, Master};
 use crate::printer::{human_duration, Printer};

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::exit::{self, ExitStatus};
 use crate::recipe::Recipe;
-use crate::runs::{self};
+use crate::runs;
 use crate::state::RunState;
 
 pub fn run(s: &mut Session, a: SetArgs) -> anyhow::Result<ExitStatus> {

@@ -14,10 +14,11 @@ use crate::exit::{self, ExitStatus};
 use crate::state::RunState;
 use crate::target::Target;
 
-use super::{
-    check_paused, end_hold, ensure_not_paused, ensure_target_not_paused, get_run, hold_back_off,
-    paused_targets, record_fault_and_hold, Actor,
-};
+use super::actor::Actor;
+use super::faults::{end_hold, hold_back_off, record_fault_and_hold};
+use super::pauses::{check_paused, ensure_not_paused, ensure_target_not_paused, paused_targets};
+use super::transitions::get_run;
+use crate::host::pid_alive;
 
 /// Which run a tool takes: one by id, or the next one due.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,20 +74,6 @@ pub fn holder_gone(
     }
     let silent = (now - heartbeat_at).num_seconds();
     (silent >= LEASE_STALE.as_secs() as i64).then_some(Gone::Silent(silent))
-}
-
-/// Is `pid` a live process on this host (a zombie is not)?
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
 }
 
 /// Claim the run in `state` that no live process holds and this host
@@ -342,13 +329,6 @@ pub fn is_throttled(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<Throttled>().is_some())
 }
 
-/// How long a run is held after its `n`th throttle in a row: 60 s x
-/// 2^(n-1), at most an hour.
-pub fn back_off(n: i32) -> Duration {
-    let n = n.clamp(1, 7) as u32;
-    Duration::from_secs((60u64 << (n - 1)).min(3600))
-}
-
 /// Claim the run `work` names (with `--next`: the oldest it allows whose
 /// target can be reached), do `f` on it, record the fault of a failure
 /// (and hold the run), and give the lease back whatever happened. A
@@ -509,9 +489,4 @@ fn attempt<T>(
     }
     release(db, run.remote_id, actor)?;
     result.with_context(|| format!("run {}", run.remote_id))
-}
-
-/// Failures a person must fix (not "try later", not "auth").
-pub fn needs_a_person(_run: &Run, e: &anyhow::Error) -> bool {
-    matches!(exit::status_of(e), ExitStatus::Failure | ExitStatus::Usage)
 }

@@ -220,7 +220,7 @@ fn state(job_id: &str) -> JobState {
     let pid = job_id.strip_prefix("local:").unwrap_or(job_id);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let alive = String::from_utf8_lossy(&cmdline).contains("job.sh")
-        && pid.parse().is_ok_and(crate::runs::pid_alive);
+        && pid.parse().is_ok_and(crate::host::pid_alive);
     if alive {
         JobState::Active("RUNNING".into())
     } else {

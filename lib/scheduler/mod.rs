@@ -20,14 +20,9 @@
 
 use std::collections::HashSet;
 
-use crate::db::models::Run;
-use crate::db::Db;
-use crate::exit;
 use crate::printer::Printer;
-use crate::runs::{self, Actor, Extra};
 use crate::scripts::{JobSpec, Launch};
 use crate::ssh::Host;
-use crate::state::RunState;
 use crate::target::{LauncherKind, SchedulerKind, Target};
 use crate::transfer::{Pair, Report};
 
@@ -330,55 +325,6 @@ pub fn site_for(target: &Target) -> anyhow::Result<Box<dyn Site>> {
             target.sweep_after(),
         )),
     })
-}
-
-/// The site is reachable, or the run goes to `auth` (remembering where it
-/// was) and the error says which host and what to do.
-pub fn check_or_auth(db: &mut Db, run: &Run, site: &dyn Site, actor: &Actor) -> anyhow::Result<()> {
-    let Err(e) = site.check() else {
-        return Ok(());
-    };
-    let msg = exit::one_line(&e);
-    runs::transition(
-        db,
-        run.remote_id,
-        RunState::Auth,
-        actor,
-        &msg,
-        Extra {
-            message: Some(Some(msg.clone())),
-            ..Extra::default()
-        },
-    )?;
-    Err(exit::auth(format!(
-        "run {} is now 'auth': {msg}",
-        run.remote_id
-    )))
-}
-
-/// A transfer that did not complete as an error: the first failure named;
-/// when a master is gone, the run goes to `auth` and that is the error.
-pub fn incomplete(
-    db: &mut Db,
-    run: &Run,
-    site: &dyn Site,
-    actor: &Actor,
-    report: &Report,
-    what: &str,
-) -> anyhow::Error {
-    if let Err(e) = check_or_auth(db, run, site, actor) {
-        return e;
-    }
-    let first = report
-        .failures
-        .first()
-        .map(|f| format!("{}: {}", f.src, f.reason))
-        .unwrap_or_default();
-    anyhow::anyhow!(
-        "{} of {} files {what} ({first})",
-        report.failed,
-        report.files
-    )
 }
 
 #[cfg(test)]
