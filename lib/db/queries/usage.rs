@@ -7,13 +7,27 @@ use diesel::prelude::*;
 
 use crate::db::models::JobRecord;
 use crate::db::schema::*;
+use crate::state::{ItemState, RunState};
 
-/// A run as the report counts it: id, label, stage, state.
-pub type RunKey = (i64, String, String, String);
+/// A run as the report counts it.
+#[derive(Debug, Clone, Queryable)]
+pub struct RunKey {
+    pub remote_id: i64,
+    pub label: String,
+    pub stage: String,
+    pub state: RunState,
+}
 
-/// A component as the report spreads its run's cost: run, work item, the
-/// item's stage_id and state, the component's runtime.
-pub type ComponentCost = (i64, i64, i64, String, Option<f64>);
+/// A component as the report spreads its run's cost over its components.
+#[derive(Debug, Clone, Queryable)]
+pub struct ComponentCost {
+    pub remote_id: i64,
+    pub work_item_id: i64,
+    pub stage_id: i64,
+    /// Its work item's state.
+    pub item_state: ItemState,
+    pub runtime: Option<f64>,
+}
 
 pub trait UsageStore {
     /// Record what a job used, in place of an earlier record of the same

@@ -2,6 +2,7 @@
 //! from its components' runtime and the recipe's threads per command.
 
 use crate::db::models::JobRecord;
+use crate::db::usage::RunKey;
 
 use super::RunCost;
 
@@ -39,12 +40,17 @@ pub(super) fn ratio(used: Option<f64>, asked: Option<f64>) -> Option<f64> {
 /// A run's cost from its jobs' records, else the estimate from its
 /// components' runtime (`runtime_s`) and the recipe's `threads`.
 pub(super) fn run_cost(
-    key: (i64, String, String, String),
+    key: RunKey,
     jobs: &[&JobRecord],
     runtime_s: f64,
     threads: Option<u32>,
 ) -> RunCost {
-    let (remote_id, label, stage, state) = key;
+    let RunKey {
+        remote_id,
+        label,
+        stage,
+        state,
+    } = key;
     let accounted = !jobs.is_empty() && jobs.iter().all(|j| j.source != ESTIMATE);
     let product = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| (a * b) as f64 / 3600.0);
     let sum = |f: &dyn Fn(&JobRecord) -> Option<f64>| -> Option<f64> {
@@ -120,8 +126,13 @@ mod tests {
         }
     }
 
-    fn key() -> (i64, String, String, String) {
-        (1, "L".into(), "chip".into(), "full".into())
+    fn key() -> RunKey {
+        RunKey {
+            remote_id: 1,
+            label: "L".into(),
+            stage: "chip".into(),
+            state: crate::state::RunState::Full,
+        }
     }
 
     #[test]

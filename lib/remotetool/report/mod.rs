@@ -23,7 +23,7 @@ use crate::db::models::JobRecord;
 use crate::db::Db;
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
-use crate::state::ComponentState;
+use crate::state::{ComponentState, RunState};
 use cost::{add, merge_source, ratio, run_cost, ESTIMATE};
 
 /// What `report` reports: per label and stage (the default), per run
@@ -48,7 +48,7 @@ pub struct RunCost {
     pub remote_id: i64,
     pub label: String,
     pub stage: String,
-    pub state: String,
+    pub state: RunState,
     /// Batch jobs poll saw end.
     pub jobs: usize,
     pub runtime_hours: f64,
@@ -128,15 +128,15 @@ pub fn gather(
     }
     let mut runtime_of: HashMap<i64, (f64, usize)> = HashMap::new();
     for c in &components {
-        let e = runtime_of.entry(c.0).or_default();
-        e.0 += c.4.unwrap_or(0.0).max(0.0);
+        let e = runtime_of.entry(c.remote_id).or_default();
+        e.0 += c.runtime.unwrap_or(0.0).max(0.0);
         e.1 += 1;
     }
     let runs: Vec<RunCost> = run_keys
         .into_iter()
         .map(|k| {
-            let id = k.0;
-            let t = threads_of(&k.2);
+            let id = k.remote_id;
+            let t = threads_of(&k.stage);
             run_cost(
                 k,
                 jobs_of.get(&id).map(Vec::as_slice).unwrap_or(&[]),
@@ -225,7 +225,8 @@ fn items(
 ) -> Vec<ItemRow> {
     let by_id: HashMap<i64, &RunCost> = runs.iter().map(|r| (r.remote_id, r)).collect();
     let mut items: BTreeMap<(String, String, i64), ItemRow> = BTreeMap::new();
-    for (remote_id, item_id, stage_id, item_state, runtime) in components {
+    for c in components {
+        let (remote_id, stage_id, runtime) = (&c.remote_id, &c.stage_id, &c.runtime);
         let Some(run) = by_id.get(remote_id) else {
             continue;
         };
@@ -242,8 +243,8 @@ fn items(
                 label: run.label.clone(),
                 stage: run.stage.clone(),
                 stage_id: *stage_id,
-                work_item_id: *item_id,
-                state: item_state.clone(),
+                work_item_id: c.work_item_id,
+                state: c.item_state.to_string(),
                 ..Default::default()
             });
         r.components += 1;

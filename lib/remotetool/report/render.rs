@@ -29,7 +29,7 @@ fn runs(runs: &[RunCost]) -> String {
                 r.remote_id.to_string(),
                 r.label.clone(),
                 r.stage.clone(),
-                r.state.clone(),
+                r.state.to_string(),
                 r.jobs.to_string(),
                 hours(r.node_hours),
                 hours(r.requested_node_hours),
