@@ -159,6 +159,19 @@ impl Session {
         Session::open_as(tool, g, true)
     }
 
+    /// The database (to change) and what the work reads: the
+    /// configuration, the printer, who acts.
+    pub fn parts(
+        &mut self,
+    ) -> (
+        &mut crate::db::Db,
+        &crate::config::Config,
+        &crate::printer::Printer,
+        &crate::runs::Actor,
+    ) {
+        (&mut self.db, &self.config, &self.printer, &self.actor)
+    }
+
     /// Claim the run `work` names, do `f` on it with this session's
     /// configuration, printer and actor, and give it back (see
     /// [`crate::runs::work_on`]).

@@ -105,13 +105,7 @@ fn cancel_job(cfg: &Config, run: &Run, job_id: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(s: &mut Session, a: AbortArgs) -> anyhow::Result<ExitStatus> {
-    let Session {
-        db,
-        config: cfg,
-        printer,
-        actor,
-        ..
-    } = s;
+    let (db, cfg, printer, actor) = s.parts();
     if a.reason.trim().is_empty() {
         return Err(exit::usage("--reason must say why the run is aborted"));
     }

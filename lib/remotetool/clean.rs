@@ -89,13 +89,7 @@ pub fn run(s: &mut Session, a: CleanArgs) -> anyhow::Result<ExitStatus> {
     if a.staging {
         return clean_staging(s, a.target.as_deref(), a.older_than);
     }
-    let Session {
-        db,
-        config: cfg,
-        printer,
-        actor,
-        ..
-    } = s;
+    let (db, cfg, printer, actor) = s.parts();
     let filter = RunFilter {
         states: vec![RunState::Full],
         label: a.label.clone(),

@@ -47,13 +47,7 @@ pub fn run(s: &mut Session, a: DefineArgs) -> anyhow::Result<ExitStatus> {
 /// `define --all`: a run per label and stage with free ready items, each
 /// at most its recipe's `max_components`, until none is free.
 fn define_all(s: &mut Session, a: DefineArgs, path_base: String) -> anyhow::Result<ExitStatus> {
-    let Session {
-        db,
-        config: cfg,
-        printer,
-        actor,
-        ..
-    } = s;
+    let (db, cfg, printer, actor) = s.parts();
     let recipes = cfg.recipes_dir(a.recipes.as_deref());
     let labels = match &a.label {
         Some(l) => vec![l.clone()],

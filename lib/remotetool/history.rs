@@ -9,13 +9,8 @@ use crate::state::RunState;
 use crate::table;
 
 pub fn run(s: &mut Session, a: HistoryArgs) -> anyhow::Result<ExitStatus> {
-    let Session { db, printer, .. } = s;
-    let rows = db.read(|s| s.history(a.remote_id, a.limit))?;
-    if printer.is_json() {
-        printer.json(&rows)?;
-    } else {
-        printer.data(history_table(&rows))?;
-    }
+    let rows = s.db.read(|s| s.history(a.remote_id, a.limit))?;
+    s.printer.model(&rows, |r| history_table(r))?;
     Ok(ExitStatus::Success)
 }
 

@@ -43,13 +43,7 @@ fn say(printer: &Printer, steps: &mut Vec<Step>, step: &'static str, done: Strin
 }
 
 pub fn run(s: &mut Session, a: RefreshArgs) -> anyhow::Result<ExitStatus> {
-    let Session {
-        db,
-        config: cfg,
-        printer,
-        actor,
-        ..
-    } = s;
+    let (db, cfg, printer, actor) = s.parts();
     let fes = masters::front_ends(cfg, a.which.target.as_deref(), &a.which.hosts)?;
     let since = begin(db, printer, actor)?;
     let mut steps: Vec<Step> = Vec::new();

@@ -18,13 +18,7 @@ use crate::runs;
 use crate::state::RunState;
 
 pub fn run(s: &mut Session, a: SetArgs) -> anyhow::Result<ExitStatus> {
-    let Session {
-        db,
-        config: cfg,
-        printer,
-        actor,
-        ..
-    } = s;
+    let (db, cfg, printer, actor) = s.parts();
     let feeds = if a.state == RunState::Full && !a.no_chain {
         next_stage_of(db, cfg, a.remote_id, a.recipes.as_deref())?
     } else {
