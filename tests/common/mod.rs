@@ -46,15 +46,20 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{base}/{name}")
 }
 
-pub fn admin() -> PgConnection {
-    let url = admin_url();
-    PgConnection::establish(&url).unwrap_or_else(|e| {
+/// A connection to a test server (`server` names it, `var` is the
+/// variable that moves it), or a failure saying how to start it.
+fn connect<C: Connection>(url: &str, server: &str, var: &str) -> C {
+    C::establish(url).unwrap_or_else(|e| {
         panic!(
-            "PostgreSQL test server unreachable at {url}: {e}\n\
-             Start it with `scripts/testbed up` (as root), or set OFFLOAD_TEST_PG_URL. \
-             PostgreSQL tests never skip."
+            "{server} test server unreachable at {url}: {e}\n\
+             Start it with `scripts/testbed up` (as root), or set {var}. \
+             {server} tests never skip."
         )
     })
+}
+
+pub fn admin() -> PgConnection {
+    connect(&admin_url(), "PostgreSQL", "OFFLOAD_TEST_PG_URL")
 }
 
 fn mysql_admin_url() -> String {
@@ -62,14 +67,7 @@ fn mysql_admin_url() -> String {
 }
 
 pub fn mysql_admin() -> MysqlConnection {
-    let url = mysql_admin_url();
-    MysqlConnection::establish(&url).unwrap_or_else(|e| {
-        panic!(
-            "MariaDB test server unreachable at {url}: {e}\n\
-             Start it with `scripts/testbed up` (as root), or set OFFLOAD_TEST_MYSQL_URL. \
-             MariaDB tests never skip."
-        )
-    })
+    connect(&mysql_admin_url(), "MariaDB", "OFFLOAD_TEST_MYSQL_URL")
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -100,28 +98,26 @@ impl TestDb {
                     made: None,
                 }
             }
-            Kind::Postgres => {
+            Kind::Postgres | Kind::Mysql => {
                 let name = fresh_name();
-                admin()
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create test database");
-                let url = with_database(&admin_url(), &name);
+                let create = format!("CREATE DATABASE {name}");
+                let server = match kind {
+                    Kind::Postgres => {
+                        admin()
+                            .batch_execute(&create)
+                            .expect("create test database");
+                        admin_url()
+                    }
+                    _ => {
+                        mysql_admin()
+                            .batch_execute(&create)
+                            .expect("create test database");
+                        mysql_admin_url()
+                    }
+                };
                 TestDb {
                     kind,
-                    url,
-                    home,
-                    made: Some((kind, name)),
-                }
-            }
-            Kind::Mysql => {
-                let name = fresh_name();
-                mysql_admin()
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create test database");
-                let url = with_database(&mysql_admin_url(), &name);
-                TestDb {
-                    kind,
-                    url,
+                    url: with_database(&server, &name),
                     home,
                     made: Some((kind, name)),
                 }
@@ -243,9 +239,24 @@ pub fn items(label: &str, stage: &str, exposures: usize, chips: usize, first_id:
     out
 }
 
+/// Values as JSON Lines (work items for `remotetool import`).
+pub fn json_lines(values: impl IntoIterator<Item = serde_json::Value>) -> String {
+    values.into_iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// Work items as JSON Lines with no params: `n` of `stage`, stage_ids
+/// from `first`.
+pub fn bare_items(label: &str, stage: &str, n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| {
+            format!("{{\"stage\":\"{stage}\",\"stage_id\":{i},\"label\":\"{label}\",\"params\":{{}}}}\n")
+        })
+        .collect()
+}
+
 /// Run a command that must succeed; its stdout as JSON.
-pub fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
-    let out = c.output().unwrap();
+pub fn json_of(mut c: impl std::borrow::BorrowMut<assert_cmd::Command>) -> serde_json::Value {
+    let out = c.borrow_mut().output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -254,25 +265,76 @@ pub fn json_of(mut c: assert_cmd::Command) -> serde_json::Value {
     json(&out.stdout)
 }
 
+/// What poll says (the scheduler's states) while a run's job waits or runs.
+pub const JOB_ACTIVE: [&str; 4] = ["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"];
+
+/// Try `attempt` every `every_ms` milliseconds until it gives a value, for
+/// at most `secs` seconds; then it fails, naming `what` and what the last
+/// attempt said (its `Err`).
+pub fn wait_for<T>(
+    secs: u64,
+    every_ms: u64,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(now) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still {now} after {secs} s"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(every_ms));
+    }
+}
+
+/// Wait until `ok` holds, checking every `every_ms` milliseconds, for at
+/// most `secs` seconds.
+pub fn wait_until(secs: u64, every_ms: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    wait_for(secs, every_ms, what, || {
+        if ok() {
+            Ok(())
+        } else {
+            Err("waiting".to_string())
+        }
+    })
+}
+
+/// Poll a run (`poll --remote-id ID --json`, then `extra`; each poll must
+/// succeed) every 500 ms until `settled` holds of its JSON, for at most
+/// `secs` seconds; the JSON of the last poll.
+pub fn poll_until(
+    db: &TestDb,
+    id: i64,
+    extra: &[&str],
+    secs: u64,
+    settled: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(secs, 500, &format!("job of run {id}"), || {
+        let mut c = db.tool("poll");
+        c.args(["--remote-id", &id.to_string(), "--json"])
+            .args(extra);
+        let p = json_of(c);
+        if settled(&p) {
+            Ok(p)
+        } else {
+            Err(p["state"].to_string())
+        }
+    })
+}
+
 /// Poll a run until its job has ended (poll's JSON of the last poll).
 pub fn poll_until_done(db: &TestDb, id: i64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    loop {
-        let mut c = db.tool("poll");
-        c.args(["--remote-id", &id.to_string(), "--json"]);
-        let p = json_of(c);
-        if !["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"]
-            .contains(&p["state"].as_str().unwrap_or(""))
-        {
-            return p;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job of run {id} still {} after 240 s",
-            p["state"]
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    poll_done_with(db, id, &[])
+}
+
+/// The same, each poll with `extra` arguments.
+pub fn poll_done_with(db: &TestDb, id: i64, extra: &[&str]) -> serde_json::Value {
+    poll_until(db, id, extra, 240, |p| {
+        !JOB_ACTIVE.contains(&p["state"].as_str().unwrap_or(""))
+    })
 }
 
 pub fn json(out: &[u8]) -> serde_json::Value {
@@ -389,27 +451,7 @@ impl TestDb {
         chips: usize,
         first_id: i64,
     ) -> String {
-        let out = std::process::Command::new("python3")
-            .arg(fixtures().join("gen-chip-items.py"))
-            .args([
-                "--exposures",
-                &exposures.to_string(),
-                "--chips",
-                &chips.to_string(),
-            ])
-            .args(["--label", label, "--first-id", &first_id.to_string()])
-            .arg("--files")
-            .arg(&site.neb)
-            .output()
-            .expect("python3 runs the fixture generator");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let items = String::from_utf8(out.stdout).unwrap();
-        self.import(&items);
-        items
+        self.import_generated(site, label, (exposures, chips), first_id, 64, |_| {})
     }
 
     /// Job names of this test's own (`letter` and the home folder's name):
@@ -475,15 +517,33 @@ impl TestDb {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut items = String::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let items = json_lines(String::from_utf8(out.stdout).unwrap().lines().map(|line| {
             let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
             edit(&mut v);
-            items.push_str(&v.to_string());
-            items.push('\n');
-        }
+            v
+        }));
         self.import(&items);
         items
+    }
+
+    /// Generate `exposures` x `chips` chip items (as
+    /// [`TestDb::import_generated`], files of 64 bytes); `params` sets
+    /// params of some stage_ids: (stage_id, name, value).
+    pub fn import_with_params(
+        &self,
+        site: &Site,
+        label: &str,
+        shape: (usize, usize),
+        params: &[(i64, &str, &str)],
+    ) {
+        self.import_generated(site, label, shape, 1, 64, |v| {
+            let id = v["stage_id"].as_i64().unwrap();
+            for (sid, k, val) in params {
+                if *sid == id {
+                    v["params"][*k] = (*val).into();
+                }
+            }
+        });
     }
 
     /// Generate chip items (as [`TestDb::import_generated`]) whose stage_id
@@ -509,9 +569,134 @@ impl TestDb {
         c.arg("--db").arg(&self.url);
         c
     }
+
+    /// `remotetool define --label LABEL --stage STAGE`, then `extra`: it
+    /// must succeed and print the new run's id, which it returns.
+    pub fn define(&self, label: &str, stage: &str, extra: &[&str]) -> i64 {
+        let done = self
+            .remotetool()
+            .args(["define", "--label", label, "--stage", stage])
+            .args(extra)
+            .assert()
+            .success();
+        let text = String::from_utf8(done.get_output().stdout.clone()).unwrap();
+        let id: i64 = text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("define printed {text:?}: {e}"));
+        assert_eq!(text, format!("{id}\n"), "define prints the run's id");
+        id
+    }
+
+    /// `prepare --remote-id ID`, which must succeed.
+    pub fn prepare(&self, id: i64) {
+        self.tool("prepare")
+            .args(["--remote-id", &id.to_string()])
+            .assert()
+            .success();
+    }
+
+    /// `exec --remote-id ID`, which must succeed.
+    pub fn exec(&self, id: i64) {
+        self.tool("exec")
+            .args(["--remote-id", &id.to_string()])
+            .assert()
+            .success();
+    }
+
+    /// `TOOL --remote-id ID`, which must fail with exit `code` saying
+    /// `said` on stderr.
+    pub fn refused(&self, tool: &str, id: i64, code: i32, said: impl predicates::Predicate<str>) {
+        self.tool(tool)
+            .args(["--remote-id", &id.to_string()])
+            .assert()
+            .code(code)
+            .stderr(said);
+    }
+
+    /// `exec --remote-id ID --json`, which must succeed: its JSON.
+    pub fn exec_json(&self, id: i64) -> serde_json::Value {
+        let mut c = self.tool("exec");
+        c.args(["--remote-id", &id.to_string(), "--json"]);
+        json_of(c)
+    }
+
+    /// Define a run (as [`TestDb::define`]) and prepare it: its id.
+    pub fn define_prepare(&self, label: &str, stage: &str, extra: &[&str]) -> i64 {
+        let id = self.define(label, stage, extra);
+        self.prepare(id);
+        id
+    }
+
+    /// Define a run (as [`TestDb::define`]), prepare it, exec it and poll
+    /// it until its job has ended: its id and poll's last JSON.
+    pub fn run_through(
+        &self,
+        label: &str,
+        stage: &str,
+        extra: &[&str],
+    ) -> (i64, serde_json::Value) {
+        let id = self.define_prepare(label, stage, extra);
+        self.exec(id);
+        (id, poll_until_done(self, id))
+    }
+
+    /// The tools `remotetool paused --json` says are paused.
+    pub fn paused_tools(&self) -> Vec<String> {
+        let mut c = self.remotetool();
+        c.args(["paused", "--json"]);
+        json_of(c)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["paused"] == true)
+            .map(|c| c["tool"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `remotetool set ID STATE --reason test`, which must succeed.
+    pub fn set_state(&self, id: i64, state: &str) {
+        self.remotetool()
+            .args(["set", &id.to_string(), state, "--reason", "test"])
+            .assert()
+            .success();
+    }
+}
+
+/// The files of the chip recipes here: the image and its mask in, the
+/// image and its stats out.
+pub const CHIP_FILES: &str = r#"
+[inputs]
+IMAGE = "@INPUT@"
+MASK = "@MASK@"
+
+[outputs]
+IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
+STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
+"#;
+
+/// A chip recipe whose command does what the item's ODD param says after
+/// the real program worked: `forget` removes the image, `link` leaves a
+/// symbolic link in its place, `sleep` sleeps while the marker file exists,
+/// `fail` fails (exit 3), `hold` leaves a FIFO among the run's result files
+/// (the batch script's summary then waits on it).
+pub fn odd_chip() -> String {
+    let command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in forget) rm -f -- @out:IMAGE@ ;; link) rm -f -- @out:IMAGE@ && ln -s -- @out:STATS@ @out:IMAGE@ ;; sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; fail) exit 3 ;; hold) mkfifo \\\"$OFFLOAD_RUN/results/rank-hold.tsv\\\" ;; esac";
+    format!(
+        "\nstage = \"chip\"\nthreads = 2\ntime_cost = 20\ncommand = \"{command}\"\npost = \"cat @out:STATS@\"\n{CHIP_FILES}"
+    )
 }
 
 impl Site {
+    /// Make [`odd_chip`] the chip recipe, each item by default doing
+    /// nothing odd, its marker a file nobody made: the marker's path.
+    pub fn use_odd_chip(&self) -> PathBuf {
+        self.use_recipes(&[("chip.toml", &odd_chip())]);
+        let marker = self.root.join("marker");
+        self.set_vars(&[("ODD", "none"), ("MARKER", &marker.display().to_string())]);
+        marker
+    }
+
     /// Read recipes from a folder of the test's own: the fixtures' chip and
     /// camera, plus `extra` (file name, text), which may replace them.
     pub fn use_recipes(&self, extra: &[(&str, &str)]) {
@@ -592,28 +777,123 @@ impl Site {
     }
 }
 
-/// Submit a batch script to the real Slurm and wait for it to end; returns
-/// the job id. Panics, naming the testbed, when Slurm is not there.
-/// Wait until a Slurm job has left the queue or ended (at most 240 s).
-pub fn wait_for_job_end(job_id: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    loop {
-        let out = std::process::Command::new("squeue")
-            .args(["-h", "-j", job_id, "-o", "%T"])
-            .output()
-            .expect("squeue runs");
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"].contains(&state.as_str()) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job {job_id} still {state} after 240 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+/// Start each `ssh` command (given up to its host) running a remote
+/// command that holds its session open for `secs` seconds, and return once
+/// every remote side has said it is there (at most 60 s): sessions taken.
+pub fn hold_sessions(
+    cmds: impl IntoIterator<Item = std::process::Command>,
+    secs: u64,
+) -> Vec<std::process::Child> {
+    use std::io::BufRead;
+    let started: Vec<_> = cmds
+        .into_iter()
+        .map(|mut c| {
+            let mut child = c
+                .arg(format!("echo held; sleep {secs}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("ssh runs");
+            let out = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            (child, rx)
+        })
+        .collect();
+    started
+        .into_iter()
+        .map(|(child, rx)| {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a held session opens within 60 s");
+            assert_eq!(line.trim(), "held", "the session did not open");
+            child
+        })
+        .collect()
 }
 
+/// Wait until nothing under `dir` changes (names, sizes, times) for half
+/// a second, at most 60 s: whoever was writing there is done.
+pub fn wait_until_still(dir: &Path) {
+    let look = || {
+        let mut now: Vec<_> = walk(dir)
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::symlink_metadata(&p).ok();
+                let (len, at) = m.map_or((0, None), |m| (m.len(), m.modified().ok()));
+                (p, len, at)
+            })
+            .collect();
+        now.sort();
+        now
+    };
+    let mut before = None;
+    wait_until(60, 500, &format!("{} to be still", dir.display()), || {
+        let now = Some(look());
+        let still = now == before;
+        before = now;
+        still
+    });
+}
+
+/// Everything below `dir`, folders included (nothing when it does not
+/// exist, or goes while being read).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Wait until run `id`'s job on a `local` target has ended: its summary
+/// written at the site, its process gone (at most 120 s each).
+pub fn wait_for_local_job(db: &TestDb, site: &Site, id: i64) {
+    let summary = site.remote_run_dir(id).join("job-summary.txt");
+    wait_until(120, 100, &format!("run {id}'s job summary"), || {
+        summary.exists()
+    });
+    let job = db.show(id)["job_id"].as_str().unwrap().to_string();
+    let pid: i32 = job.strip_prefix("local:").unwrap().parse().unwrap();
+    wait_until(120, 50, &format!("job {job} to end"), || {
+        !offload::host::pid_alive(pid)
+    });
+}
+
+/// What squeue says of a Slurm job now (empty once it has left the queue).
+pub fn squeue_state(job_id: &str) -> String {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-j", job_id, "-o", "%T"])
+        .output()
+        .expect("squeue runs (scripts/testbed up)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Wait until a Slurm job has left the queue or ended (at most 240 s).
+pub fn wait_for_job_end(job_id: &str) {
+    wait_for(240, 300, &format!("job {job_id}"), || {
+        let state = squeue_state(job_id);
+        if JOB_ACTIVE.contains(&state.as_str()) {
+            Err(state)
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Submit a batch script to the real Slurm and wait for it to end; returns
+/// the job id. Panics, naming the testbed, when Slurm is not there.
 pub fn sbatch_wait(script: &Path, cwd: &Path) -> String {
     let out = std::process::Command::new("sbatch")
         .args(["--parsable", "--wait"])
@@ -630,6 +910,23 @@ pub fn sbatch_wait(script: &Path, cwd: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout.split(';').next().unwrap().to_string()
+}
+
+/// Submit a pushed run's `job.sh` (in `remote`) to the real Slurm by hand,
+/// held, under the job name `name`, as an exec that died after its sbatch
+/// leaves it: what sbatch printed (the job id).
+pub fn sbatch_held(remote: &Path, name: &str) -> String {
+    let out = std::process::Command::new("sbatch")
+        .args([
+            "--parsable",
+            "--hold",
+            &format!("--job-name={name}"),
+            "job.sh",
+        ])
+        .current_dir(remote)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Result lines of a run's remote folder: (component id, exit, phase, stats).
