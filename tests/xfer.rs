@@ -6,21 +6,29 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::ssh_config;
 use predicates::prelude::*;
 use predicates::str::contains;
 
 const STATE: &str = "/var/lib/offload-testbed/ssh";
 
-fn ssh_config() -> PathBuf {
-    std::env::var_os("OFFLOAD_TEST_SSH_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(STATE).join("ssh_config"))
+/// xfer in `home` (with no OFFLOAD_* variables of this environment) through
+/// the testbed's ssh configuration, as a std Command (to spawn).
+fn std_xfer(home: &Path) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("xfer"));
+    c.env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("OFFLOAD_DB")
+        .env_remove("OFFLOAD_CONFIG")
+        .env("OFFLOAD_SSH_CONFIG", ssh_config());
+    c
 }
 
+/// The same, to run (for at most 120 s).
 fn xfer(home: &Path) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("xfer").unwrap();
-    common::isolate(&mut c, home);
-    c.env("OFFLOAD_SSH_CONFIG", ssh_config());
+    let mut c = assert_cmd::Command::from_std(std_xfer(home));
+    c.timeout(std::time::Duration::from_secs(120));
     c
 }
 
@@ -53,8 +61,10 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Files to move (under `dir`), and an empty home for xfer.
 struct Set {
     dir: tempfile::TempDir,
+    home: tempfile::TempDir,
     names: Vec<String>,
 }
 
@@ -90,7 +100,11 @@ fn files(small: usize, big: &[usize]) -> Set {
         std::fs::write(src.join(&n), noise(9000 + i as u64, *size)).unwrap();
         names.push(n);
     }
-    Set { dir, names }
+    Set {
+        dir,
+        home: tempfile::tempdir().unwrap(),
+        names,
+    }
 }
 
 impl Set {
@@ -109,6 +123,47 @@ impl Set {
         p
     }
 
+    /// `xfer DIRECTION --host HOSTS --from <FROM list> --to <TO list>` in
+    /// the set's home, between two sides of the set (`sides`: from, to), as
+    /// a std Command (to spawn); more options may follow.
+    fn std_xfer(&self, direction: &str, hosts: &str, sides: (&str, &str)) -> Command {
+        let mut c = std_xfer(self.home.path());
+        c.args([direction, "--host", hosts, "--from"])
+            .arg(self.list(sides.0))
+            .arg("--to")
+            .arg(self.list(sides.1));
+        c
+    }
+
+    /// The same, to run (for at most 120 s).
+    fn xfer(&self, direction: &str, hosts: &str, sides: (&str, &str)) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::from_std(self.std_xfer(direction, hosts, sides));
+        c.timeout(std::time::Duration::from_secs(120));
+        c
+    }
+
+    /// The same with `--json`: its report is its stdout (see
+    /// [`common::json_of`]).
+    fn xfer_json(&self, direction: &str, hosts: &str, sides: (&str, &str)) -> assert_cmd::Command {
+        let mut c = self.xfer(direction, hosts, sides);
+        c.arg("--json");
+        c
+    }
+
+    /// A transfer (as [`Set::xfer_json`], with `options`) that must
+    /// succeed: its report.
+    fn transfer(
+        &self,
+        direction: &str,
+        hosts: &str,
+        sides: (&str, &str),
+        options: &[&str],
+    ) -> serde_json::Value {
+        let mut c = self.xfer_json(direction, hosts, sides);
+        c.args(options);
+        common::json_of(c)
+    }
+
     fn same(&self, a: &str, b: &str) {
         for n in &self.names {
             let x = std::fs::read(self.path(a, n)).unwrap();
@@ -124,31 +179,13 @@ fn report(out: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn push_and_pull_round_trip_byte_identical() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(300, &[9 << 20, (4 << 20) + 5]);
-    let out = xfer(home.path())
-        .args([
-            "push",
-            "--host",
-            "fe1,fe2",
-            "--json",
-            "--bundle-mib",
-            "1",
-            "--chunk-mib",
-            "2",
-            "--from",
-        ])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = set.transfer(
+        "push",
+        "fe1,fe2",
+        ("src", "remote"),
+        &["--bundle-mib", "1", "--chunk-mib", "2"],
     );
-    let r = report(&out);
     assert_eq!(r["complete"], true);
     assert_eq!(r["files"], set.names.len());
     assert_eq!(r["transferred"], set.names.len());
@@ -168,7 +205,7 @@ fn push_and_pull_round_trip_byte_identical() {
     set.same("src", "remote");
     // Every file has its final name and nothing else is left: no staging
     // folder, no staged file.
-    let entries = walk(&set.dir.path().join("remote"));
+    let entries = common::walk(&set.dir.path().join("remote"));
     for p in &entries {
         assert!(
             !p.to_string_lossy().contains(".offload-part"),
@@ -178,86 +215,47 @@ fn push_and_pull_round_trip_byte_identical() {
     }
     let found: Vec<&PathBuf> = entries.iter().filter(|p| p.is_file()).collect();
     assert_eq!(found.len(), set.names.len(), "{found:?}");
-    let out = xfer(home.path())
-        .args([
-            "pull",
-            "--host",
-            "fe1",
-            "--host",
-            "fe3",
-            "--json",
-            "--bundle-mib",
-            "1",
-            "--chunk-mib",
-            "2",
-            "--from",
-        ])
-        .arg(set.list("remote"))
-        .arg("--to")
-        .arg(set.list("back"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The hosts as --host repeated.
+    let r = set.transfer(
+        "pull",
+        "fe1",
+        ("remote", "back"),
+        &["--host", "fe3", "--bundle-mib", "1", "--chunk-mib", "2"],
     );
-    assert_eq!(report(&out)["complete"], true);
+    assert_eq!(r["complete"], true);
     set.same("src", "back");
     // Nothing ran that a name spelled.
     assert!(!set.dir.path().join("remote/PWNED").exists() && !Path::new("PWNED").exists());
     // No temporary names left.
-    let parts = walk(set.dir.path())
+    let parts = common::walk(set.dir.path())
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".offload-part"))
         .count();
     assert_eq!(parts, 0);
 }
 
-/// Everything under `dir`, folders included.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
-}
-
 #[test]
 fn a_rerun_skips_what_is_complete() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(50, &[]);
     let run = || {
-        let out = xfer(home.path())
-            .args(["push", "--host", "fe2", "--json", "--list"])
-            .arg({
-                let p = set.dir.path().join("pairs.tsv");
-                let text: String = set
-                    .names
-                    .iter()
-                    .map(|n| {
-                        format!(
-                            "{}\t{}\t0\n",
-                            set.path("src", n).display(),
-                            set.path("remote", n).display()
-                        )
-                    })
-                    .collect();
-                std::fs::write(&p, text).unwrap();
-                p
-            })
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        report(&out)
+        let mut c = xfer(set.home.path());
+        c.args(["push", "--host", "fe2", "--json", "--list"]).arg({
+            let p = set.dir.path().join("pairs.tsv");
+            let text: String = set
+                .names
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}\t{}\t0\n",
+                        set.path("src", n).display(),
+                        set.path("remote", n).display()
+                    )
+                })
+                .collect();
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        common::json_of(c)
     };
     assert_eq!(run()["transferred"], set.names.len());
     let r = run();
@@ -273,32 +271,14 @@ fn a_rerun_skips_what_is_complete() {
 
 #[test]
 fn sixteen_channels_against_max_sessions_3_one_login() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(400, &[]);
     let before = logins("fe3");
-    let out = xfer(home.path())
-        .args([
-            "push",
-            "--host",
-            "fe3",
-            "--channels",
-            "16",
-            "--bundle-mib",
-            "1",
-            "--json",
-            "--from",
-        ])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = set.transfer(
+        "push",
+        "fe3",
+        ("src", "remote"),
+        &["--channels", "16", "--bundle-mib", "1"],
     );
-    let r = report(&out);
     assert_eq!(r["complete"], true);
     assert!(
         r["refusals"].as_u64().unwrap() > 0,
@@ -374,10 +354,13 @@ impl OwnMaster {
             .and_then(|p| p.parse().ok())
     }
 
+    /// Kill the master hard (its socket stays behind), and wait until it
+    /// no longer answers.
     fn kill(&self) {
         if let Some(pid) = self.pid() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        common::wait_until(10, 20, "the killed master to go", || self.pid().is_none());
     }
 }
 
@@ -394,15 +377,10 @@ impl Drop for OwnMaster {
 #[test]
 fn no_live_master_is_the_auth_exit_before_anything_moves() {
     let _serial = OWN_LOGINS.lock().unwrap_or_else(|e| e.into_inner());
-    let home = tempfile::tempdir().unwrap();
     let own = OwnMaster::new(true);
     let set = files(3, &[]);
-    xfer(home.path())
+    set.xfer("push", "fe2-own", ("src", "remote"))
         .env("OFFLOAD_SSH_CONFIG", &own.config)
-        .args(["push", "--host", "fe2-own", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
         .assert()
         .code(5)
         .stderr(contains("no master connection to fe2-own").and(contains("ssh -M -f -N fe2-own")));
@@ -411,13 +389,8 @@ fn no_live_master_is_the_auth_exit_before_anything_moves() {
     let own = OwnMaster::new(false);
     own.start();
     own.kill();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    xfer(home.path())
+    set.xfer("push", "fe2-own", ("src", "remote"))
         .env("OFFLOAD_SSH_CONFIG", &own.config)
-        .args(["push", "--host", "fe2-own", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
         .timeout(std::time::Duration::from_secs(60))
         .assert()
         .code(5)
@@ -428,32 +401,14 @@ fn no_live_master_is_the_auth_exit_before_anything_moves() {
 #[test]
 fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
     let _serial = OWN_LOGINS.lock().unwrap_or_else(|e| e.into_inner());
-    let home = tempfile::tempdir().unwrap();
     let own = OwnMaster::new(false);
     own.start();
     let before = logins("fe2");
     let set = files(1500, &[24 << 20]);
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("xfer"));
-    cmd.env("HOME", home.path())
-        .env("OFFLOAD_SSH_CONFIG", &own.config)
-        .env_remove("OFFLOAD_DB")
-        .env_remove("OFFLOAD_CONFIG")
-        .args([
-            "push",
-            "--host",
-            "fe2-own",
-            "--json",
-            "--bundle-mib",
-            "1",
-            "--chunk-mib",
-            "1",
-            "--channels",
-            "4",
-            "--from",
-        ])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    let mut cmd = set.std_xfer("push", "fe2-own", ("src", "remote"));
+    cmd.env("OFFLOAD_SSH_CONFIG", &own.config)
+        .args(["--json", "--bundle-mib", "1", "--chunk-mib", "1"])
+        .args(["--channels", "4"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
@@ -477,7 +432,7 @@ fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("went away"));
     // Every file with its final name is whole (also those the remote side
     // finished verifying after the master went).
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    common::wait_until_still(&set.dir.path().join("remote"));
     let mut present = 0;
     for n in &set.names {
         let p = set.path("remote", n);
@@ -493,20 +448,10 @@ fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
     assert!(present < set.names.len(), "the kill came before the end");
     // After the refresh, the rerun finishes and skips what is complete.
     own.start();
-    let out = xfer(home.path())
-        .env("OFFLOAD_SSH_CONFIG", &own.config)
-        .args(["push", "--host", "fe2-own", "--json", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = common::json_of(
+        set.xfer_json("push", "fe2-own", ("src", "remote"))
+            .env("OFFLOAD_SSH_CONFIG", &own.config),
     );
-    let r = report(&out);
     assert!(r["skipped"].as_u64().unwrap() >= present as u64, "{r}");
     assert!(r["transferred"].as_u64().unwrap() > 0, "{r}");
     set.same("src", "remote");
@@ -516,11 +461,10 @@ fn a_master_killed_mid_transfer_leaves_nothing_looking_complete() {
 
 #[test]
 fn bad_lists_and_missing_files_are_named() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(2, &[]);
     let short = set.dir.path().join("short.list");
     std::fs::write(&short, "/x\n").unwrap();
-    xfer(home.path())
+    xfer(set.home.path())
         .args(["push", "--host", "fe1", "--from"])
         .arg(set.list("src"))
         .arg("--to")
@@ -531,26 +475,18 @@ fn bad_lists_and_missing_files_are_named() {
             "the lists differ in length: 11 sources, 1 destinations",
         ));
     std::fs::remove_file(set.path("src", "it's.dat")).unwrap();
-    xfer(home.path())
-        .args(["push", "--host", "fe1", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    set.xfer("push", "fe1", ("src", "remote"))
         .assert()
         .code(2)
         .stderr(contains("it's.dat (element 2) cannot be read").and(contains("nothing was sent")));
     assert!(!set.dir.path().join("remote").exists());
-    xfer(home.path())
-        .args(["pull", "--host", "fe1", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("back"))
+    set.xfer("pull", "fe1", ("src", "back"))
         .assert()
         .code(2)
         .stderr(contains(
             "it's.dat (element 2) does not exist on the remote side",
         ));
-    xfer(home.path())
+    xfer(set.home.path())
         .args(["push", "--from", "/a", "--to", "/b"])
         .assert()
         .code(2)
@@ -559,7 +495,6 @@ fn bad_lists_and_missing_files_are_named() {
 
 #[test]
 fn an_unwritable_destination_is_reported_per_file() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(4, &[]);
     // Pull into a "folder" that is a regular file.
     let blocker = set.dir.path().join("blocker");
@@ -571,7 +506,7 @@ fn an_unwritable_destination_is_reported_per_file() {
         .map(|n| format!("{}/{}\n", blocker.display(), n.replace('/', "_")))
         .collect();
     std::fs::write(&to, text).unwrap();
-    let out = xfer(home.path())
+    let out = xfer(set.home.path())
         .args(["pull", "--host", "fe1", "--json", "--from"])
         .arg(set.list("src"))
         .arg("--to")
@@ -596,17 +531,12 @@ fn an_unwritable_destination_is_reported_per_file() {
 // pull completes.
 #[test]
 fn a_pull_into_a_read_only_file_system_is_this_machines_fault() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(20, &[]);
     let back = set.dir.path().join("back");
     let disk = common::Tmpfs::mount(&back, "size=16m");
     disk.remount("ro");
     let pull = || {
-        xfer(home.path())
-            .args(["pull", "--host", "fe1", "--json", "--from"])
-            .arg(set.list("src"))
-            .arg("--to")
-            .arg(set.list("back"))
+        set.xfer_json("pull", "fe1", ("src", "back"))
             .output()
             .unwrap()
     };
@@ -625,7 +555,7 @@ fn a_pull_into_a_read_only_file_system_is_this_machines_fault() {
     for f in r["failures"].as_array().unwrap() {
         assert!(f["reason"].as_str().unwrap().len() < 300, "{f}");
     }
-    assert!(walk(&back).is_empty(), "nothing written");
+    assert!(common::walk(&back).is_empty(), "nothing written");
     disk.remount("rw");
     let out = pull();
     assert!(
@@ -638,34 +568,16 @@ fn a_pull_into_a_read_only_file_system_is_this_machines_fault() {
 
 #[test]
 fn zstd_frames_round_trip_both_ways() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(40, &[3 << 20]);
     // Compressible data too.
     std::fs::write(set.path("src", "a b.dat"), "offload ".repeat(50_000)).unwrap();
     for (dir, from, to) in [("push", "src", "remote"), ("pull", "remote", "back")] {
-        let out = xfer(home.path())
-            .args([
-                dir,
-                "--host",
-                "fe2",
-                "--compress",
-                "always",
-                "--chunk-mib",
-                "1",
-                "--json",
-                "--from",
-            ])
-            .arg(set.list(from))
-            .arg("--to")
-            .arg(set.list(to))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{dir}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let r = set.transfer(
+            dir,
+            "fe2",
+            (from, to),
+            &["--compress", "always", "--chunk-mib", "1"],
         );
-        let r = report(&out);
         assert!(r["compressed_frames"].as_u64().unwrap() > 0, "{dir}: {r}");
     }
     set.same("src", "back");
@@ -673,14 +585,9 @@ fn zstd_frames_round_trip_both_ways() {
 
 #[test]
 fn hosts_behind_a_proxy_jump_work_through_their_master() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(20, &[]);
     let before = logins("bastion");
-    xfer(home.path())
-        .args(["push", "--host", "fe1-via-bastion", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    set.xfer("push", "fe1-via-bastion", ("src", "remote"))
         .assert()
         .success();
     set.same("src", "remote");
@@ -882,27 +789,21 @@ fn corrupt_and_truncated_bundles_never_look_complete() {
 
 #[test]
 fn a_host_with_every_session_taken_is_waited_for() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(30, &[]);
     // Take fe3's three sessions for a few seconds.
-    let sleepers: Vec<std::process::Child> = (0..3)
-        .map(|_| {
-            Command::new("ssh")
-                .arg("-F")
+    let sleepers = common::hold_sessions(
+        (0..3).map(|_| {
+            let mut ssh = Command::new("ssh");
+            ssh.arg("-F")
                 .arg(ssh_config())
-                .args(["-o", "ProxyCommand=false", "fe3", "sleep 3"])
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+                .args(["-o", "ProxyCommand=false", "fe3"]);
+            ssh
+        }),
+        3,
+    );
     let before = logins("fe3");
-    let out = xfer(home.path())
-        .args(["push", "--host", "fe3", "--json", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    let out = set
+        .xfer_json("push", "fe3", ("src", "remote"))
         .output()
         .unwrap();
     for mut s in sleepers {
@@ -942,7 +843,6 @@ fn swept_paths(r: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(5, &[]);
     let remote = set.dir.path().join("remote");
     let deep = remote.join("deep/er");
@@ -967,11 +867,8 @@ fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
     std::fs::write(live_dir.join("f"), b"now").unwrap();
     let live_chunk = deep.join("big.fits.offload-part.live2");
     std::fs::write(&live_chunk, b"now").unwrap();
-    let out = xfer(home.path())
-        .args(["push", "--host", "fe1,fe2", "--json", "--from"])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    let out = set
+        .xfer_json("push", "fe1,fe2", ("src", "remote"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1005,19 +902,7 @@ fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
     }
     age(&old_pulled, "2 days ago");
     age(&old_deep, "25 hours ago");
-    let out = xfer(home.path())
-        .args(["pull", "--host", "fe3", "--json", "--from"])
-        .arg(set.list("remote"))
-        .arg("--to")
-        .arg(set.list("back"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&out);
+    let r = set.transfer("pull", "fe3", ("remote", "back"), &[]);
     assert_eq!(r["swept"], 2, "{r}");
     let mut want = vec![
         old_pulled.display().to_string(),
@@ -1030,16 +915,8 @@ fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
 
     // --sweep-after 0: nothing is swept.
     age(&live_chunk, "2 days ago");
-    let out = xfer(home.path())
-        .args(["push", "--host", "fe1", "--json", "--sweep-after", "0"])
-        .arg("--from")
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert_eq!(report(&out)["swept"], 0);
+    let r = set.transfer("push", "fe1", ("src", "remote"), &["--sweep-after", "0"]);
+    assert_eq!(r["swept"], 0);
     assert!(live_chunk.exists());
     // A destination named like a staging file is refused: a sweep would
     // take it.
@@ -1053,7 +930,7 @@ fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
         ),
     )
     .unwrap();
-    xfer(home.path())
+    xfer(set.home.path())
         .args(["push", "--host", "fe1", "--list"])
         .arg(&list)
         .assert()
@@ -1063,27 +940,10 @@ fn the_next_push_and_pull_sweep_old_staging_and_keep_the_rest() {
 
 #[test]
 fn a_killed_transfers_leftovers_are_swept_by_the_next_one() {
-    let home = tempfile::tempdir().unwrap();
     let set = files(0, &[160 << 20]);
     let remote = set.dir.path().join("remote");
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("xfer"));
-    cmd.env("HOME", home.path())
-        .env("OFFLOAD_SSH_CONFIG", ssh_config())
-        .env_remove("OFFLOAD_DB")
-        .env_remove("OFFLOAD_CONFIG")
-        .args([
-            "push",
-            "--host",
-            "fe2",
-            "--chunk-mib",
-            "1",
-            "--channels",
-            "2",
-            "--from",
-        ])
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
+    let mut cmd = set.std_xfer("push", "fe2", ("src", "remote"));
+    cmd.args(["--chunk-mib", "1", "--channels", "2"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
@@ -1109,26 +969,20 @@ fn a_killed_transfers_leftovers_are_swept_by_the_next_one() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Once the remote side has stopped writing.
+    common::wait_until_still(&remote);
     let left = staging(&remote);
     assert!(!left.is_empty(), "the kill came after the end");
     assert!(!set.path("remote", "big0.fits").exists());
     // The next transfer into the folder, past the limit, takes them away.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let out = xfer(home.path())
-        .args(["push", "--host", "fe2", "--json", "--sweep-after", "1"])
-        .arg("--from")
-        .arg(set.list("src"))
-        .arg("--to")
-        .arg(set.list("remote"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&out);
+    common::wait_until(10, 100, "the leftovers to be two seconds old", || {
+        left.iter().all(|p| {
+            std::fs::symlink_metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() >= 2))
+        })
+    });
+    let r = set.transfer("push", "fe2", ("src", "remote"), &["--sweep-after", "1"]);
     assert_eq!(r["complete"], true);
     assert_eq!(r["swept"], left.len() as u64, "{r} {left:?}");
     for p in &left {
