@@ -9,11 +9,7 @@
 
 mod common;
 
-use std::path::Path;
-
-fn ssh_config() -> String {
-    common::ssh_config()
-}
+use std::path::{Path, PathBuf};
 
 /// Job names of the test's own: tests share the one Slurm.
 fn prefix(db: &common::TestDb) -> String {
@@ -25,100 +21,51 @@ fn prefix(db: &common::TestDb) -> String {
 fn site(db: &common::TestDb, extra: &str) -> common::Site {
     db.site_with(&format!(
         "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\ncores_per_node = 8\n{extra}",
-        ssh_config(),
+        common::ssh_config(),
         prefix(db)
     ))
 }
 
-/// `exposures` x `chips` chip items with their input files; `params` sets
-/// params of some stage_ids.
-fn import(
-    db: &common::TestDb,
-    site: &common::Site,
-    label: &str,
-    shape: (usize, usize),
-    params: &[(i64, &str, &str)],
-) {
-    db.import_generated(site, label, shape, 1, 64, |v| {
-        let id = v["stage_id"].as_i64().unwrap();
-        for (sid, k, val) in params {
-            if *sid == id {
-                v["params"][*k] = (*val).into();
-            }
-        }
-    });
-}
-
-/// A chip recipe whose command does what the item's ODD param says after
-/// the real program worked: `forget` removes the image, `link` leaves a
-/// symbolic link in its place, `sleep` sleeps while the marker file exists,
-/// `fail` fails (exit 3), `hold` leaves a FIFO among the run's result files
-/// (the batch script's summary then waits on it).
-const ODD_CHIP: &str = r#"
-stage = "chip"
-threads = 2
-time_cost = 20
-command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in forget) rm -f -- @out:IMAGE@ ;; link) rm -f -- @out:IMAGE@ && ln -s -- @out:STATS@ @out:IMAGE@ ;; sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; fail) exit 3 ;; hold) mkfifo \"$OFFLOAD_RUN/results/rank-hold.tsv\" ;; esac"
-post = "cat @out:STATS@"
-
-[inputs]
-IMAGE = "@INPUT@"
-MASK = "@MASK@"
-
-[outputs]
-IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
-STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
-"#;
-
+/// That target with [`common::odd_chip`] as its chip recipe.
 fn odd_site(db: &common::TestDb, extra: &str) -> common::Site {
     let site = site(db, extra);
-    site.use_recipes(&[("chip.toml", ODD_CHIP)]);
-    // Defaults for every item: nothing odd, a marker nobody made.
-    let marker = site.root.join("marker");
-    site.set_vars(&[("ODD", "none"), ("MARKER", &marker.display().to_string())]);
+    site.use_odd_chip();
     site
 }
 
 fn define_prepare_exec(db: &common::TestDb, label: &str, policy: &str) -> serde_json::Value {
-    db.remotetool()
-        .args([
-            "define",
-            "--label",
-            label,
-            "--stage",
-            "chip",
-            "--job-policy",
-            policy,
-        ])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
-    let mut c = db.tool("exec");
-    c.args(["--remote-id", "1", "--json"]);
-    common::json_of(c)
+    let id = db.define_prepare(label, "chip", &["--job-policy", policy]);
+    db.exec_json(id)
+}
+
+/// Run 1 of `label` under `fatal`: 8 components on 4 ranks (2 each, in id
+/// order), the second of each rank (5 to 8) sleeping while the marker is
+/// there, and `more` odd params besides. The marker, and the job's id.
+fn start_with_sleepers(
+    db: &common::TestDb,
+    site: &common::Site,
+    label: &str,
+    more: &[(i64, &str, &str)],
+) -> (PathBuf, String) {
+    let mut odd: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
+    odd.extend_from_slice(more);
+    db.import_with_params(site, label, (1, 8), &odd);
+    let marker = site.root.join("marker");
+    std::fs::write(&marker, "").unwrap();
+    let e = define_prepare_exec(db, label, "fatal");
+    (marker, e["job_id"].as_str().unwrap().to_string())
 }
 
 fn component(db: &common::TestDb, stage_id: i64) -> serde_json::Value {
-    let out = db
-        .remotetool()
-        .args(["show", "1", "--stage-id", &stage_id.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
+    let mut c = db.remotetool();
+    c.args(["show", "1", "--stage-id", &stage_id.to_string(), "--json"]);
+    common::json_of(c)
 }
 
 each_backend! {
     fn a_component_that_forgets_an_output_fails_alone(db) {
         let site = odd_site(db, "");
-        import(db, &site, "FO", (1, 8), &[(2, "ODD", "forget"), (5, "ODD", "link")]);
+        db.import_with_params(&site, "FO", (1, 8), &[(2, "ODD", "forget"), (5, "ODD", "link")]);
         define_prepare_exec(db, "FO", "fatal");
         let p = common::poll_until_done(db, 1);
         // Before, every poll of the run failed and it stayed in `run`.
@@ -150,7 +97,7 @@ each_backend! {
 
     fn outputs_gone_before_the_pull_fail_only_their_components(db) {
         let site = odd_site(db, "");
-        import(db, &site, "GB", (1, 6), &[]);
+        db.import_with_params(&site, "GB", (1, 6), &[]);
         let e = define_prepare_exec(db, "GB", "ignore");
         common::wait_for_job_end(e["job_id"].as_str().unwrap());
         // After the job: one output removed, one replaced by a link, one by a folder.
@@ -191,7 +138,7 @@ each_backend! {
 
     fn polls_that_keep_failing_need_a_person(db) {
         let site = odd_site(db, "");
-        import(db, &site, "PF", (1, 2), &[]);
+        db.import_with_params(&site, "PF", (1, 2), &[]);
         let e = define_prepare_exec(db, "PF", "fatal");
         common::wait_for_job_end(e["job_id"].as_str().unwrap());
         // The run's local lists are gone: every poll fails, not the job.
@@ -228,21 +175,13 @@ each_backend! {
 
     fn inputs_purged_while_the_job_waited_go_again(db) {
         let site = odd_site(db, "");
-        import(db, &site, "PU", (1, 4), &[]);
-        db.remotetool().args(["define", "--label", "PU", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.import_with_params(&site, "PU", (1, 4), &[]);
+        db.define_prepare("PU", "chip", &[]);
         // The job waits in the queue (held) while the scratch is purged of
         // one input; exec finds it and records it.
         let remote = site.push(1);
-        let out = std::process::Command::new("sbatch")
-            .args(["--parsable", "--hold", &format!("--job-name={}-r1-a0", prefix(db)), "job.sh"])
-            .current_dir(&remote)
-            .output()
-            .unwrap();
-        let held = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        assert_eq!(common::json_of(c)["found_existing"], true);
+        let held = common::sbatch_held(&remote, &format!("{}-r1-a0", prefix(db)));
+        assert_eq!(db.exec_json(1)["found_existing"], true);
         let inputs = std::fs::read_to_string(site.run_dir(1).join("inputs.list")).unwrap();
         let purged = inputs.lines().next().unwrap().split('\t').nth(1).unwrap().to_string();
         std::fs::remove_file(&purged).unwrap();
@@ -257,9 +196,7 @@ each_backend! {
         assert!(history.contains(&purged), "{history}");
         assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
         // exec sends only what is missing, and the run comes back whole.
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let e = common::json_of(c);
+        let e = db.exec_json(1);
         assert_eq!(e["files_sent"], 1, "{e}");
         assert!(Path::new(&purged).is_file());
         let p = common::poll_until_done(db, 1);
@@ -276,12 +213,7 @@ each_backend! {
         let site = odd_site(db, "");
         // 8 components on 4 ranks (2 each, in id order): the second of each
         // rank sleeps while the marker is there.
-        let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
-        import(db, &site, "TL", (1, 8), &sleepers);
-        let marker = site.root.join("marker");
-        std::fs::write(&marker, "").unwrap();
-        let e = define_prepare_exec(db, "TL", "fatal");
-        let job = e["job_id"].as_str().unwrap().to_string();
+        let (marker, job) = start_with_sleepers(db, &site, "TL", &[]);
         assert!(std::process::Command::new("scontrol")
             .args(["update", &format!("JobId={job}"), "TimeLimit=1"])
             .status()
@@ -310,9 +242,7 @@ each_backend! {
         c.args(["--remote-id", "1", "--json"]);
         let prep = common::json_of(c);
         assert_eq!(prep["components"], 4, "{prep}");
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let e = common::json_of(c);
+        let e = db.exec_json(1);
         assert_eq!(e["job_name"], format!("{}-r1-a1", prefix(db)));
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
@@ -342,18 +272,6 @@ fn records_at_site(site: &common::Site, id: i64) -> usize {
         .sum()
 }
 
-/// Wait (at most `secs`) until `ok` holds.
-fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still waiting after {secs} s for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 fn scancel(job: &str) {
     assert!(std::process::Command::new("scancel")
         .arg(job)
@@ -374,13 +292,8 @@ fn item_attempts(db: &common::TestDb, stage_id: i64) -> i64 {
 each_backend! {
     fn a_job_cancelled_while_components_run_sends_them_round_again(db) {
         let site = odd_site(db, "");
-        let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
-        import(db, &site, "CX", (1, 8), &sleepers);
-        let marker = site.root.join("marker");
-        std::fs::write(&marker, "").unwrap();
-        let e = define_prepare_exec(db, "CX", "fatal");
-        let job = e["job_id"].as_str().unwrap().to_string();
-        wait_until(120, "the four quick components' results", || records_at_site(&site, 1) >= 4);
+        let (marker, job) = start_with_sleepers(db, &site, "CX", &[]);
+        common::wait_until(120, 200, "the four quick components' results", || records_at_site(&site, 1) >= 4);
         scancel(&job);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "new", "{p}");
@@ -392,8 +305,8 @@ each_backend! {
         assert_eq!(run["components_by_state"]["queued"], 4, "{run}");
         assert!(run["components_by_state"].get("failed").is_none(), "{run}");
         std::fs::remove_file(&marker).unwrap();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        db.prepare(1);
+        db.exec(1);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 4, "{p}");
@@ -412,21 +325,15 @@ each_backend! {
 each_backend! {
     fn a_failure_in_an_attempt_cut_short_still_ends_the_run_in_error(db) {
         let site = odd_site(db, "");
-        let mut odd: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
-        odd.push((1, "ODD", "fail"));
-        import(db, &site, "FX", (1, 8), &odd);
-        let marker = site.root.join("marker");
-        std::fs::write(&marker, "").unwrap();
-        let e = define_prepare_exec(db, "FX", "fatal");
-        let job = e["job_id"].as_str().unwrap().to_string();
-        wait_until(120, "the first four components' results", || records_at_site(&site, 1) >= 4);
+        let (marker, job) = start_with_sleepers(db, &site, "FX", &[(1, "ODD", "fail")]);
+        common::wait_until(120, 200, "the first four components' results", || records_at_site(&site, 1) >= 4);
         scancel(&job);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "new", "{p}");
         assert_eq!((p["done"].as_u64(), p["failed"].as_u64()), (Some(3), Some(1)), "{p}");
         std::fs::remove_file(&marker).unwrap();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        db.prepare(1);
+        db.exec(1);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "error", "{p}");
         let run = db.show(1);
@@ -442,17 +349,17 @@ each_backend! {
 each_backend! {
     fn a_job_cut_at_its_time_limit_after_every_component_came_back_ends_full(db) {
         let site = odd_site(db, "");
-        import(db, &site, "TX", (1, 8), &[(8, "ODD", "hold")]);
+        db.import_with_params(&site, "TX", (1, 8), &[(8, "ODD", "hold")]);
         let e = define_prepare_exec(db, "TX", "fatal");
         let job = e["job_id"].as_str().unwrap().to_string();
-        wait_until(120, "all eight results", || records_at_site(&site, 1) >= 8);
+        common::wait_until(120, 200, "all eight results", || records_at_site(&site, 1) >= 8);
         // The summary's `cat results/rank-*.tsv` waits on the FIFO: once it
         // has it open (a writer's non-blocking open succeeds only then),
         // the FIFO leaves the folder and the job stays busy until Slurm
         // ends it.
         let fifo = site.remote.join("run-1/results/rank-hold.tsv");
         let mut writer = None;
-        wait_until(120, "the batch script to read the FIFO", || {
+        common::wait_until(120, 200, "the batch script to read the FIFO", || {
             use std::os::unix::fs::OpenOptionsExt;
             writer = std::fs::OpenOptions::new()
                 .write(true)
@@ -483,28 +390,20 @@ each_backend! {
 /// staging name is byte for byte its remote copy; how many there are.
 fn pulled_files_whole(local: &Path, remote: &Path) -> usize {
     let mut n = 0;
-    let mut stack = vec![local.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if name.contains(".offload-part") {
-                continue;
-            }
-            let there = remote.join(p.strip_prefix(local).unwrap());
-            assert_eq!(
-                std::fs::read(&p).unwrap(),
-                std::fs::read(&there).unwrap(),
-                "{} looks complete but is not {}",
-                p.display(),
-                there.display()
-            );
-            n += 1;
+    for p in common::walk(local).into_iter().filter(|p| !p.is_dir()) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.contains(".offload-part") {
+            continue;
         }
+        let there = remote.join(p.strip_prefix(local).unwrap());
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(&there).unwrap(),
+            "{} looks complete but is not {}",
+            p.display(),
+            there.display()
+        );
+        n += 1;
     }
     n
 }
@@ -518,7 +417,7 @@ fn pulled_files_whole(local: &Path, remote: &Path) -> usize {
 each_backend! {
     fn a_local_output_tree_that_cannot_take_the_outputs_fails_no_component(db) {
         let site = odd_site(db, "");
-        import(db, &site, "DX", (1, 8), &[]);
+        db.import_with_params(&site, "DX", (1, 8), &[]);
         // Outputs (neb://any/czw/...) land under neb/czw here and
         // neb/czw at the site.
         let local = site.neb.join("czw");
@@ -529,18 +428,15 @@ each_backend! {
         common::wait_for_job_end(&job);
         let poll_fails = |what: &str| -> String {
             // Slurm may still call the job COMPLETING for a moment.
-            let mut out;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            loop {
-                out = db.tool("poll").args(["--remote-id", "1", "--quiet"]).output().unwrap();
+            let out = common::wait_for(120, 300, &format!("{what}: job"), || {
+                let out = db.tool("poll").args(["--remote-id", "1", "--quiet"]).output().unwrap();
                 let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                let running = ["RUNNING", "PENDING", "CONFIGURING", "COMPLETING"].contains(&said.as_str());
-                if !(out.status.success() && running) {
-                    break;
+                if out.status.success() && common::JOB_ACTIVE.contains(&said.as_str()) {
+                    Err(said)
+                } else {
+                    Ok(out)
                 }
-                assert!(std::time::Instant::now() < deadline, "{what}: job still {said}");
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
+            });
             let err = String::from_utf8_lossy(&out.stderr).to_string();
             assert_eq!(
                 out.status.code(),
@@ -612,9 +508,9 @@ each_backend! {
 each_backend! {
     fn a_path_base_that_fills_during_prepare_is_this_machines_fault(db) {
         let site = odd_site(db, "");
-        import(db, &site, "PX", (1, 8), &[]);
+        db.import_with_params(&site, "PX", (1, 8), &[]);
         let disk = common::Tmpfs::mount(&site.runs, "size=4k,nr_inodes=1000");
-        db.remotetool().args(["define", "--label", "PX", "--stage", "chip"]).assert().success();
+        db.define("PX", "chip", &[]);
         let out = db.tool("prepare").args(["--remote-id", "1"]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(6), "{err}");
