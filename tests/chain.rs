@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use predicates::prelude::*;
 use predicates::str::contains;
-
-fn ssh_config() -> String {
-    common::ssh_config()
-}
 
 /// A target on a front end; its job names carry a prefix of the test's
 /// own, since tests share the one Slurm, which has one node.
@@ -25,15 +21,25 @@ fn prefix(db: &common::TestDb) -> String {
     db.job_prefix("t")
 }
 
+/// exec refuses run 1 (exit `code`, saying `said`): it stays pending and
+/// nothing was sent.
+fn exec_refused(
+    db: &common::TestDb,
+    site: &common::Site,
+    code: i32,
+    said: impl predicates::Predicate<str>,
+) {
+    db.refused("exec", 1, code, said);
+    assert_eq!(db.show(1)["state"], "pending");
+    assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+}
+
 each_backend! {
     fn a_run_goes_to_slurm_and_comes_back(db) {
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         db.import_chip_failing(&site, "CH", (2, 6), 64, &[3, 8]);
-        db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let e = common::json_of(c);
+        db.define_prepare("CH", "chip", &[]);
+        let e = db.exec_json(1);
         assert_eq!(e["found_existing"], false);
         assert!(e["files_sent"].as_u64().unwrap() > 60, "{e}");
         let run = db.show(1);
@@ -76,8 +82,7 @@ each_backend! {
         // What the job cost, in Slurm's accounting (slurmdbd), against what it asked for.
         let job = e["job_id"].as_str().unwrap();
         // Accounting has the job's end a moment after the queue forgets it.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let acct = loop {
+        let acct = common::wait_for(60, 500, &format!("job {job} in accounting"), || {
             let out = std::process::Command::new("sacct")
                 .args(["-n", "-X", "-P", "-j", job, "-o", "ElapsedRaw,AllocCPUS,NNodes,TimelimitRaw,State"])
                 .output()
@@ -86,14 +91,11 @@ each_backend! {
             // The newest record of the id (a reset controller reuses ids),
             // once every field is filled in.
             let last = text.trim().lines().last().unwrap_or("");
-            if let Some(fields) = last.strip_suffix("|COMPLETED") {
-                if fields.split('|').all(|v| v.parse::<f64>().is_ok()) {
-                    break fields.to_string();
-                }
+            match last.strip_suffix("|COMPLETED") {
+                Some(fields) if fields.split('|').all(|v| v.parse::<f64>().is_ok()) => Ok(fields.to_string()),
+                _ => Err(format!("not COMPLETED: {text:?}")),
             }
-            assert!(Instant::now() < deadline, "job {job} not COMPLETED in accounting after 60 s: {text:?}");
-            std::thread::sleep(Duration::from_millis(500));
-        };
+        });
         let f: Vec<f64> = acct.trim().split('|').map(|v| v.parse().unwrap()).collect();
         assert_eq!(f.len(), 4, "{acct}");
         let mut c = db.remotetool();
@@ -127,39 +129,28 @@ each_backend! {
             .stdout(contains("sacct").and(contains(" %")))
             .stderr(contains("estimate").not());
 
-        db.remotetool().args(["define", "--label", "CH", "--stage", "chip"]).assert().success().stdout("2\n");
+        assert_eq!(db.define("CH", "chip", &[]), 2);
         assert_eq!(db.show(2)["components"], 2);
     }
 
     fn job_policy_ignore_ends_full(db) {
-        let site = site(db, "fe2", &ssh_config());
+        let site = site(db, "fe2", &common::ssh_config());
         db.import_chip_failing(&site, "IG", (2, 6), 64, &[5]);
-        db.remotetool().args(["define", "--label", "IG", "--stage", "chip", "--job-policy", "ignore"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
-        let p = common::poll_until_done(db, 1);
+        let (_, p) = db.run_through("IG", "chip", &["--job-policy", "ignore"]);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["failed"], 1);
         assert_eq!(db.show(1)["fault"], 0);
     }
 
     fn a_job_already_submitted_is_found_not_submitted_again(db) {
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         db.import_chip_failing(&site, "EO", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "EO", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("EO", "chip", &[]);
         // An exec that died after sbatch: the job is queued (held), the database says pending.
         let remote = site.push(1);
-        let out = std::process::Command::new("sbatch")
-            .args(["--parsable", "--hold", &format!("--job-name={}-r1-a0", prefix(db)), "job.sh"])
-            .current_dir(&remote)
-            .output()
-            .unwrap();
-        let held = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let held = common::sbatch_held(&remote, &format!("{}-r1-a0", prefix(db)));
         assert!(!held.is_empty());
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let e = common::json_of(c);
+        let e = db.exec_json(1);
         let _ = std::process::Command::new("scancel").arg(&held).status();
         assert_eq!(e["found_existing"], true);
         assert_eq!(e["job_id"], held.as_str());
@@ -172,8 +163,7 @@ each_backend! {
         std::fs::write(&cfg, "Host fe-dead\n  HostName 127.0.0.1\n  Port 2202\n  ControlPath /nonexistent/offload/%n\n").unwrap();
         let site = site(db, "fe-dead", &cfg.display().to_string());
         db.import_chip_failing(&site, "AU", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "AU", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("AU", "chip", &[]);
         db.tool("exec")
             .args(["--remote-id", "1"])
             .assert()
@@ -224,18 +214,16 @@ each_backend! {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("local:"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        common::wait_for(120, 300, "run 1", || {
             let out = db.bare("poll").args(["--dbname", "gpc1", "--remote-id", "1", "--quiet"]).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let state = String::from_utf8(out.stdout).unwrap();
-            if state.trim() == "full" {
-                break;
+            let state = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            if state == "full" {
+                return Ok(());
             }
-            assert_eq!(state.trim(), "RUNNING");
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(300));
-        }
+            assert_eq!(state, "RUNNING");
+            Err(state)
+        });
         let run = db.show(1);
         assert_eq!(run["components_by_state"]["done"], 12);
         let mut c = db.open();
@@ -276,16 +264,9 @@ each_backend! {
     fn a_result_record_for_another_component_is_rejected(db) {
         let site = local_site(db);
         db.import_chip_failing(&site, "RJ", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "RJ", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
-        let summary = site.remote_run_dir(1).join("job-summary.txt");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !summary.exists() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        db.define_prepare("RJ", "chip", &[]);
+        db.exec(1);
+        common::wait_for_local_job(db, &site, 1);
         let rank0 = site.remote_run_dir(1).join("results/rank-0.tsv");
         let mut text = std::fs::read_to_string(&rank0).unwrap();
         text.push_str("R\t999999\t0\tok\t1\t2\tinjected\nnot a record; rm -rf /\n");
@@ -302,23 +283,19 @@ each_backend! {
 
 each_backend! {
     fn a_job_the_site_lost_is_submitted_again(db) {
-        let site = site(db, "fe2", &ssh_config());
+        let site = site(db, "fe2", &common::ssh_config());
         db.import_chip_failing(&site, "SF", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "SF", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let first = common::json_of(c);
+        db.define_prepare("SF", "chip", &[]);
+        let first = db.exec_json(1);
         // The site loses the job before it writes its summary.
-        let _ = std::process::Command::new("scancel").arg(first["job_id"].as_str().unwrap()).status();
-        std::thread::sleep(Duration::from_millis(500));
+        let job = first["job_id"].as_str().unwrap();
+        let _ = std::process::Command::new("scancel").arg(job).status();
+        common::wait_for_job_end(job);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "pending", "{p}");
         let run = db.show(1);
         assert_eq!((run["state"].as_str(), run["attempt"].as_i64()), (Some("pending"), Some(1)));
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        let second = common::json_of(c);
+        let second = db.exec_json(1);
         assert_eq!(second["job_name"], format!("{}-r1-a1", prefix(db)));
         assert_ne!(second["job_id"], first["job_id"]);
         let p = common::poll_until_done(db, 1);
@@ -332,57 +309,18 @@ each_backend! {
 #[test]
 fn three_hundred_chips_then_camera_from_their_outputs() {
     let db = common::TestDb::new(common::Kind::Sqlite);
-    let site = site(&db, "fe1", &ssh_config());
+    let site = site(&db, "fe1", &common::ssh_config());
     // The camera items are written here by hand: the chip recipe without
     // its [next].
     let chip = std::fs::read_to_string(common::fixtures().join("recipes/chip.toml")).unwrap();
     let (chip, _) = chip.split_once("\n[next]").unwrap();
     site.use_recipes(&[("chip.toml", chip)]);
-    let out = std::process::Command::new("python3")
-        .arg(common::fixtures().join("gen-chip-items.py"))
-        .args([
-            "--exposures",
-            "5",
-            "--chips",
-            "60",
-            "--label",
-            "BIG",
-            "--files",
-        ])
-        .arg(&site.neb)
-        .output()
-        .unwrap();
-    let mut items = String::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    db.import_generated(&site, "BIG", (5, 60), 1, 64, |v| {
         if [7, 77, 177].contains(&v["stage_id"].as_i64().unwrap()) {
             v["params"]["FAIL"] = 4.into();
         }
-        items.push_str(&v.to_string());
-        items.push('\n');
-    }
-    db.import(&items);
-    db.remotetool()
-        .args([
-            "define",
-            "--label",
-            "BIG",
-            "--stage",
-            "chip",
-            "--job-policy",
-            "ignore",
-        ])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
-    db.tool("exec")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
-    let p = common::poll_until_done(&db, 1);
+    });
+    let (_, p) = db.run_through("BIG", "chip", &["--job-policy", "ignore"]);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(
         (
@@ -393,34 +331,19 @@ fn three_hundred_chips_then_camera_from_their_outputs() {
         (Some(297), Some(3), Some(594))
     );
     // Camera: one item per exposure, its input the chip stage's XY01 image.
-    let mut camera = String::new();
-    for e in 0..5 {
+    db.import(&common::json_lines((0..5).map(|e| {
         let exp = format!("o5745g{:04}o", e + 1);
-        let v = serde_json::json!({
+        serde_json::json!({
             "stage": "camera", "stage_id": e + 1, "label": "BIG",
             "params": {
                 "EXP_NAME": exp,
                 "CHIPS": [format!("neb://any/czw/BIG/{exp}/{exp}.XY01.ch.fits")],
                 "WORKDIR": format!("neb://any/czw/BIG/{exp}"),
             }
-        });
-        camera.push_str(&v.to_string());
-        camera.push('\n');
-    }
-    db.import(&camera);
-    db.remotetool()
-        .args(["define", "--label", "BIG", "--stage", "camera"])
-        .assert()
-        .success()
-        .stdout("2\n");
-    db.tool("prepare")
-        .args(["--remote-id", "2"])
-        .assert()
-        .success();
-    db.tool("exec")
-        .args(["--remote-id", "2"])
-        .assert()
-        .success();
+        })
+    })));
+    assert_eq!(db.define_prepare("BIG", "camera", &[]), 2);
+    db.exec(2);
     let p = common::poll_until_done(&db, 2);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(p["done"], 5);
@@ -438,7 +361,7 @@ each_backend! {
     // and the real Slurm: define --all, prepare, exec, poll; poll makes
     // each exposure's camera item when its last chip is done.
     fn chip_feeds_camera_through_slurm(db) {
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         // Both stages apply their results to a database of the pipeline's own.
         let pipeline_db = db.home.path().join("pipeline.db");
         let apply = format!(
@@ -455,8 +378,8 @@ each_backend! {
         site.use_recipes(&[("chip.toml", &chip), ("camera.toml", &camera)]);
         db.import_chip_failing(&site, "CC", (2, 4), 64, &[]);
         db.remotetool().args(["define", "--all"]).assert().success().stdout("1\n");
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        db.prepare(1);
+        db.exec(1);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["chained"], serde_json::json!(["camera/1", "camera/5"]), "{p}");
@@ -465,8 +388,8 @@ each_backend! {
         assert_eq!(cams.len(), 2);
         db.remotetool().args(["define", "--all"]).assert().success().stdout("2\n");
         db.remotetool().args(["define", "--all"]).assert().code(3);
-        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
-        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        db.prepare(2);
+        db.exec(2);
         let p = common::poll_until_done(db, 2);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 2);
@@ -496,25 +419,15 @@ each_backend! {
 
 each_backend! {
     fn exec_holds_back_when_the_queue_is_full(db) {
-        let site = db.site_with(&format!(
-            "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 0\nqueue_factor = 0.0",
-            ssh_config(),
-            prefix(db)
-        ));
+        let site = site(db, "fe1", &common::ssh_config());
+        site.target_lines("queue_base = 0\nqueue_factor = 0.0");
         db.import_chip_failing(&site, "TH", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "TH", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec")
-            .args(["--remote-id", "1"])
-            .assert()
-            .code(4)
-            .stderr(contains("throttled").and(contains("run 1 stays pending")));
-        assert_eq!(db.show(1)["state"], "pending");
-        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+        db.define_prepare("TH", "chip", &[]);
+        exec_refused(db, &site, 4, contains("throttled").and(contains("run 1 stays pending")));
     }
 
     fn exec_refuses_what_the_remote_disk_cannot_hold(db) {
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         // A sparse 15 TB input: its size, not its blocks, is what must fit.
         let big = site.neb.join("huge/all-sky.fits");
         std::fs::create_dir_all(big.parent().unwrap()).unwrap();
@@ -522,37 +435,19 @@ each_backend! {
         f.set_len(15 << 40).unwrap();
         let item = "{\"stage\":\"camera\",\"stage_id\":1,\"label\":\"DF\",\"params\":{\"CHIPS\":\"neb://any/huge/all-sky.fits\",\"WORKDIR\":\"neb://any/out\",\"EXP_NAME\":\"e1\"}}\n";
         db.import(item);
-        db.remotetool().args(["define", "--label", "DF", "--stage", "camera"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec")
-            .args(["--remote-id", "1"])
-            .assert()
-            .code(1)
-            .stderr(contains("not enough space on fe1 for run 1").and(contains("nothing was sent")));
-        let run = db.show(1);
-        assert_eq!(run["state"], "pending");
-        assert_eq!(run["fault"], 20);
-        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+        db.define_prepare("DF", "camera", &[]);
+        exec_refused(db, &site, 1, contains("not enough space on fe1 for run 1").and(contains("nothing was sent")));
+        assert_eq!(db.show(1)["fault"], 20);
     }
 }
 
 each_backend! {
     fn exec_refuses_what_the_quota_does_not_allow(db) {
-        let site = db.site_with(&format!(
-            "hosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nquota_command = \"echo 1000\"",
-            ssh_config(),
-            prefix(db)
-        ));
+        let site = site(db, "fe1", &common::ssh_config());
+        site.target_lines("quota_command = \"echo 1000\"");
         db.import_chip_failing(&site, "QU", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "QU", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec")
-            .args(["--remote-id", "1"])
-            .assert()
-            .code(1)
-            .stderr(contains("over quota on fe1 for run 1").and(contains("the quota leaves 1000")));
-        assert_eq!(db.show(1)["state"], "pending");
-        assert!(!site.remote_run_dir(1).exists(), "nothing was sent");
+        db.define_prepare("QU", "chip", &[]);
+        exec_refused(db, &site, 1, contains("over quota on fe1 for run 1").and(contains("the quota leaves 1000")));
     }
 }
 
@@ -560,8 +455,7 @@ each_backend! {
     fn paused_exec_and_poll_touch_nothing(db) {
         let site = local_site(db);
         db.import_chip_failing(&site, "PA", (2, 6), 64, &[]);
-        db.remotetool().args(["define", "--label", "PA", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("PA", "chip", &[]);
         db.remotetool().args(["pause", "exec", "poll", "--reason", "auth refresh"]).assert().success();
         db.tool("exec").arg("--next").assert().code(4).stderr(contains("exec is paused"));
         assert_eq!(db.show(1)["state"], "pending");
@@ -576,63 +470,50 @@ each_backend! {
     }
 }
 
-fn squeue_state(job: &str) -> String {
-    let out = std::process::Command::new("squeue")
-        .args(["-h", "-j", job, "-o", "%T"])
-        .output()
-        .expect("squeue runs (scripts/testbed up)");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for_job(job: &str, want: &[&str], secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let st = squeue_state(job);
-        if want.contains(&st.as_str()) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} is {st:?}, not one of {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// Wait until squeue says one of `want` of a job.
+fn wait_for_job(job: &str, want: &[&str], secs: u64) {
+    common::wait_for(
+        secs,
+        250,
+        &format!("job {job}, not one of {want:?},"),
+        || {
+            let st = common::squeue_state(job);
+            if want.contains(&st.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{st:?}"))
+            }
+        },
+    )
 }
 
 each_backend! {
     fn abort_cancels_a_queued_and_a_running_slurm_job(db) {
-        let site = site(db, "fe2", &ssh_config());
+        let site = site(db, "fe2", &common::ssh_config());
         site.use_recipes(&[("sleepy.toml", "stage = \"sleepy\"\nthreads = 24\ntime_cost = 60\ncommand = \"sleep 300\"\n")]);
-        db.import("{\"stage\":\"sleepy\",\"stage_id\":1,\"label\":\"AQ\",\"params\":{}}\n{\"stage\":\"sleepy\",\"stage_id\":2,\"label\":\"AQ\",\"params\":{}}\n");
-        let mut ids = Vec::new();
-        for _ in 0..2 {
-            let out = db.remotetool().args(["define", "--label", "AQ", "--stage", "sleepy", "--limit", "1"]).output().unwrap();
-            assert!(out.status.success());
-            ids.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
-        }
+        db.import(&common::bare_items("AQ", "sleepy", 2, 1));
+        let ids: Vec<i64> = (0..2).map(|_| db.define("AQ", "sleepy", &["--limit", "1"])).collect();
         let mut jobs = Vec::new();
         for id in &ids {
-            db.tool("prepare").args(["--remote-id", id]).assert().success();
-            let mut c = db.tool("exec");
-            c.args(["--remote-id", id, "--json"]);
-            let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
+            db.prepare(*id);
+            let job = db.exec_json(*id)["job_id"].as_str().unwrap().to_string();
             if jobs.is_empty() {
                 // The first takes the one node, so the second must queue.
                 wait_for_job(&job, &["RUNNING"], 120);
             }
             jobs.push(job);
         }
-        assert_eq!(squeue_state(&jobs[1]), "PENDING");
+        assert_eq!(common::squeue_state(&jobs[1]), "PENDING");
         // The queued one first, then the running one.
         for (id, job) in ids.iter().zip(&jobs).rev() {
             let mut c = db.remotetool();
-            c.args(["abort", id, "--reason", "operator test", "--json"]);
+            c.args(["abort", &id.to_string(), "--reason", "operator test", "--json"]);
             let a = common::json_of(c);
             assert_eq!((a[0]["from"].as_str(), a[0]["to"].as_str()), (Some("run"), Some("error")), "{a}");
             assert_eq!(a[0]["job_cancelled"], true);
             assert_eq!(a[0]["job_id"].as_str(), Some(job.as_str()));
             wait_for_job(job, &["", "CANCELLED"], 60);
-            let run = db.show(id.parse().unwrap());
+            let run = db.show(*id);
             assert_eq!(run["fault"], 40);
             assert!(run["message"].as_str().unwrap().contains(&format!("job {job} cancelled")), "{run}");
         }
@@ -668,7 +549,7 @@ fn plant(path: &std::path::Path, when: &str) {
 each_backend! {
     fn clean_staging_sweeps_remote_and_local_targets(db) {
         // testsite: Slurm on fe1; here: this machine.
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         let here_remote = site.root.join("here-remote");
         let here_runs = site.root.join("here-runs");
         let text = std::fs::read_to_string(&site.config).unwrap();
@@ -678,12 +559,8 @@ each_backend! {
         )
         .unwrap();
         db.import_chip(&site, "ST", 1, 2, 1);
-        db.remotetool().args(["define", "--label", "ST", "--stage", "chip", "--limit", "1"]).assert().success();
-        db.remotetool()
-            .args(["define", "--label", "ST", "--stage", "chip", "--limit", "1", "--target", "here", "--path-base"])
-            .arg(&here_runs)
-            .assert()
-            .success();
+        db.define("ST", "chip", &["--limit", "1"]);
+        db.define("ST", "chip", &["--limit", "1", "--target", "here", "--path-base", here_runs.to_str().unwrap()]);
         let old = "2 days ago";
         let now = "now";
         let gone = [
@@ -734,7 +611,10 @@ each_backend! {
         }
         // One target, a limit of its own: the fresh one there goes, the
         // other target's stays; without --json, the paths a line each.
-        std::thread::sleep(Duration::from_millis(1100));
+        let planted = std::fs::metadata(&fresh_here).unwrap().modified().unwrap();
+        common::wait_until(5, 50, "the fresh staging name to be a second old", || {
+            planted.elapsed().is_ok_and(|a| a > Duration::from_secs(1))
+        });
         db.remotetool()
             .args(["clean", "--staging", "--target", "here", "--older-than", "1"])
             .assert()
@@ -748,11 +628,10 @@ each_backend! {
 
 each_backend! {
     fn exec_and_poll_sweep_by_the_targets_limit(db) {
-        let site = site(db, "fe1", &ssh_config());
+        let site = site(db, "fe1", &common::ssh_config());
         site.target_lines("sweep_after_hours = 1");
         db.import_chip(&site, "SW", 1, 2, 1);
-        db.remotetool().args(["define", "--label", "SW", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("SW", "chip", &[]);
         // Past the target's hour: swept by exec's push into the run's folder;
         // within it: kept (the default of a day would keep both).
         let remote = site.remote_run_dir(1);
