@@ -14,10 +14,6 @@ use predicates::prelude::*;
 
 const TORQUE_BIN: &str = "/opt/offload-testbed/torque/bin";
 
-fn ssh_config() -> String {
-    common::ssh_config()
-}
-
 fn torque_bin() -> String {
     std::env::var("OFFLOAD_TEST_TORQUE_BIN").unwrap_or_else(|_| TORQUE_BIN.to_string())
 }
@@ -26,17 +22,17 @@ fn prefix(db: &common::TestDb) -> String {
     db.job_prefix("s")
 }
 
-/// A target of this scheduler on fe1; PBS's commands are Slurm's
-/// wrappers, in a folder of their own.
-fn site(db: &common::TestDb, scheduler: &str) -> common::Site {
+/// A target of this scheduler on fe1, with `extra` lines; PBS's commands
+/// are Slurm's wrappers, in a folder of their own.
+fn site(db: &common::TestDb, scheduler: &str, extra: &str) -> common::Site {
     let path = if scheduler == "pbs" {
         format!("\nscheduler_path = \"{}\"", torque_bin())
     } else {
         String::new()
     };
     db.site_with(&format!(
-        "scheduler = \"{scheduler}\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1{path}",
-        ssh_config(),
+        "scheduler = \"{scheduler}\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\n{extra}{path}",
+        common::ssh_config(),
         prefix(db),
     ))
 }
@@ -44,21 +40,9 @@ fn site(db: &common::TestDb, scheduler: &str) -> common::Site {
 /// Poll a run until it has left `run` (whatever the scheduler calls its
 /// job's states meanwhile: Q, R, qw, r...); poll's JSON of the last poll.
 fn poll_until_settled(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let mut c = db.tool("poll");
-        c.args(["--remote-id", &id.to_string(), "--json"]);
-        let p = common::json_of(c);
-        if ["full", "error", "pending", "new"].contains(&p["state"].as_str().unwrap_or("")) {
-            return p;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job of run {id} still {} after 300 s",
-            p["state"]
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    common::poll_until(db, id, &[], 300, |p| {
+        ["full", "error", "pending", "new"].contains(&p["state"].as_str().unwrap_or(""))
+    })
 }
 
 /// The scheduler's own submit, by hand, of a held job under a name.
@@ -94,22 +78,13 @@ fn qdel(scheduler: &str, id: &str) {
 }
 
 fn chain(db: &common::TestDb, scheduler: &str, directive: &str) {
-    let site = site(db, scheduler);
+    let site = site(db, scheduler, "");
     db.import_chip_failing(&site, "SC", (2, 6), 64, &[4]);
-    db.remotetool()
-        .args(["define", "--label", "SC", "--stage", "chip"])
-        .assert()
-        .success();
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
+    db.define_prepare("SC", "chip", &[]);
     let job = std::fs::read_to_string(site.run_dir(1).join("job.sh")).unwrap();
     assert!(job.contains(directive), "{job}");
     assert!(!job.contains("#SBATCH"), "{job}");
-    let mut c = db.tool("exec");
-    c.args(["--remote-id", "1", "--json"]);
-    let e = common::json_of(c);
+    let e = db.exec_json(1);
     assert_eq!(e["found_existing"], false);
     let p = poll_until_settled(db, 1);
     assert_eq!(p["state"], "error", "{p}");
@@ -196,20 +171,10 @@ fn chain(db: &common::TestDb, scheduler: &str, directive: &str) {
 
     // Exactly once: a job of the next run already queued under its name
     // (an exec killed after qsub) is found and recorded, not submitted again.
-    db.remotetool()
-        .args(["define", "--label", "SC", "--stage", "chip"])
-        .assert()
-        .success()
-        .stdout("2\n");
-    db.tool("prepare")
-        .args(["--remote-id", "2"])
-        .assert()
-        .success();
+    assert_eq!(db.define_prepare("SC", "chip", &[]), 2);
     let remote = site.push(2);
     let held = held_job(scheduler, &format!("{}-r2-a0", prefix(db)), &remote);
-    let mut c = db.tool("exec");
-    c.args(["--remote-id", "2", "--json"]);
-    let e = common::json_of(c);
+    let e = db.exec_json(2);
     qdel(scheduler, &held);
     assert_eq!(e["found_existing"], true, "{e}");
     assert_eq!(e["job_id"], held.as_str());
@@ -224,23 +189,6 @@ each_backend! {
         chain(db, "sge", "#$ -pe mpi ");
     }
 }
-
-/// Components 5..8 sleep while the marker is there.
-const SLEEPY_CHIP: &str = r#"
-stage = "chip"
-threads = 2
-time_cost = 20
-command = "@BIN@/ppfake --threads @THREADS@ --output @out:IMAGE@ --stats @out:STATS@ @in:IMAGE@ @in:MASK@ && case @ODD@ in sleep) while [ -e @MARKER@ ]; do sleep 1; done ;; esac"
-post = "cat @out:STATS@"
-
-[inputs]
-IMAGE = "@INPUT@"
-MASK = "@MASK@"
-
-[outputs]
-IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
-STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
-"#;
 
 fn sge(args: &[&str]) -> std::process::Output {
     Command::new(args[0])
@@ -278,63 +226,28 @@ impl Drop for QueueDisabled {
 // components did and prepares the rest again, which then ends full.
 each_backend! {
     fn sge_kills_a_job_at_its_h_rt_and_the_work_it_did_is_kept(db) {
-        let site = db.site_with(&format!(
-            "scheduler = \"sge\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\ncores_per_node = 8",
-            ssh_config(),
-            prefix(db),
-        ));
-        site.use_recipes(&[("chip.toml", SLEEPY_CHIP)]);
-        let marker = site.root.join("marker");
-        let text = std::fs::read_to_string(&site.config).unwrap();
-        std::fs::write(
-            &site.config,
-            text.replacen(
-                "[targets.testsite.vars]\n",
-                &format!("[targets.testsite.vars]\nODD = \"none\"\nMARKER = \"{}\"\n", marker.display()),
-                1,
-            ),
-        )
-        .unwrap();
-        let out = Command::new("python3")
-            .arg(common::fixtures().join("gen-chip-items.py"))
-            .args(["--exposures", "1", "--chips", "8", "--label", "HR", "--file-size", "64", "--files"])
-            .arg(&site.neb)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let mut items = String::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["stage_id"].as_i64().unwrap() >= 5 {
-                v["params"]["ODD"] = "sleep".into();
-            }
-            items.push_str(&v.to_string());
-            items.push('\n');
-        }
-        db.import(&items);
+        let site = site(db, "sge", "cores_per_node = 8");
+        let marker = site.use_odd_chip();
+        let sleepers: Vec<(i64, &str, &str)> = (5..=8).map(|i| (i, "ODD", "sleep")).collect();
+        db.import_with_params(&site, "HR", (1, 8), &sleepers);
         std::fs::write(&marker, "").unwrap();
-        db.remotetool().args(["define", "--label", "HR", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("HR", "chip", &[]);
         let job = {
             let _held = QueueDisabled::new();
-            let mut c = db.tool("exec");
-            c.args(["--remote-id", "1", "--json"]);
-            let e = common::json_of(c);
-            let job = e["job_id"].as_str().unwrap().to_string();
+            let job = db.exec_json(1)["job_id"].as_str().unwrap().to_string();
             let alter = sge(&["qalter", "-l", "h_rt=0:0:10", &job]);
             assert!(alter.status.success(), "{}", String::from_utf8_lossy(&alter.stderr));
             job
         };
         // Wait for Grid Engine's own record of the job's end, then poll.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-        let acct = loop {
+        let acct = common::wait_for(180, 500, &format!("job {job}"), || {
             let a = sge(&["qacct", "-j", &job]);
             if a.status.success() {
-                break String::from_utf8_lossy(&a.stdout).into_owned();
+                Ok(String::from_utf8_lossy(&a.stdout).into_owned())
+            } else {
+                Err("without accounting".to_string())
             }
-            assert!(std::time::Instant::now() < deadline, "job {job} has no accounting after 180 s");
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        };
+        });
         assert!(acct.lines().any(|l| l.starts_with("failed") && l.contains("37")), "{acct}");
         let p = poll_until_settled(db, 1);
         assert_eq!(p["state"], "new", "{p}");
@@ -349,7 +262,7 @@ each_backend! {
         let mut c = db.tool("prepare");
         c.args(["--remote-id", "1", "--json"]);
         assert_eq!(common::json_of(c)["components"], 4);
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        db.exec(1);
         let p = poll_until_settled(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["done"], 4);
@@ -358,71 +271,47 @@ each_backend! {
 
 /// A target of `scheduler` whose throttle lets one job wait in the queue,
 /// with one run per work item of a stage that sleeps.
-fn sleepy_runs(db: &common::TestDb, scheduler: &str, runs: usize) -> (common::Site, Vec<String>) {
-    let path = if scheduler == "pbs" {
-        format!("\nscheduler_path = \"{}\"", torque_bin())
-    } else {
-        String::new()
-    };
-    let site = db.site_with(&format!(
-        "scheduler = \"{scheduler}\"\nhosts = [\"fe1\"]\nssh_config = \"{}\"\njob_prefix = \"{}\"\nmax_nodes = 1\nqueue_base = 1\nqueue_factor = 0.0{path}",
-        ssh_config(),
-        prefix(db),
-    ));
+fn sleepy_runs(db: &common::TestDb, scheduler: &str, runs: usize) -> (common::Site, Vec<i64>) {
+    let site = site(db, scheduler, "queue_base = 1\nqueue_factor = 0.0");
     site.use_recipes(&[(
         "sleepy.toml",
         "stage = \"sleepy\"\nthreads = 2\ntime_cost = 60\ncommand = \"sleep 300\"\n",
     )]);
-    let items: String = (1..=runs)
-        .map(|i| {
-            format!("{{\"stage\":\"sleepy\",\"stage_id\":{i},\"label\":\"AB\",\"params\":{{}}}}\n")
-        })
+    db.import(&common::bare_items("AB", "sleepy", runs, 1));
+    let ids = (0..runs)
+        .map(|_| db.define_prepare("AB", "sleepy", &["--limit", "1"]))
         .collect();
-    db.import(&items);
-    let mut ids = Vec::new();
-    for _ in 0..runs {
-        let out = db
-            .remotetool()
-            .args([
-                "define", "--label", "AB", "--stage", "sleepy", "--limit", "1",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        db.tool("prepare")
-            .args(["--remote-id", &id])
-            .assert()
-            .success();
-        ids.push(id);
-    }
     (site, ids)
 }
 
-fn abort(db: &common::TestDb, id: &str, job: &str) {
+fn abort(db: &common::TestDb, id: i64, job: &str) {
     let mut c = db.remotetool();
-    c.args(["abort", id, "--reason", "operator test", "--json"]);
+    c.args([
+        "abort",
+        &id.to_string(),
+        "--reason",
+        "operator test",
+        "--json",
+    ]);
     let a = common::json_of(c);
     assert_eq!(a[0]["job_cancelled"], true, "{a}");
     assert_eq!(a[0]["job_id"].as_str(), Some(job), "{a}");
-    assert_eq!(db.show(id.parse().unwrap())["fault"], 40);
+    assert_eq!(db.show(id)["fault"], 40);
 }
 
 each_backend! {
     fn sge_throttles_by_its_queue_and_abort_deletes_the_job(db) {
         let (_site, ids) = sleepy_runs(db, "sge", 2);
         let _held = QueueDisabled::new();
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", &ids[0], "--json"]);
-        let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
+        let job = db.exec_json(ids[0])["job_id"].as_str().unwrap().to_string();
         // Its job waits (qw): the throttle (one may wait) holds the next back.
         db.tool("exec")
-            .args(["--remote-id", &ids[1]])
+            .args(["--remote-id", &ids[1].to_string()])
             .assert()
             .code(4)
             .stderr(predicates::str::contains("throttled"));
-        assert_eq!(db.show(ids[1].parse().unwrap())["state"], "pending");
-        abort(db, &ids[0], &job);
+        assert_eq!(db.show(ids[1])["state"], "pending");
+        abort(db, ids[0], &job);
         let q = sge(&["qstat", "-u", "*", "-xml"]);
         let listed = String::from_utf8_lossy(&q.stdout).into_owned();
         assert!(!listed.contains(&format!("<JB_job_number>{job}</JB_job_number>")), "{listed}");
@@ -433,15 +322,13 @@ each_backend! {
         // A held job of this prefix waits in the queue: the throttle holds exec back.
         let other = site.push(2);
         let held = held_job("pbs", &format!("{}-r9-a0", prefix(db)), &other);
-        let throttled = db.tool("exec").args(["--remote-id", &ids[0]]).output().unwrap();
+        let throttled = db.tool("exec").args(["--remote-id", &ids[0].to_string()]).output().unwrap();
         qdel("pbs", &held);
         assert_eq!(throttled.status.code(), Some(4), "{}", String::from_utf8_lossy(&throttled.stderr));
         assert!(String::from_utf8_lossy(&throttled.stderr).contains("throttled"));
         // Nothing waits now: submitted; then aborted, its job deleted.
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", &ids[0], "--json"]);
-        let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
-        abort(db, &ids[0], &job);
+        let job = db.exec_json(ids[0])["job_id"].as_str().unwrap().to_string();
+        abort(db, ids[0], &job);
         let st = Command::new(format!("{}/qstat", torque_bin())).args(["-f", &job]).output().unwrap();
         let text = String::from_utf8_lossy(&st.stdout).into_owned();
         assert!(!st.status.success() || text.contains("job_state = C"), "{text}");
