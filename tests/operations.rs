@@ -163,17 +163,14 @@ fn auth_status_start_stop_and_what_is_broken() {
 
     // MaxSessions: three sessions held through ofe3's master fill it.
     let sock3 = db.home.path().join("cm/ofe3");
-    let holders: Vec<_> = (0..3)
-        .map(|_| {
-            std::process::Command::new("ssh")
-                .arg("-S")
-                .arg(&sock3)
-                .args(["-F", "/dev/null", "x", "sleep", "20"])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    let holders = common::hold_sessions(
+        (0..3).map(|_| {
+            let mut ssh = std::process::Command::new("ssh");
+            ssh.arg("-S").arg(&sock3).args(["-F", "/dev/null", "x"]);
+            ssh
+        }),
+        20,
+    );
     let mut c = db.remotetool();
     c.args(["auth", "status", "--diagnose", "ofe3", "--json"]);
     let s = common::json_of(c);
@@ -198,9 +195,7 @@ fn auth_status_start_stop_and_what_is_broken() {
     }
 
     // A master killed hard leaves a stale socket: named, and stop clears it.
-    let pid = master_pid(&sock).expect("ofe1's master");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(300));
+    kill_master(&sock);
     assert!(sock.exists());
     db.remotetool()
         .args(["auth", "status", "--diagnose", "ofe1"])
@@ -246,7 +241,7 @@ fn register(db: &common::TestDb, host: &str, pid: i32, heartbeat: chrono::NaiveD
 each_backend! {
     fn wait_waits_for_live_tools_and_reclaims_dead_ones(db) {
         db.import(&common::items("W", "chip", 1, 2, 1));
-        db.remotetool().args(["define", "--label", "W", "--stage", "chip", "--path-base", "/tmp/w"]).assert().success();
+        db.define("W", "chip", &["--path-base", "/tmp/w"]);
         let now = offload::db::now();
         // Dead here: a pid that has exited; holding run 1's lease.
         let mut gone = std::process::Command::new("true").spawn().unwrap();
@@ -304,27 +299,10 @@ each_backend! {
 /// Put `n` runs into `auth` (defined, then pending, then auth by hand).
 fn runs_in_auth(db: &common::TestDb, label: &str, n: usize) {
     db.import(&common::items(label, "chip", 1, n, 1));
-    for i in 1..=n {
-        db.remotetool()
-            .args([
-                "define",
-                "--label",
-                label,
-                "--stage",
-                "chip",
-                "--limit",
-                "1",
-                "--path-base",
-                "/tmp/ra",
-            ])
-            .assert()
-            .success();
-        for st in ["pending", "auth"] {
-            db.remotetool()
-                .args(["set", &i.to_string(), st, "--reason", "test"])
-                .assert()
-                .success();
-        }
+    for _ in 0..n {
+        let id = db.define(label, "chip", &["--limit", "1", "--path-base", "/tmp/ra"]);
+        db.set_state(id, "pending");
+        db.set_state(id, "auth");
     }
 }
 
@@ -391,17 +369,11 @@ fn refresh_auth_runs_the_eight_steps_and_finishes_an_interrupted_one() {
     assert_eq!(j["reverted"].as_array().unwrap().len(), 2);
     let new = master_pid(&sock).expect("the master is up again");
     assert_ne!(new, old);
-    let mut c = db.remotetool();
-    c.args(["paused", "--json"]);
-    let p = common::json_of(c);
-    let paused: Vec<&str> = p
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["paused"] == true)
-        .map(|c| c["tool"].as_str().unwrap())
-        .collect();
-    assert_eq!(paused, vec!["exec"], "the operator's own pause stays");
+    assert_eq!(
+        db.paused_tools(),
+        vec!["exec"],
+        "the operator's own pause stays"
+    );
     let mut c = db.remotetool();
     c.args(["list", "--json"]);
     let l = common::json_of(c);
@@ -468,12 +440,6 @@ fn quick_site(db: &common::TestDb, stages: &[&str], extra_config: &str) -> commo
     site
 }
 
-fn item_lines(label: &str, stage: &str, n: usize, first: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("{{\"stage\":\"{stage}\",\"stage_id\":{i},\"label\":\"{label}\",\"params\":{{}}}}\n"))
-        .collect()
-}
-
 each_backend! {
     fn each_host_claims_what_it_may_run_best_first(db) {
         let _site = quick_site(
@@ -481,11 +447,11 @@ each_backend! {
             &["chip", "camera"],
             "[local_hosts.ipp054]\nrunnable = '^chip/'\npriorities = [{ pattern = '^chip/urgent$', priority = 10 }]\n",
         );
-        db.import(&item_lines("old", "camera", 1, 1));
-        db.import(&item_lines("old", "chip", 1, 1));
-        db.import(&item_lines("urgent", "chip", 1, 2));
+        db.import(&common::bare_items("old", "camera", 1, 1));
+        db.import(&common::bare_items("old", "chip", 1, 1));
+        db.import(&common::bare_items("urgent", "chip", 1, 2));
         for (label, stage) in [("old", "camera"), ("old", "chip"), ("urgent", "chip")] {
-            db.remotetool().args(["define", "--label", label, "--stage", stage]).assert().success();
+            db.define(label, stage, &[]);
         }
         let ids = |host: &str| -> Vec<String> {
             let mut got = Vec::new();
@@ -528,7 +494,7 @@ each_backend! {
 /// exactly once, and no process meets a locked database.
 fn many_processes(db: &common::TestDb, workers: usize, runs: usize) {
     let site = quick_site(db, &["quick"], "");
-    db.import(&item_lines("MANY", "quick", runs, 1));
+    db.import(&common::bare_items("MANY", "quick", runs, 1));
     {
         let mut c = db.open();
         let actor = offload::runs::Actor::current("remotetool");
@@ -654,23 +620,14 @@ fn four_processes_on_sqlite_handle_each_run_once() {
     many_processes(&db, 4, 200);
 }
 
-/// Kill a master hard (its socket stays behind, stale).
+/// Kill a master hard (its socket stays behind, stale), and wait until it
+/// no longer answers.
 fn kill_master(socket: &Path) {
     let pid = master_pid(socket).expect("a live master to kill");
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-/// Wait until `path` exists (a transfer has begun writing there).
-fn wait_for_path(path: &Path, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(10, 20, "the killed master to go", || {
+        master_pid(socket).is_none()
+    });
 }
 
 /// Run `tool --remote-id 1`, kill the master once `watch` appears (the
@@ -689,7 +646,10 @@ fn kill_master_during(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_path(watch, 60);
+    // Once the transfer has begun writing there.
+    common::wait_until(60, 5, &format!("{} to appear", watch.display()), || {
+        watch.exists()
+    });
     kill_master(socket);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -697,19 +657,6 @@ fn kill_master_during(
     let run = db.show(1);
     assert_eq!(run["state"], "auth", "{run}");
     run
-}
-
-/// Define run 1 from the label's items and prepare it.
-fn define_and_prepare(db: &common::TestDb, label: &str, stage: &str) {
-    db.remotetool()
-        .args(["define", "--label", label, "--stage", stage])
-        .assert()
-        .success()
-        .stdout("1\n");
-    db.tool("prepare")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
 }
 
 /// Of a list's pairs (source in the first column, destination in the
@@ -748,7 +695,7 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
     db.remotetool().args(["auth", "start"]).assert().success();
     // Inputs big enough that the push takes a while.
     db.import_chip_failing(&site, "KX", (2, 6), 12000000, &[]);
-    define_and_prepare(&db, "KX", "chip");
+    assert_eq!(db.define_prepare("KX", "chip", &[]), 1);
     let run = kill_master_during(&db, "exec", &site.remote.join("neb"), &sock);
     assert_eq!(run["auth_return_state"], "pending");
     assert_eq!(
@@ -756,8 +703,9 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
         serde_json::Value::Null,
         "nothing was submitted"
     );
-    // What landed under its final name is whole.
-    std::thread::sleep(Duration::from_millis(500));
+    // What landed under its final name is whole (also what the remote side
+    // finished after the master went).
+    common::wait_until_still(&site.remote);
     let (landed, total) = whole_where_present(&site.run_dir(1).join("inputs.list"));
     assert!(landed < total, "the kill came before the end of the push");
     // The refresh: stale socket gone, master up, the run back to pending.
@@ -767,10 +715,7 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
         .success()
         .stdout("1\n");
     assert_eq!(db.show(1)["state"], "pending");
-    db.tool("exec")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
+    db.exec(1);
     let p = common::poll_until_done(&db, 1);
     assert_eq!(p["state"], "full", "{p}");
     assert_eq!(outputs_identical(&site, 1), 24);
@@ -791,16 +736,11 @@ fn a_master_killed_during_poll_pull_applies_nothing_until_the_refresh() {
         .map(|i| format!("{{\"stage\":\"big\",\"stage_id\":{i},\"label\":\"KP\",\"params\":{{\"WORKDIR\":\"neb://any/out\"}}}}\n"))
         .collect();
     db.import(&items);
-    define_and_prepare(&db, "KP", "big");
-    let mut c = db.tool("exec");
-    c.args(["--remote-id", "1", "--json"]);
-    let job = common::json_of(c)["job_id"].as_str().unwrap().to_string();
+    assert_eq!(db.define_prepare("KP", "big", &[]), 1);
+    let job = db.exec_json(1)["job_id"].as_str().unwrap().to_string();
     // Let the job end, then poll and kill the master while outputs come back.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !site.remote_run_dir(1).join("job-summary.txt").exists() {
-        assert!(Instant::now() < deadline, "job {job} did not end");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let summary = site.remote_run_dir(1).join("job-summary.txt");
+    common::wait_until(180, 200, &format!("job {job} to end"), || summary.exists());
     let run = kill_master_during(&db, "poll", &site.neb.join("out"), &sock);
     assert_eq!(run["auth_return_state"], "run");
     // Nothing applied: every component still queued, no work item done.
@@ -833,7 +773,7 @@ fn exec_refuses_a_push_that_would_outlive_the_master() {
     site.target_lines("master_lifetime_hours = 0.1");
     db.remotetool().args(["auth", "start"]).assert().success();
     db.import_chip_failing(&site, "FC", (1, 6), 100000, &[]);
-    define_and_prepare(&db, "FC", "chip");
+    assert_eq!(db.define_prepare("FC", "chip", &[]), 1);
     // Measured before: 1 kB/s over ofe1.
     db.insert_rate("ofe1", "push", 2_000_000, 2000.0);
     db.tool("exec")
@@ -852,10 +792,7 @@ fn exec_refuses_a_push_that_would_outlive_the_master() {
     for _ in 0..3 {
         db.insert_rate("ofe1", "push", 100_000_000, 1.0);
     }
-    db.tool("exec")
-        .args(["--remote-id", "1"])
-        .assert()
-        .success();
+    db.exec(1);
     assert_eq!(db.show(1)["state"], "run");
 }
 
@@ -937,9 +874,9 @@ fn quiet_keeps_nothing_to_do_off_stderr_for_schedulers() {
 each_backend! {
     fn a_dead_holders_lease_is_reclaimed_with_a_message(db) {
         let _site = quick_site(db, &["quick"], "");
-        db.import(&item_lines("DL", "quick", 2, 1));
+        db.import(&common::bare_items("DL", "quick", 2, 1));
         for _ in 0..2 {
-            db.remotetool().args(["define", "--label", "DL", "--stage", "quick", "--limit", "1"]).assert().success();
+            db.define("DL", "quick", &["--limit", "1"]);
         }
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let gone_pid = gone.id() as i32;
