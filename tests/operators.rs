@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use predicates::str::contains;
 
 /// A local-target site whose recipes folder is the fixtures' plus `extra`
@@ -29,41 +27,14 @@ fn chip_with_log() -> String {
 const SLEEPY: &str =
     "stage = \"sleepy\"\nthreads = 1\ntime_cost = 60\ncommand = \"echo started; sleep 600\"\n";
 
-/// define -> prepare -> exec -> poll until the run leaves `run`.
+/// define (run `id`) -> prepare -> exec -> poll (with `poll_args`) until
+/// the run leaves `run`: the state it went to.
 fn chain(db: &common::TestDb, label: &str, stage: &str, id: i64, poll_args: &[&str]) -> String {
-    db.remotetool()
-        .args(["define", "--label", label, "--stage", stage])
-        .assert()
-        .success()
-        .stdout(format!("{id}\n"));
-    db.tool("prepare")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    db.tool("exec")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = db
-            .tool("poll")
-            .args(["--remote-id", &id.to_string(), "--quiet"])
-            .args(poll_args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let state = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        if state != "RUNNING" {
-            return state;
-        }
-        assert!(Instant::now() < deadline, "run {id} still running");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    assert_eq!(db.define(label, stage, &[]), id);
+    db.prepare(id);
+    db.exec(id);
+    let p = common::poll_done_with(db, id, poll_args);
+    p["state"].as_str().unwrap().to_string()
 }
 
 each_backend! {
@@ -122,7 +93,12 @@ each_backend! {
 
         // The kept log came back for the failed component as for the others.
         let log = site.neb.join("czw").join("LG");
-        let logs: Vec<_> = walk(&log).into_iter().filter(|p| p.ends_with(".ch.log")).collect();
+        let logs: Vec<String> = common::walk(&log)
+            .iter()
+            .filter(|p| !p.is_dir())
+            .map(|p| p.display().to_string())
+            .filter(|p| p.ends_with(".ch.log"))
+            .collect();
         assert_eq!(logs.len(), 6, "{logs:?}");
         let failed_log = logs.iter().find(|p| p.contains("XY02")).expect("log of the failed chip");
         let text = std::fs::read_to_string(failed_log).unwrap();
@@ -147,9 +123,9 @@ each_backend! {
         let site = local_site(db, &[]);
         db.import_chip_failing(&site, "AB", (1, 6), 64, &[]);
         for _ in 0..2 {
-            db.remotetool().args(["define", "--label", "AB", "--stage", "chip", "--limit", "3"]).assert().success();
+            db.define("AB", "chip", &["--limit", "3"]);
         }
-        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
+        db.prepare(2);
         db.remotetool().args(["abort", "1"]).assert().code(2).stderr(contains("--reason"));
         let mut c = db.remotetool();
         c.args(["abort", "--label", "AB", "--reason", "wrong detrends", "--json"]);
@@ -163,7 +139,7 @@ each_backend! {
         let last = h.as_array().unwrap().last().unwrap();
         assert!(last["message"].as_str().unwrap().contains("wrong detrends"), "{last}");
         // The work items are free: the next define takes all six.
-        db.remotetool().args(["define", "--label", "AB", "--stage", "chip"]).assert().success().stdout("3\n");
+        assert_eq!(db.define("AB", "chip", &[]), 3);
         assert_eq!(db.show(3)["components"], 6);
         // Nothing open left but run 3; a closed run is not aborted.
         db.remotetool().args(["abort", "1", "--reason", "again"]).assert().code(2).stderr(contains("nothing to abort"));
@@ -175,8 +151,7 @@ each_backend! {
         let site = local_site(db, &[("sleepy.toml", SLEEPY)]);
         let _ = site;
         db.import("{\"stage\":\"sleepy\",\"stage_id\":1,\"label\":\"SL\",\"params\":{}}\n");
-        db.remotetool().args(["define", "--label", "SL", "--stage", "sleepy"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("SL", "sleepy", &[]);
         let out = db.tool("exec").args(["--remote-id", "1"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let job = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -187,11 +162,8 @@ each_backend! {
         let a = common::json_of(c);
         assert_eq!((a[0]["from"].as_str(), a[0]["to"].as_str()), (Some("run"), Some("error")));
         assert_eq!(a[0]["job_cancelled"], true);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
-            assert!(Instant::now() < deadline, "job {job} still alive after abort");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let pid: i32 = pid.parse().unwrap();
+        common::wait_until(10, 100, &format!("job {job} to end after abort"), || !offload::host::pid_alive(pid));
         let run = db.show(1);
         assert_eq!(run["fault"], 40);
         let msg = run["message"].as_str().unwrap();
@@ -203,11 +175,9 @@ each_backend! {
         let r = common::json_of(c);
         assert_eq!((r[0]["from"].as_str(), r[0]["to"].as_str()), (Some("error"), Some("cancelled")));
         assert_eq!(r[0]["withdrawn"], 1);
-        let out = db.remotetool().args(["define", "--label", "SL", "--stage", "sleepy"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let next = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let next = db.define("SL", "sleepy", &[]);
         // A run not ended is not retried: abort it first.
-        db.remotetool().args(["retry", &next]).assert().code(2).stderr(contains("abort it first"));
+        db.remotetool().args(["retry", &next.to_string()]).assert().code(2).stderr(contains("abort it first"));
     }
 
     fn retry_puts_failed_work_back_within_the_attempt_limit(db) {
@@ -240,21 +210,6 @@ each_backend! {
         assert_eq!(c.read(|s| s.count_free_items("RT", "chip")).unwrap(), 2);
         db.remotetool().args(["retry", "--state", "pending"]).assert().code(2).stderr(contains("'error' or 'full'"));
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
 }
 
 /// Run SQL on the test database as it is (to pin timestamps).
@@ -343,48 +298,34 @@ fn realistic_mix(db: &common::TestDb) {
     db.import(&common::items(sas, "camera", 1, 2, 1));
     db.import(&common::items("ps1.3pi.20261125", "chip", 1, 6, 101));
     let define = |label: &str, stage: &str, limit: &str| {
-        db.remotetool()
-            .args([
-                "define",
-                "--label",
-                label,
-                "--stage",
-                stage,
-                "--limit",
-                limit,
-                "--path-base",
-                "/data/runs",
-            ])
-            .assert()
-            .success();
+        db.define(
+            label,
+            stage,
+            &["--limit", limit, "--path-base", "/data/runs"],
+        )
     };
-    let set = |id: &str, state: &str| {
-        db.remotetool()
-            .args(["set", id, state, "--reason", "test"])
-            .assert()
-            .success();
-    };
+    let set = |id: i64, state: &str| db.set_state(id, state);
     // 1: running, not polled for hours.  2: ended with a failure (error).
     // 3: connection down (auth).  4: camera, new.  5: another label, full.
     // 6: running, polled a minute ago.
     define(sas, "chip", "4");
-    set("1", "pending");
-    set("1", "run");
+    set(1, "pending");
+    set(1, "run");
     define(sas, "chip", "4");
-    set("2", "pending");
-    set("2", "run");
+    set(2, "pending");
+    set(2, "run");
     apply(db, 2, &[6], "error", 30);
     define(sas, "chip", "4");
-    set("3", "pending");
-    set("3", "auth");
+    set(3, "pending");
+    set(3, "auth");
     define(sas, "camera", "2");
     define("ps1.3pi.20261125", "chip", "6");
-    set("5", "pending");
-    set("5", "run");
+    set(5, "pending");
+    set(5, "run");
     apply(db, 5, &[], "full", 0);
     define(sas, "chip", "2");
-    set("6", "pending");
-    set("6", "run");
+    set(6, "pending");
+    set(6, "run");
     db.remotetool()
         .args(["pause", "exec", "--reason", "key card refresh"])
         .assert()
