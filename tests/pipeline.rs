@@ -23,17 +23,7 @@ post = "cat @out:STATS@; echo @NOTE@"
     if let Some(a) = apply {
         r.push_str(&format!("apply = {}\napply_timeout = 60\n", toml_string(a)));
     }
-    r.push_str(
-        r#"
-[inputs]
-IMAGE = "@INPUT@"
-MASK = "@MASK@"
-
-[outputs]
-IMAGE = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.fits"
-STATS = "@WORKDIR@/@EXP_NAME@.@CHIP@.ch.stats"
-"#,
-    );
+    r.push_str(common::CHIP_FILES);
     r
 }
 
@@ -65,34 +55,6 @@ fn import(db: &common::TestDb, site: &common::Site, label: &str, n: usize, first
     });
 }
 
-/// define, prepare, exec and poll one run of `label` to its end; its id.
-fn run_through(db: &common::TestDb, label: &str) -> (i64, serde_json::Value) {
-    let out = db
-        .remotetool()
-        .args(["define", "--label", label, "--stage", "chip"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id: i64 = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    db.tool("prepare")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    db.tool("exec")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    (id, common::poll_until_done(db, id))
-}
-
 fn lines(out: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(out)
         .lines()
@@ -113,7 +75,7 @@ each_backend! {
     fn results_are_listed_field_by_field(db) {
         let site = site(db, None);
         import(db, &site, "RL", 4, 1);
-        let (id, p) = run_through(db, "RL");
+        let (id, p) = db.run_through("RL", "chip", &[]);
         assert_eq!(p["state"], "error", "{p}");
         let (code, all, err) = results(db, &[]);
         assert_eq!(code, 0, "{err}");
@@ -154,7 +116,7 @@ each_backend! {
     fn a_consumer_gets_each_result_once_and_a_crashed_batch_again(db) {
         let site = site(db, None);
         import(db, &site, "C1", 4, 1);
-        run_through(db, "C1");
+        db.run_through("C1", "chip", &[]);
         let dir = db.home.path();
         // Crashes mid-batch: nothing marked.
         let f1 = dir.join("first.jsonl");
@@ -182,7 +144,7 @@ each_backend! {
         assert!(rest[0]["seq"].as_i64() > other[2]["seq"].as_i64());
         // Results of a later poll arrive, and only they.
         import(db, &site, "C2", 2, 101);
-        run_through(db, "C2");
+        db.run_through("C2", "chip", &[]);
         let f3 = dir.join("third.jsonl");
         results(db, &["--consumer", "loader", "--exec", &format!("cat > {}", f3.display())]);
         let later = lines(&std::fs::read(&f3).unwrap());
@@ -194,9 +156,9 @@ each_backend! {
     fn two_processes_of_one_consumer_never_share_a_result(db) {
         let site = site(db, None);
         import(db, &site, "RC", 12, 1);
-        run_through(db, "RC");
+        db.run_through("RC", "chip", &[]);
         import(db, &site, "RD", 12, 201);
-        run_through(db, "RD");
+        db.run_through("RD", "chip", &[]);
         let out = db.home.path().join("taken");
         std::fs::create_dir_all(&out).unwrap();
         let mut workers = Vec::new();
@@ -257,20 +219,17 @@ each_backend! {
         );
         let site = site(db, Some(&apply));
         import(db, &site, "AP", 4, 1);
-        db.remotetool().args(["define", "--label", "AP", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
-        db.tool("exec").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("AP", "chip", &[]);
+        db.exec(1);
         // Until the job ends, then the apply fails: the run stays in `run`.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let err = loop {
+        let err = common::wait_for(120, 300, "run 1's apply to fail", || {
             let out = db.tool("poll").args(["--remote-id", "1", "--json"]).output().unwrap();
             if out.status.code() == Some(1) {
-                break String::from_utf8_lossy(&out.stderr).into_owned();
+                return Ok(String::from_utf8_lossy(&out.stderr).into_owned());
             }
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(300));
-        };
+            Err("polling".to_string())
+        });
         assert!(err.contains("exited 7"), "{err}");
         let run = db.show(1);
         assert_eq!((run["state"].as_str(), run["fault"].as_i64()), (Some("run"), Some(50)), "{run}");
@@ -340,8 +299,7 @@ each_backend! {
         std::fs::create_dir_all(&refroot).unwrap();
         std::fs::write(refroot.join("refcat.fits"), "catalogue\n").unwrap();
         import(db, &site, "RR", 3, 1);
-        db.remotetool().args(["define", "--label", "RR", "--stage", "chip", "--limit", "2"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "1"]).assert().success();
+        db.define_prepare("RR", "chip", &["--limit", "2"]);
         let dir = site.run_dir(1);
         let inputs = std::fs::read_to_string(dir.join("inputs.list")).unwrap();
         assert!(!inputs.contains("refcat"), "{inputs}");
@@ -349,9 +307,7 @@ each_backend! {
         assert_eq!(remote_inputs, format!("{}\n", refroot.join("refcat.fits").display()));
         let outputs = std::fs::read_to_string(dir.join("outputs.list")).unwrap();
         assert!(!outputs.contains("/kept/"), "{outputs}");
-        let mut c = db.tool("exec");
-        c.args(["--remote-id", "1", "--json"]);
-        common::json_of(c);
+        db.exec_json(1);
         let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["outputs"], 2, "{p}");
@@ -376,9 +332,8 @@ each_backend! {
         assert_eq!(db.show(1)["state"], "full");
         // The site purged the reference data: the next run runs nothing and goes again.
         std::fs::remove_file(refroot.join("refcat.fits")).unwrap();
-        db.remotetool().args(["define", "--label", "RR", "--stage", "chip"]).assert().success();
-        db.tool("prepare").args(["--remote-id", "2"]).assert().success();
-        db.tool("exec").args(["--remote-id", "2"]).assert().success();
+        db.define_prepare("RR", "chip", &[]);
+        db.exec(2);
         let p = common::poll_until_done(db, 2);
         assert_eq!(p["state"], "pending", "{p}");
         let run = db.show(2).to_string();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use offload::chain::{self, Chain};
 use offload::recipe::Recipe;
@@ -29,65 +29,17 @@ fn import_chips(
     db.import_generated(site, label, shape, 1, 64, edit);
 }
 
-fn define(db: &common::TestDb, label: &str, stage: &str, limit: &str) -> String {
-    let out = db
-        .remotetool()
-        .args([
-            "define", "--label", label, "--stage", stage, "--limit", limit,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// prepare and exec a run, and wait until its local job has ended (its
-/// summary is written), without polling it.
+/// prepare and exec a run, and wait until its local job has ended,
+/// without polling it.
 fn submit(db: &common::TestDb, site: &common::Site, id: i64) {
-    db.tool("prepare")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    db.tool("exec")
-        .args(["--remote-id", &id.to_string()])
-        .assert()
-        .success();
-    let summary = site.remote_run_dir(id).join("job-summary.txt");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !summary.exists() {
-        assert!(Instant::now() < deadline, "run {id}'s job did not end");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Poll a run until it has ended, with extra arguments.
-fn poll_done(db: &common::TestDb, id: i64, extra: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut c = db.tool("poll");
-        c.args(["--remote-id", &id.to_string(), "--json"])
-            .args(extra);
-        let p = common::json_of(c);
-        if !p["state"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .all(|c| c.is_ascii_uppercase())
-        {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "run {id} still {}", p["state"]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    db.prepare(id);
+    db.exec(id);
+    common::wait_for_local_job(db, site, id);
 }
 
 fn run_through(db: &common::TestDb, site: &common::Site, id: i64) -> Value {
     submit(db, site, id);
-    poll_done(db, id, &[])
+    common::poll_until_done(db, id)
 }
 
 fn items_of(db: &common::TestDb, label: &str, stage: &str) -> Vec<offload::db::models::WorkItem> {
@@ -142,7 +94,7 @@ each_backend! {
         let site = local(db);
         site.use_recipes(&[("chip.toml", KEEPING_CHIP), ("camera.toml", REMOTE_CAMERA)]);
         import_chips(db, &site, "K", (2, 3), |_| {});
-        assert_eq!(define(db, "K", "chip", "10"), "1");
+        assert_eq!(db.define("K", "chip", &["--limit", "10"]), 1);
         let p = run_through(db, &site, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["chained"], json!(["camera/1", "camera/4"]), "{p}");
@@ -164,14 +116,14 @@ each_backend! {
         let raw = std::fs::read(kept("XY02")).unwrap();
         std::fs::remove_file(kept("XY02")).unwrap();
         db.tool("exec").args(["--remote-id", "2"]).assert().success();
-        let p = poll_done(db, 2, &[]);
+        let p = common::poll_until_done(db, 2);
         assert_eq!(p["state"], "pending", "{p}");
         let run = db.show(2).to_string();
         assert!(run.contains("inputs missing at the site") && run.contains("XY02.kept.fits"), "{run}");
         // Put back, it goes through: every chip's kept image, in stage_id order.
         std::fs::write(kept("XY02"), raw).unwrap();
         db.tool("exec").args(["--remote-id", "2"]).assert().success();
-        let p = poll_done(db, 2, &[]);
+        let p = common::poll_until_done(db, 2);
         assert_eq!((p["state"].as_str(), p["done"].as_u64()), (Some("full"), Some(2)), "{p}");
         let cmf = std::fs::read(site.neb.join(format!("czw/K/{exp}/{exp}.cm.cmf"))).unwrap();
         let chips: Vec<u8> = ["XY01", "XY02", "XY03"].iter().flat_map(|c| std::fs::read(kept(c)).unwrap()).collect();
@@ -181,7 +133,7 @@ each_backend! {
     fn a_run_set_full_by_hand_feeds_the_next_stage(db) {
         let site = local(db);
         import_chips(db, &site, "H", (1, 3), |_| {});
-        assert_eq!(define(db, "H", "chip", "10"), "1");
+        assert_eq!(db.define("H", "chip", &["--limit", "10"]), 1);
         // Its job ended; a person checked the outputs and closes it by hand.
         submit(db, &site, 1);
         // The recipe says what it feeds; one that cannot be read is refused,
@@ -206,7 +158,7 @@ each_backend! {
         assert_eq!(db.show(2)["stage"], "camera");
         // --no-chain closes a run without reading any recipe, and makes nothing.
         db.import_generated(&site, "N", (1, 2), 101, 64, |_| {});
-        assert_eq!(define(db, "N", "chip", "10"), "3");
+        assert_eq!(db.define("N", "chip", &["--limit", "10"]), 3);
         submit(db, &site, 3);
         let mut c = db.remotetool();
         c.args(["set", "3", "full", "--reason", "by hand", "--no-chain", "--recipes", "/nonexistent", "--json"]);
@@ -223,8 +175,8 @@ each_backend! {
             }
         });
         // Run 1: items 2 (priority 5) and 1; run 2: the rest.
-        assert_eq!(define(db, "L", "chip", "2"), "1");
-        assert_eq!(define(db, "L", "chip", "10"), "2");
+        assert_eq!(db.define("L", "chip", &["--limit", "2"]), 1);
+        assert_eq!(db.define("L", "chip", &["--limit", "10"]), 2);
         let p = run_through(db, &site, 1);
         assert_eq!(p["state"], "full", "{p}");
         assert_eq!(p["chained"], json!([]));
@@ -270,8 +222,8 @@ each_backend! {
     fn two_polls_racing_create_the_next_item_once(db) {
         let site = local(db);
         import_chips(db, &site, "R", (1, 4), |_| {});
-        assert_eq!(define(db, "R", "chip", "2"), "1");
-        assert_eq!(define(db, "R", "chip", "2"), "2");
+        assert_eq!(db.define("R", "chip", &["--limit", "2"]), 1);
+        assert_eq!(db.define("R", "chip", &["--limit", "2"]), 2);
         submit(db, &site, 1);
         submit(db, &site, 2);
         // Both jobs have ended: two polls at once, each the last half of
@@ -357,9 +309,9 @@ each_backend! {
         let mut c = db.remotetool();
         c.args(["status", "--no-masters", "--json"]);
         assert!(common::json_of(c).get("blocked").is_none(), "nothing blocked yet");
-        assert_eq!(define(db, "AB", "chip", "10"), "1");
+        assert_eq!(db.define("AB", "chip", &["--limit", "10"]), 1);
         submit(db, &site, 1);
-        let p = poll_done(db, 1, &["--attempts", "1"]);
+        let p = common::poll_done_with(db, 1, &["--attempts", "1"]);
         assert_eq!(p["state"], "error", "{p}");
         assert_eq!(p["abandoned"], 1);
         // Exposure 2 is complete; exposure 1 is not, and never will be.
@@ -395,16 +347,12 @@ each_backend! {
         }
         let chips: Vec<String> = odd.iter().map(|n| format!("neb://x/odd/{n}")).collect();
         let items = |first: usize| {
-            let mut items = String::new();
-            for (i, list) in [chips.clone(), chips[..2].to_vec()].iter().enumerate() {
-                let v = json!({
+            common::json_lines([chips.clone(), chips[..2].to_vec()].iter().enumerate().map(|(i, list)| {
+                json!({
                     "stage": "camera", "stage_id": first + i, "label": "LP",
                     "params": {"CHIPS": list, "WORKDIR": "neb://x/out dir", "EXP_NAME": format!("e{i}")}
-                });
-                items.push_str(&v.to_string());
-                items.push('\n');
-            }
-            items
+                })
+            }))
         };
         db.import(&items(1));
         db.remotetool()
@@ -413,7 +361,7 @@ each_backend! {
             .assert()
             .code(2)
             .stderr(contains("line 1: field `params.CHIPS`: expected a string, number, boolean or list of strings"));
-        assert_eq!(define(db, "LP", "camera", "10"), "1");
+        assert_eq!(db.define("LP", "camera", &["--limit", "10"]), 1);
         let mut c = db.tool("prepare");
         c.args(["--remote-id", "1", "--json"]);
         let prep = common::json_of(c);
@@ -422,7 +370,7 @@ each_backend! {
         let list = std::fs::read_to_string(site.run_dir(1).join("inputs.list")).unwrap();
         assert_eq!(list.lines().count(), 4);
         db.tool("exec").args(["--remote-id", "1"]).assert().success();
-        let p = poll_done(db, 1, &[]);
+        let p = common::poll_until_done(db, 1);
         assert_eq!(p["state"], "full", "{p}");
         let cmf = std::fs::read_to_string(site.neb.join("out dir/e0.cm.cmf")).unwrap();
         let names: Vec<&str> = cmf.lines().skip(1).map(|l| l.split_once("  ").unwrap().1).collect();
@@ -435,7 +383,7 @@ each_backend! {
         let camera = std::fs::read_to_string(common::fixtures().join("recipes/camera.toml")).unwrap();
         site.use_recipes(&[("camera.toml", &camera.replace("@in:CHIPS@\"", "@in:CHIPS@ --tag @CHIPS@\""))]);
         db.import(&items(11));
-        assert_eq!(define(db, "LP", "camera", "10"), "2");
+        assert_eq!(db.define("LP", "camera", &["--limit", "10"]), 2);
         db.tool("prepare")
             .args(["--remote-id", "2"])
             .assert()
