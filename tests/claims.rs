@@ -40,12 +40,10 @@ fn two_targets(db: &common::TestDb) -> common::Site {
 /// Define a run of label and stage (at most 2 components: the items of
 /// one label make several runs).
 fn define(db: &common::TestDb, label: &str, stage: &str, target: Option<&str>) {
-    let mut c = db.remotetool();
-    c.args(["define", "--label", label, "--stage", stage, "--limit", "2"]);
-    if let Some(t) = target {
-        c.args(["--target", t]);
-    }
-    c.assert().success();
+    match target {
+        Some(t) => db.define(label, stage, &["--limit", "2", "--target", t]),
+        None => db.define(label, stage, &["--limit", "2"]),
+    };
 }
 
 fn stderr_of(out: &std::process::Output) -> String {

@@ -10,46 +10,49 @@ use predicates::str::contains;
 
 const L: &str = "lanl.SAS.201402114";
 
+/// Define a run of the label's items of `stage`: its id.
 fn define(db: &common::TestDb, label: &str, stage: &str) -> i64 {
-    let out = db
-        .remotetool()
-        .args(["define", "--label", label, "--stage", stage, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn show(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let out = db
-        .remotetool()
-        .args(["show", &id.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    common::json(&out.stdout)
+    db.define(label, stage, &["--quiet"])
 }
 
 fn prepare_json(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let out = db
-        .tool("prepare")
-        .args(["--remote-id", &id.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "prepare failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
+    let mut c = db.tool("prepare");
+    c.args(["--remote-id", &id.to_string(), "--json"]);
+    common::json_of(c)
+}
+
+/// prepare refuses run `id` as a usage error (exit 2) saying `said`, and
+/// makes no folder for it.
+fn prepare_refuses(
+    db: &common::TestDb,
+    site: &common::Site,
+    id: i64,
+    said: impl predicates::Predicate<str>,
+) {
+    db.refused("prepare", id, 2, said);
+    assert!(!site.run_dir(id).exists());
+}
+
+/// One camera item (label P, stage_id 5) reading `chips`, with `more`
+/// params, and a run of it defined: the run's id.
+fn camera_run(db: &common::TestDb, chips: &str, more: &[(&str, &str)]) -> i64 {
+    let mut v = serde_json::json!({
+        "stage": "camera", "stage_id": 5, "label": "P",
+        "params": {"CHIPS": chips, "WORKDIR": "neb://a/w", "EXP_NAME": "o1"}
+    });
+    for (k, val) in more {
+        v["params"][*k] = (*val).into();
+    }
+    db.import(&format!("{v}\n"));
+    define(db, "P", "camera")
+}
+
+/// Push a prepared run by hand and run its batch script on the real Slurm
+/// to its end: the run's remote folder and the job's id.
+fn run_on_slurm(site: &common::Site, id: i64) -> (std::path::PathBuf, String) {
+    let remote = site.push(id);
+    let job_id = common::sbatch_wait(&remote.join("job.sh"), &remote);
+    (remote, job_id)
 }
 
 fn read(p: &std::path::Path) -> String {
@@ -76,7 +79,7 @@ each_backend! {
         assert_eq!(s["nodes"], 1);
         assert_eq!(s["walltime"], "1:00:00");
         assert_eq!(s["ranks"], 12);
-        let run = show(db, id);
+        let run = db.show(id);
         assert_eq!(run["state"], "pending");
         assert_eq!(run["fault"], 0);
         let dir = site.run_dir(id);
@@ -129,7 +132,7 @@ each_backend! {
         let first = read(&site.run_dir(id).join("MANIFEST.sha256"));
         prepare_json(db, id);
         assert_eq!(read(&site.run_dir(id).join("MANIFEST.sha256")), first);
-        let run = show(db, id);
+        let run = db.show(id);
         assert_eq!(run["state"], "pending");
         let msgs: Vec<&str> = run["history"].as_array().unwrap().iter().map(|h| h["message"].as_str().unwrap()).collect();
         assert!(msgs.last().unwrap().starts_with("again: prepared 6 components"), "{msgs:?}");
@@ -162,7 +165,7 @@ each_backend! {
         all.sort();
         assert_eq!(all, (1..=8).collect::<Vec<i64>>(), "each run prepared by exactly one process");
         for id in 1..=8 {
-            let run = show(db, id);
+            let run = db.show(id);
             assert_eq!(run["state"], "pending");
             let transitions = run["history"].as_array().unwrap().iter().filter(|h| h["to_state"] == "pending").count();
             assert_eq!(transitions, 1);
@@ -174,16 +177,11 @@ each_backend! {
         let site = db.site();
         db.import(&common::items("L2", "warp", 1, 2, 1));
         let id = define(db, "L2", "warp");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("no recipe for stage 'warp'").and(contains("warp.toml does not exist")));
-        let run = show(db, id);
+        prepare_refuses(db, &site, id, contains("no recipe for stage 'warp'").and(contains("warp.toml does not exist")));
+        let run = db.show(id);
         assert_eq!(run["state"], "new");
         assert_eq!(run["fault"], 10);
         assert!(run["message"].as_str().unwrap().contains("no recipe for stage 'warp'"));
-        assert!(!site.run_dir(id).exists());
         assert!(!site.runs.exists() || std::fs::read_dir(&site.runs).unwrap().next().is_none());
     }
 
@@ -192,53 +190,27 @@ each_backend! {
         let items = "{\"stage\":\"chip\",\"stage_id\":77,\"label\":\"P\",\"params\":{\"INPUT\":\"neb://a/x.fits\",\"MASK\":\"neb://a/m\",\"DARK\":\"neb://a/d\",\"FLAT\":\"neb://a/f\",\"LINEARITY\":\"neb://a/l\",\"WORKDIR\":\"neb://a/w\",\"CHIP\":\"XY01\"}}\n";
         db.import(items);
         let id = define(db, "P", "chip");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("recipe chip.toml line 20: placeholder @EXP_NAME@ has no value for work item chip/77"));
-        assert_eq!(show(db, id)["state"], "new");
-        assert!(!site.run_dir(id).exists());
+        prepare_refuses(db, &site, id, contains("recipe chip.toml line 20: placeholder @EXP_NAME@ has no value for work item chip/77"));
+        assert_eq!(db.show(id)["state"], "new");
     }
 
     fn a_path_no_rule_covers_is_named(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"/elsewhere/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
-        db.import(items);
-        let id = define(db, "P", "camera");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("work item camera/5 (component 1) input CHIPS \"/elsewhere/x.fits\" matches no path rule of target 'testsite'"));
-        assert!(!site.run_dir(id).exists());
+        let id = camera_run(db, "/elsewhere/x.fits", &[]);
+        prepare_refuses(db, &site, id, contains("work item camera/5 (component 1) input CHIPS \"/elsewhere/x.fits\" matches no path rule of target 'testsite'"));
     }
 
     fn a_newline_in_a_path_is_refused(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"neb://a/x\\ny.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
-        db.import(items);
-        let id = define(db, "P", "camera");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("holds a newline"));
-        assert!(!site.run_dir(id).exists());
+        let id = camera_run(db, "neb://a/x\ny.fits", &[]);
+        prepare_refuses(db, &site, id, contains("holds a newline"));
     }
 
     fn a_missing_input_file_is_named(db) {
         let site = db.site();
-        let items = "{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{\"CHIPS\":\"neb://a/not-there.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\"}}\n";
-        db.import(items);
-        let id = define(db, "P", "camera");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("neb/not-there.fits").and(contains("of work item camera/5")));
-        assert!(!site.run_dir(id).exists());
-        assert_eq!(show(db, id)["fault"], 10);
+        let id = camera_run(db, "neb://a/not-there.fits", &[]);
+        prepare_refuses(db, &site, id, contains("neb/not-there.fits").and(contains("of work item camera/5")));
+        assert_eq!(db.show(id)["fault"], 10);
     }
 
     fn a_command_over_16_kib_is_refused(db) {
@@ -246,28 +218,16 @@ each_backend! {
         std::fs::create_dir_all(site.neb.join("a")).unwrap();
         std::fs::write(site.neb.join("a/x.fits"), "x").unwrap();
         let long = "o".repeat(17 * 1024);
-        let items = format!("{{\"stage\":\"camera\",\"stage_id\":5,\"label\":\"P\",\"params\":{{\"CHIPS\":\"neb://a/x.fits\",\"WORKDIR\":\"neb://a/w\",\"EXP_NAME\":\"o1\",\"FAIL\":\"{long}\"}}}}\n");
-        db.import(&items);
-        let id = define(db, "P", "camera");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("its command is").and(contains("over the limit of 16384")));
-        assert!(!site.run_dir(id).exists());
+        let id = camera_run(db, "neb://a/x.fits", &[("FAIL", &long)]);
+        prepare_refuses(db, &site, id, contains("its command is").and(contains("over the limit of 16384")));
     }
 
     fn an_allocation_that_cannot_fit_says_what_would(db) {
         let site = db.site_with("max_nodes = 1\nmax_walltime_hours = 1");
         db.import_chip(&site, L, 5, 60, 1);
         let id = define(db, L, "chip");
-        db.tool("prepare")
-            .args(["--remote-id", &id.to_string()])
-            .assert()
-            .code(2)
-            .stderr(contains("allocation does not fit").and(contains("--limit")));
-        assert_eq!(show(db, id)["state"], "new");
-        assert!(!site.run_dir(id).exists());
+        prepare_refuses(db, &site, id, contains("allocation does not fit").and(contains("--limit")));
+        assert_eq!(db.show(id)["state"], "new");
     }
 
     fn paused_prepare_touches_nothing(db) {
@@ -277,30 +237,25 @@ each_backend! {
         db.remotetool().args(["pause", "prepare"]).assert().success();
         db.tool("prepare").arg("--next").assert().code(4).stderr(contains("prepare is paused"));
         db.tool("prepare").args(["--remote-id", &id.to_string()]).assert().code(4);
-        assert_eq!(show(db, id)["state"], "new");
+        assert_eq!(db.show(id)["state"], "new");
         assert!(!site.run_dir(id).exists());
     }
 
     fn odd_file_names_survive_quoting_on_real_slurm(db) {
         let site = db.site();
         let odd = ["a b.fits", "it's.fits", "$(touch PWNED).fits", "ünï cødé.fits", "back\\slash `x`.fits"];
-        let mut items = String::new();
-        for (i, name) in odd.iter().enumerate() {
+        db.import(&common::json_lines(odd.iter().enumerate().map(|(i, name)| {
             let local = site.neb.join("odd").join(name);
             std::fs::create_dir_all(local.parent().unwrap()).unwrap();
             std::fs::write(&local, format!("data {i}\n")).unwrap();
-            let v = serde_json::json!({
+            serde_json::json!({
                 "stage": "camera", "stage_id": i + 1, "label": "ODD",
                 "params": {"CHIPS": format!("neb://x/odd/{name}"), "WORKDIR": "neb://x/out dir", "EXP_NAME": format!("e{i} {name}")}
-            });
-            items.push_str(&v.to_string());
-            items.push('\n');
-        }
-        db.import(&items);
+            })
+        })));
         let id = define(db, "ODD", "camera");
         prepare_json(db, id);
-        let remote = site.push(id);
-        common::sbatch_wait(&remote.join("job.sh"), &remote);
+        let (remote, _) = run_on_slurm(&site, id);
         let results = common::results(&remote);
         assert_eq!(results.len(), odd.len());
         for (_, exit, phase, stats) in &results {
@@ -321,8 +276,7 @@ each_backend! {
         let items = db.import_chip(&site, L, 2, 6, 1);
         // Two components fail in their command, as a program does.
         let failing: Vec<i64> = vec![3, 8];
-        let mut edited = String::new();
-        for line in items.lines() {
+        db.import(&common::json_lines(items.lines().map(|line| {
             let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
             let sid = v["stage_id"].as_i64().unwrap() + 100;
             v["stage_id"] = sid.into();
@@ -330,14 +284,11 @@ each_backend! {
             if failing.contains(&(sid - 100)) {
                 v["params"]["FAIL"] = 3.into();
             }
-            edited.push_str(&v.to_string());
-            edited.push('\n');
-        }
-        db.import(&edited);
+            v
+        })));
         let id = define(db, "F", "chip");
         prepare_json(db, id);
-        let remote = site.push(id);
-        let job_id = common::sbatch_wait(&remote.join("job.sh"), &remote);
+        let (remote, job_id) = run_on_slurm(&site, id);
         let results = common::results(&remote);
         assert_eq!(results.len(), 12, "one result line per component");
         let comps = lines(&site.run_dir(id).join("components.tsv"));
@@ -387,18 +338,11 @@ fn five_thousand_components_with_long_command_lines_run_on_real_slurm() {
     }
     db.import(&items);
     let id = define(&db, "T", "tiny");
-    let out = db
-        .tool("prepare")
-        .args(["--remote-id", &id.to_string(), "--json", "--recipes"])
-        .arg(&recipes)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let s = common::json_of(
+        db.tool("prepare")
+            .args(["--remote-id", &id.to_string(), "--json", "--recipes"])
+            .arg(&recipes),
     );
-    let s = common::json(&out.stdout);
     assert_eq!(s["components"], 5000);
     assert_eq!(s["ranks"], 24);
     let dir = site.run_dir(id);
@@ -413,8 +357,7 @@ fn five_thousand_components_with_long_command_lines_run_on_real_slurm() {
         let conf = read(&e.unwrap().path());
         offload::scripts::check_multiprog(&conf, 60_000).unwrap();
     }
-    let remote = site.push(id);
-    common::sbatch_wait(&remote.join("job.sh"), &remote);
+    let (remote, _) = run_on_slurm(&site, id);
     let results = common::results(&remote);
     assert_eq!(results.len(), 5000);
     assert!(results
@@ -443,9 +386,7 @@ each_backend! {
                 .collect()
         };
         let prep = |id: i64| -> serde_json::Value {
-            let out = db.tool("prepare").args(["--json", "--remote-id", &id.to_string(), "--recipes"]).arg(&recipes).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            common::json(&out.stdout)
+            common::json_of(db.tool("prepare").args(["--json", "--remote-id", &id.to_string(), "--recipes"]).arg(&recipes))
         };
         db.import(&items("A", 1));
         let a = define(db, "A", "tiny");
@@ -541,18 +482,7 @@ each_backend! {
         let dir = site.run_dir(id);
         let root = site.root.display().to_string();
         let fixtures = common::fixtures().display().to_string();
-        let mut files = Vec::new();
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
+        let mut files: Vec<_> = common::walk(&dir).into_iter().filter(|p| !p.is_dir()).collect();
         files.sort();
         // The manifest holds the digests of the files as written.
         let manifest = read(&dir.join("MANIFEST.sha256"));
@@ -613,7 +543,7 @@ each_backend! {
                     .and(contains("both write"))
                     .and(contains("outputs must differ per component")),
             );
-        assert_eq!(show(db, id)["state"], "new");
+        assert_eq!(db.show(id)["state"], "new");
         assert!(!site.run_dir(id).exists());
         let leftovers: Vec<_> = std::fs::read_dir(site.run_dir(id).parent().unwrap())
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())

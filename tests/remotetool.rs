@@ -14,34 +14,9 @@ fn define(db: &common::TestDb, limit: &str) -> assert_cmd::assert::Assert {
 }
 
 fn list(db: &common::TestDb) -> serde_json::Value {
-    let out = db.remotetool().args(["list", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
-}
-
-fn show(db: &common::TestDb, id: i64) -> serde_json::Value {
-    let out = db
-        .remotetool()
-        .args(["show", &id.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json(&out.stdout)
-}
-
-fn set(db: &common::TestDb, id: i64, state: &str) {
-    db.remotetool()
-        .args(["set", &id.to_string(), state, "--reason", "test"])
-        .assert()
-        .success();
+    let mut c = db.remotetool();
+    c.args(["list", "--json"]);
+    common::json_of(c)
 }
 
 each_backend! {
@@ -76,7 +51,7 @@ each_backend! {
         let d = common::json(&out.stdout);
         assert_eq!(d["remote_id"], 1);
         assert_eq!(d["components"], 3);
-        let s = show(db, 1);
+        let s = db.show(1);
         assert_eq!(s["path_base"], "/data/pb");
         assert_eq!(s["target"], "lanl");
         assert_eq!(s["job_policy"], "ignore");
@@ -208,13 +183,13 @@ each_backend! {
     fn set_state_follows_the_table(db) {
         db.import(&common::items(L, "chip", 1, 2, 1));
         define(db, "10").success();
-        set(db, 1, "pending");
+        db.set_state(1, "pending");
         db.remotetool()
             .args(["set", "1", "full", "--reason", "why not"])
             .assert()
             .code(2)
             .stderr(contains("illegal transition 'pending' -> 'full'").and(contains("may go to: run")));
-        let s = show(db, 1);
+        let s = db.show(1);
         assert_eq!(s["state"], "pending");
         let changes: Vec<(String, String)> = s["history"]
             .as_array()
@@ -240,12 +215,12 @@ each_backend! {
         db.import(&common::items(L, "chip", 2, 3, 1));
         define(db, "3").success().stdout("1\n");
         define(db, "3").success().stdout("2\n");
-        set(db, 1, "cancelled");
+        db.set_state(1, "cancelled");
         // Run 1's items are ready again and go into a new run.
         define(db, "10").success().stdout("3\n");
-        assert_eq!(show(db, 3)["components"], 3);
-        set(db, 2, "pending");
-        set(db, 2, "run");
+        assert_eq!(db.show(3)["components"], 3);
+        db.set_state(2, "pending");
+        db.set_state(2, "run");
         // No recipes here: set full refuses rather than skip the next
         // stage unsaid, and names the way on; --no-chain is that way.
         db.remotetool()
@@ -253,7 +228,7 @@ each_backend! {
             .assert()
             .code(2)
             .stderr(contains("chip.toml does not exist").and(contains("--no-chain")));
-        assert_eq!(show(db, 2)["state"], "run");
+        assert_eq!(db.show(2)["state"], "run");
         db.remotetool()
             .args(["set", "2", "full", "--reason", "test", "--no-chain"])
             .assert()
@@ -262,7 +237,7 @@ each_backend! {
         assert_eq!(c.read(|s| s.count_items(Some(L), None, Some(offload::state::ItemState::Done))).unwrap(), 3);
         assert_eq!(c.read(|s| s.count_free_items(L, "chip")).unwrap(), 0);
         assert_eq!(c.read(|s| s.count_items(Some(L), None, Some(offload::state::ItemState::Ready))).unwrap(), 3);
-        set(db, 2, "cleaned");
+        db.set_state(2, "cleaned");
         db.remotetool()
             .args(["set", "2", "new", "--reason", "x"])
             .assert()
@@ -275,28 +250,28 @@ each_backend! {
         for _ in 0..3 {
             define(db, "2").success();
         }
-        set(db, 1, "pending");
-        set(db, 1, "auth");
-        set(db, 2, "pending");
-        set(db, 2, "run");
-        set(db, 2, "auth");
-        let s = show(db, 2);
+        db.set_state(1, "pending");
+        db.set_state(1, "auth");
+        db.set_state(2, "pending");
+        db.set_state(2, "run");
+        db.set_state(2, "auth");
+        let s = db.show(2);
         assert_eq!(s["auth_return_state"], "run");
         assert!(s["last_poll"].is_string(), "auth notes the time");
         let out = db.remotetool().args(["--json", "revertauth", "--label", L]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let done = common::json(&out.stdout);
         assert_eq!(done.as_array().unwrap().len(), 2);
-        assert_eq!(show(db, 1)["state"], "pending");
-        assert_eq!(show(db, 2)["state"], "run");
-        assert_eq!(show(db, 2)["auth_return_state"], serde_json::Value::Null);
-        assert_eq!(show(db, 3)["state"], "new");
+        assert_eq!(db.show(1)["state"], "pending");
+        assert_eq!(db.show(2)["state"], "run");
+        assert_eq!(db.show(2)["auth_return_state"], serde_json::Value::Null);
+        assert_eq!(db.show(3)["state"], "new");
         db.remotetool()
             .args(["revertauth", "--label", L])
             .assert()
             .code(3)
             .stderr(contains("no runs of label 'lanl.SAS.201402114' are in 'auth'"));
-        set(db, 1, "auth");
+        db.set_state(1, "auth");
         db.remotetool().args(["revertauth", "--remote-id", "1"]).assert().success().stdout("1\n");
         db.remotetool().args(["revertauth"]).assert().code(2);
     }
@@ -316,13 +291,13 @@ each_backend! {
                "-path_base", "neb://@HOST@.0/czw/lanl.SAS.201402114", "-limit", "4"])
             .success()
             .stdout("1\n");
-        let s = show(db, 1);
+        let s = db.show(1);
         assert_eq!(s["path_base"], "neb://@HOST@.0/czw/lanl.SAS.201402114");
         assert_eq!(s["components"], 4);
-        set(db, 1, "pending");
-        set(db, 1, "auth");
+        db.set_state(1, "pending");
+        db.set_state(1, "auth");
         seed(&["-dbname", "gpc1", "-revertauth", "-label", L]).success().stdout("1\n");
-        assert_eq!(show(db, 1)["state"], "pending");
+        assert_eq!(db.show(1)["state"], "pending");
         seed(&["-dbname", "nosuch", "-revertauth", "-label", L])
             .code(2)
             .stderr(contains("unknown database name 'nosuch' (known: gpc1)"));
@@ -335,16 +310,7 @@ each_backend! {
             .code(4)
             .stderr(contains("define is paused").and(contains("auth refresh")).and(contains("remotetool resume define")));
         assert_eq!(list(db).as_array().unwrap().len(), 0);
-        let out = db.remotetool().args(["paused", "--json"]).output().unwrap();
-        let flags = common::json(&out.stdout);
-        let paused: Vec<&str> = flags
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["paused"] == true)
-            .map(|c| c["tool"].as_str().unwrap())
-            .collect();
-        assert_eq!(paused, vec!["define", "exec"]);
+        assert_eq!(db.paused_tools(), vec!["define", "exec"]);
         db.remotetool().args(["resume", "define"]).assert().success();
         define(db, "1").success();
         db.remotetool()
@@ -398,7 +364,7 @@ each_backend! {
         define(db, "2").success();
         define(db, "2").success();
         db.remotetool().args(["define", "--label", "other", "--stage", "camera"]).assert().success();
-        set(db, 2, "pending");
+        db.set_state(2, "pending");
         let ids = |args: &[&str]| -> Vec<i64> {
             let out = db.remotetool().arg("list").arg("--json").args(args).output().unwrap();
             common::json(&out.stdout).as_array().unwrap().iter().map(|r| r["remote_id"].as_i64().unwrap()).collect()
@@ -556,7 +522,7 @@ each_backend! {
     fn the_database_itself_refuses_a_second_active_run_for_an_item(db) {
         db.import(&common::items(L, "chip", 1, 2, 1));
         define(db, "10").success();
-        set(db, 1, "cancelled");
+        db.set_state(1, "cancelled");
         define(db, "10").success().stdout("2\n");
         // Run 1 is closed, its components inactive: a third active row for
         // item 1 (beside run 2's) must be refused by the unique index.
