@@ -111,6 +111,8 @@ pub const ALL: &[RunState] = &[New, Pending, Run, Full, Error, Auth, Cleaned, Ca
 impl RunState {
     /// The closed states ([`RunState::is_closed`]).
     pub const CLOSED: [RunState; 3] = [Full, Cleaned, Cancelled];
+    /// The open ones, in [`ALL`]'s order.
+    pub const ALL_OPEN: [RunState; 5] = [New, Pending, Run, Error, Auth];
 }
 
 impl RunState {

@@ -105,6 +105,14 @@ fn cancel_job(cfg: &Config, run: &Run, job_id: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(s: &mut Session, a: AbortArgs) -> anyhow::Result<ExitStatus> {
+    let done = abort(s, a)?;
+    s.printer.ids(&done, |d| d.remote_id)?;
+    Ok(ExitStatus::Success)
+}
+
+/// The work of `abort`, as the command and the web view both do it: what was
+/// done to each run.
+pub fn abort(s: &mut Session, a: AbortArgs) -> anyhow::Result<Vec<Aborted>> {
     let (db, cfg, printer, actor) = s.parts();
     if a.reason.trim().is_empty() {
         return Err(exit::usage("--reason must say why the run is aborted"));
@@ -200,6 +208,5 @@ pub fn run(s: &mut Session, a: AbortArgs) -> anyhow::Result<ExitStatus> {
             job_cancelled: cancelled,
         })
     })?;
-    printer.ids(&done, |d| d.remote_id)?;
-    Ok(ExitStatus::Success)
+    Ok(done)
 }

@@ -78,6 +78,10 @@ pub enum Command {
     /// Every applied result as JSON Lines; with --consumer, each result to
     /// each named consumer exactly once
     Results(ResultsArgs),
+    /// The operators' view in a browser: serve it until stopped (its first
+    /// line on stdout is the URL to open, token included), or write it
+    /// into one HTML file with --snapshot
+    Web(WebArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -413,4 +417,26 @@ pub struct StatusArgs {
     /// `recipes` of the configuration, else ~/.config/offload/recipes]
     #[arg(long, value_name = "DIR")]
     pub recipes: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebArgs {
+    /// Where to serve: ADDRESS:PORT (port 0: any free one), or unix:PATH (a
+    /// socket made 0600 in a 0700 folder, reached with `ssh -L`). Beyond
+    /// loopback, the token is all that keeps others out
+    #[arg(
+        long,
+        value_name = "ADDR:PORT|unix:PATH",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+    /// Show the forms that act (retry, unfault, abort, set, revertauth,
+    /// pause, resume), each with a confirmation and a reason kept in the
+    /// history; without it the view is read-only
+    #[arg(long)]
+    pub allow_actions: bool,
+    /// Write the front page and the pages it links to most into FILE (one
+    /// self-contained HTML file, no script), then exit
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "allow_actions"])]
+    pub snapshot: Option<PathBuf>,
 }

@@ -23,6 +23,7 @@ pub mod show;
 pub mod status;
 pub mod unfault;
 pub mod wait;
+pub mod web;
 
 pub use args::{Args, Command};
 
@@ -54,5 +55,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitStatus> {
         Command::Clean(a) => clean::run(s, a),
         Command::Report(a) => report::run(s, a),
         Command::Results(a) => results::run(s, a),
+        Command::Web(a) => web::run(s, &args.global, a),
     }
 }

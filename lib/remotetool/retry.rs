@@ -32,6 +32,14 @@ pub struct Retried {
 }
 
 pub fn run(s: &mut Session, a: RetryArgs) -> anyhow::Result<ExitStatus> {
+    let done = retry(s, a)?;
+    s.printer.ids(&done, |d| d.remote_id)?;
+    Ok(ExitStatus::Success)
+}
+
+/// The work of `retry`, as the command and the web view both do it: what was
+/// done to each run.
+pub fn retry(s: &mut Session, a: RetryArgs) -> anyhow::Result<Vec<Retried>> {
     let Session {
         db, printer, actor, ..
     } = s;
@@ -152,6 +160,5 @@ pub fn run(s: &mut Session, a: RetryArgs) -> anyhow::Result<ExitStatus> {
         }
         Ok(out)
     })?;
-    printer.ids(&done, |d| d.remote_id)?;
-    Ok(ExitStatus::Success)
+    Ok(done)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::args::SetArgs;
-use crate::chain::{self, Chain};
+use crate::chain::{self, Chain, Created};
 use crate::cli::Session;
 use crate::config::Config;
 use crate::db::Db;
@@ -18,6 +18,22 @@ use crate::runs;
 use crate::state::RunState;
 
 pub fn run(s: &mut Session, a: SetArgs) -> anyhow::Result<ExitStatus> {
+    let (from, to, made) = set(s, &a)?;
+    if s.printer.is_json() {
+        let chained: Vec<String> = made
+            .iter()
+            .map(|c| format!("{}/{}", c.stage, c.stage_id))
+            .collect();
+        s.printer.json(&serde_json::json!({
+            "remote_id": a.remote_id, "from": from, "to": to, "chained": chained,
+        }))?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The work of `set`, as the command and the web view both do it: the
+/// states before and after, and the next stage's work items it made.
+pub fn set(s: &mut Session, a: &SetArgs) -> anyhow::Result<(RunState, RunState, Vec<Created>)> {
     let (db, cfg, printer, actor) = s.parts();
     let feeds = if a.state == RunState::Full && !a.no_chain {
         next_stage_of(db, cfg, a.remote_id, a.recipes.as_deref())?
@@ -33,16 +49,7 @@ pub fn run(s: &mut Session, a: SetArgs) -> anyhow::Result<ExitStatus> {
     if !made.is_empty() {
         printer.info(chain::history_line(&made));
     }
-    if printer.is_json() {
-        let chained: Vec<String> = made
-            .iter()
-            .map(|c| format!("{}/{}", c.stage, c.stage_id))
-            .collect();
-        printer.json(&serde_json::json!({
-            "remote_id": a.remote_id, "from": from, "to": to, "chained": chained,
-        }))?;
-    }
-    Ok(ExitStatus::Success)
+    Ok((from, to, made))
 }
 
 /// The recipe of a run's stage and its target's vars, when the recipe

@@ -11,6 +11,7 @@ pub mod claims;
 pub mod components;
 pub mod control;
 pub mod items;
+pub mod pages;
 pub mod rates;
 pub mod results;
 pub mod runs;
@@ -23,6 +24,7 @@ pub use claims::{ClaimFilter, ClaimStore, TargetScope};
 pub use components::{ComponentChanges, ComponentStore};
 pub use control::ControlStore;
 pub use items::ItemStore;
+pub use pages::PageStore;
 pub use rates::RateStore;
 pub use results::{ResultFilter, ResultStore};
 pub use runs::{RunChanges, RunStore};
@@ -48,6 +50,7 @@ pub trait Store:
     + ResultStore
     + ChainStore
     + UsageStore
+    + PageStore
 {
     fn backend(&self) -> Backend;
 }

@@ -1,0 +1,264 @@
+//! The queries of the operators' web view: runs filtered, sorted, counted
+//! and paginated, failed components across runs, and the counts per label
+//! and stage over an interval. Each filters, counts and pages in SQL, so a
+//! page reads what it shows and no more at a million components. Written
+//! once for every backend (see [`super`]).
+
+use chrono::NaiveDateTime;
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+
+use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
+use crate::db::models::*;
+use crate::db::schema::*;
+use crate::state::{ComponentState, ItemState, RunState};
+
+/// The order of the runs list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunSort {
+    /// Newest first (highest remote_id).
+    #[default]
+    Newest,
+    /// Oldest first.
+    Oldest,
+    /// Longest in its state first.
+    LongestInState,
+    /// Most recently changed first.
+    Updated,
+}
+
+/// Which runs the list shows, in which order, which page.
+#[derive(Debug, Clone, Default)]
+pub struct RunPage {
+    /// Any of these states (none: every state).
+    pub states: Vec<RunState>,
+    pub label: Option<String>,
+    pub stage: Option<String>,
+    /// The target column; `Some("")` for runs that name none.
+    pub target: Option<String>,
+    /// Some(true): only runs with a fault; Some(false): only without.
+    pub fault: Option<bool>,
+    /// Some(true): only runs held back from `--next`.
+    pub held: Option<bool>,
+    /// Only runs in their state since before this.
+    pub in_state_before: Option<NaiveDateTime>,
+    /// A remote_id or a job_id.
+    pub search: Option<String>,
+    pub sort: RunSort,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Failed components per fault and exit status.
+#[derive(Debug, Clone, Queryable)]
+pub struct FailureGroup {
+    pub fault: i32,
+    pub exit_status: Option<i32>,
+    pub components: i64,
+}
+
+/// Work items a run brought back per label, done or given up, since a
+/// time: the pace the ETA is reckoned from.
+#[derive(Debug, Clone, Queryable)]
+pub struct Pace {
+    pub label: String,
+    pub items: i64,
+}
+
+/// The runs a [`RunPage`] selects, unordered and unpaged, as a boxed query.
+macro_rules! run_page {
+    ($p:expr) => {{
+        let p: &RunPage = $p;
+        let mut q = remote_runs::table.into_boxed();
+        if !p.states.is_empty() {
+            q = q.filter(remote_runs::state.eq_any(p.states.clone()));
+        }
+        if let Some(l) = &p.label {
+            q = q.filter(remote_runs::label.eq(l.clone()));
+        }
+        if let Some(s) = &p.stage {
+            q = q.filter(remote_runs::stage.eq(s.clone()));
+        }
+        match p.target.as_deref() {
+            Some("") => q = q.filter(remote_runs::target.is_null()),
+            Some(t) => q = q.filter(remote_runs::target.eq(t.to_string())),
+            None => {}
+        }
+        match p.fault {
+            Some(true) => q = q.filter(remote_runs::fault.ne(0)),
+            Some(false) => q = q.filter(remote_runs::fault.eq(0)),
+            None => {}
+        }
+        match p.held {
+            Some(true) => q = q.filter(remote_runs::held_until.is_not_null()),
+            Some(false) => q = q.filter(remote_runs::held_until.is_null()),
+            None => {}
+        }
+        if let Some(t) = p.in_state_before {
+            q = q.filter(remote_runs::state_since.lt(t));
+        }
+        if let Some(s) = p.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            match s.parse::<i64>() {
+                Ok(id) => {
+                    q = q.filter(
+                        remote_runs::remote_id
+                            .eq(id)
+                            .or(remote_runs::job_id.eq(s.to_string())),
+                    )
+                }
+                Err(_) => q = q.filter(remote_runs::job_id.eq(s.to_string())),
+            }
+        }
+        q
+    }};
+}
+
+pub trait PageStore {
+    /// One page of the runs a [`RunPage`] selects, in its order.
+    fn runs_page(&mut self, p: &RunPage) -> QueryResult<Vec<Run>>;
+    /// How many runs it selects in all.
+    fn count_runs_page(&mut self, p: &RunPage) -> QueryResult<i64>;
+    /// Failed components (of runs of `label`, when given) updated since
+    /// `since`, newest first: one page, with their work items.
+    fn failed_page(
+        &mut self,
+        since: Option<NaiveDateTime>,
+        label: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<(Component, WorkItem)>>;
+    /// The same failed components, counted per fault and exit status.
+    fn failure_groups(
+        &mut self,
+        since: Option<NaiveDateTime>,
+        label: Option<&str>,
+    ) -> QueryResult<Vec<FailureGroup>>;
+    /// Work items per label, stage and state changed since `since`.
+    fn item_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<ItemGroup>>;
+    /// Runs per label, stage and state changed since `since`.
+    fn run_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<RunGroup>>;
+    /// Work items finished (done or abandoned) per label since `since`,
+    /// from the results applied since then.
+    fn pace_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<Pace>>;
+}
+
+macro_rules! impl_page_store {
+    ($conn:ty) => {
+        impl PageStore for $conn {
+            fn runs_page(&mut self, p: &RunPage) -> QueryResult<Vec<Run>> {
+                let q = run_page!(p);
+                let q = match p.sort {
+                    RunSort::Newest => q.order(remote_runs::remote_id.desc()),
+                    RunSort::Oldest => q.order(remote_runs::remote_id.asc()),
+                    RunSort::LongestInState => {
+                        q.order((remote_runs::state_since.asc(), remote_runs::remote_id.asc()))
+                    }
+                    RunSort::Updated => q.order((
+                        remote_runs::updated_at.desc(),
+                        remote_runs::remote_id.desc(),
+                    )),
+                };
+                q.offset(p.offset.max(0))
+                    .limit(p.limit.max(0))
+                    .select(Run::as_select())
+                    .load(self)
+            }
+
+            fn count_runs_page(&mut self, p: &RunPage) -> QueryResult<i64> {
+                run_page!(p).select(count_star()).first(self)
+            }
+
+            fn failed_page(
+                &mut self,
+                since: Option<NaiveDateTime>,
+                label: Option<&str>,
+                offset: i64,
+                limit: i64,
+            ) -> QueryResult<Vec<(Component, WorkItem)>> {
+                let mut q = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::state.eq(ComponentState::Failed))
+                    .into_boxed();
+                if let Some(t) = since {
+                    q = q.filter(remote_components::updated_at.ge(t));
+                }
+                if let Some(l) = label {
+                    q = q.filter(work_items::label.eq(l.to_string()));
+                }
+                q.order(remote_components::id.desc())
+                    .offset(offset.max(0))
+                    .limit(limit.max(0))
+                    .select((Component::as_select(), WorkItem::as_select()))
+                    .load(self)
+            }
+
+            fn failure_groups(
+                &mut self,
+                since: Option<NaiveDateTime>,
+                label: Option<&str>,
+            ) -> QueryResult<Vec<FailureGroup>> {
+                let mut q = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::state.eq(ComponentState::Failed))
+                    .group_by((remote_components::fault, remote_components::exit_status))
+                    .select((
+                        remote_components::fault,
+                        remote_components::exit_status,
+                        count_star(),
+                    ))
+                    .order((remote_components::fault, remote_components::exit_status))
+                    .into_boxed();
+                if let Some(t) = since {
+                    q = q.filter(remote_components::updated_at.ge(t));
+                }
+                if let Some(l) = label {
+                    q = q.filter(work_items::label.eq(l.to_string()));
+                }
+                q.load(self)
+            }
+
+            fn item_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<ItemGroup>> {
+                work_items::table
+                    .filter(work_items::updated_at.ge(since))
+                    .group_by((work_items::label, work_items::stage, work_items::state))
+                    .select((
+                        work_items::label,
+                        work_items::stage,
+                        work_items::state,
+                        count_star(),
+                    ))
+                    .order((work_items::label, work_items::stage, work_items::state))
+                    .load(self)
+            }
+
+            fn run_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<RunGroup>> {
+                remote_runs::table
+                    .filter(remote_runs::updated_at.ge(since))
+                    .group_by((remote_runs::label, remote_runs::stage, remote_runs::state))
+                    .select((
+                        remote_runs::label,
+                        remote_runs::stage,
+                        remote_runs::state,
+                        count_star(),
+                    ))
+                    .order((remote_runs::label, remote_runs::stage, remote_runs::state))
+                    .load(self)
+            }
+
+            fn pace_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<Pace>> {
+                results::table
+                    .inner_join(work_items::table.on(work_items::id.eq(results::work_item_id)))
+                    .filter(results::applied_at.ge(since))
+                    .filter(results::state.eq_any([ItemState::Done, ItemState::Abandoned]))
+                    .group_by(work_items::label)
+                    .select((work_items::label, count_star()))
+                    .order(work_items::label)
+                    .load(self)
+            }
+        }
+    };
+}
+
+impl_page_store!(SqliteConnection);
+impl_page_store!(PgConnection);
+impl_page_store!(MysqlConnection);

@@ -1,0 +1,329 @@
+//! `remotetool web`: every page rendered against each backend, in process
+//! (the router the server runs, behind its guard), and the real server:
+//! the token exchanged for a cookie, the Host header, cross-origin
+//! changes refused, hostile log tails shown as text, actions only with
+//! `--allow-actions` and recorded as the tool `web`, the snapshot file.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use offload::remotetool::web::{guard::Rules, server, worker::Worker};
+use tower::ServiceExt;
+
+const TOKEN: &str = "0123456789abcdef";
+const HOST: &str = "127.0.0.1:8080";
+const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
+
+/// Two runs of label WEB: run 1 in `error` with a failed component whose
+/// stderr tail is hostile markup, run 2 `new`; an empty configuration.
+fn scene(db: &common::TestDb) -> std::path::PathBuf {
+    let cfg = db.write("config.toml", "");
+    db.import(&common::items("WEB", "chip", 1, 4, 1));
+    for _ in 0..2 {
+        db.remotetool()
+            .args([
+                "define",
+                "--label",
+                "WEB",
+                "--stage",
+                "chip",
+                "--limit",
+                "2",
+                "--path-base",
+                "/data/runs",
+            ])
+            .assert()
+            .success();
+    }
+    for st in ["pending", "run", "error"] {
+        db.remotetool()
+            .args(["set", "1", st, "--reason", "test"])
+            .assert()
+            .success();
+    }
+    let record = serde_json::json!({
+        "phase": "command", "stats": "", "runtime": 1.5, "start": 0.0, "end": 0.0,
+        "stdout_tail": "", "stderr_tail": format!("reading chip: {HOSTILE}"),
+    })
+    .to_string()
+    .replace('\'', "''");
+    db.batch(&format!(
+        "UPDATE remote_components SET state = 'failed', exit_status = 3, fault = 1, runtime = 1.5, result = '{record}' \
+         WHERE remote_id = 1 AND work_item_id = (SELECT MIN(work_item_id) FROM (SELECT work_item_id FROM remote_components WHERE remote_id = 1) m)"
+    ))
+    .unwrap();
+    cfg
+}
+
+fn router(db: &common::TestDb, cfg: &std::path::Path, actions: bool) -> axum::Router {
+    let global = offload::cli::GlobalArgs {
+        db: Some(db.url.clone()),
+        dbname: None,
+        config: Some(cfg.to_path_buf()),
+        json: false,
+        quiet: true,
+        verbose: false,
+    };
+    let worker = Worker::start(&global).expect("the database thread opens");
+    server::router(
+        worker,
+        Rules::for_tcp(HOST.parse().unwrap(), TOKEN.into()),
+        actions,
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+fn send(app: &axum::Router, req: Request<Body>) -> Answer {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = app.clone().oneshot(req).await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    })
+}
+
+/// A GET as the browser sends it once it has the cookie.
+fn get(app: &axum::Router, path: &str) -> Answer {
+    send(
+        app,
+        Request::get(path)
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, format!("offload_token={TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+}
+
+fn post(app: &axum::Router, path: &str, form: &str, site: &str) -> Answer {
+    send(
+        app,
+        Request::post(path)
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, format!("offload_token={TOKEN}"))
+            .header("sec-fetch-site", site)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap(),
+    )
+}
+
+each_backend! {
+    fn every_page_renders_what_the_commands_say(db) {
+        let cfg = scene(db);
+        let app = router(db, &cfg, false);
+        for path in ["/", "/table", "/table?since=24h", "/runs", "/runs/1", "/runs/2", "/failures", "/failures?since=all", "/cost", "/hosts"] {
+            let a = get(&app, path);
+            assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+            let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
+            assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(a.headers[header::REFERRER_POLICY], "no-referrer");
+            assert!(a.body.contains("read-only"), "{path}");
+            // The database URL's password never appears.
+            assert!(!a.body.contains("offload:offload@"), "{path}");
+        }
+        // The front page lists run 1 under "needs a person", with its remedy.
+        let front = get(&app, "/").body;
+        let attention = &front[front.find("id=\"attention\"").expect("a table of runs needing a person")..];
+        assert!(attention.contains("href=\"/runs/1\"") && attention.contains("remotetool retry 1"), "{front}");
+        assert!(front.contains("data-refresh=\"45\""));
+        // The run page names the failed component; its page shows the hostile
+        // tail as text, never as markup.
+        let run = get(&app, "/runs/1").body;
+        let cid = run
+            .split("href=\"/components/")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("a link to the failed component");
+        let comp = get(&app, &format!("/components/{cid}")).body;
+        assert!(comp.contains("&#60;script&#62;document.title="), "{comp}");
+        assert!(!comp.contains(HOSTILE), "the tail went out as markup");
+        let failures = get(&app, "/failures?since=all").body;
+        assert!(failures.contains("&#60;img src=x onerror=alert(1)&#62;") && !failures.contains("<img src=x"), "{failures}");
+        // A run or component that is not there is 404, a bad filter 400.
+        assert_eq!(get(&app, "/runs/999").status, StatusCode::NOT_FOUND);
+        assert_eq!(get(&app, "/runs?state=sideways").status, StatusCode::BAD_REQUEST);
+        assert!(get(&app, "/runs?state=sideways").body.contains("unknown run state &#39;sideways&#39;"));
+    }
+
+    fn the_runs_list_filters_sorts_and_pages_in_the_url(db) {
+        let cfg = scene(db);
+        let app = router(db, &cfg, false);
+        let error = get(&app, "/runs?state=error").body;
+        assert!(error.contains("href=\"/runs/1\"") && !error.contains("href=\"/runs/2\""), "{error}");
+        let page2 = get(&app, "/runs?per=1&page=2&sort=oldest").body;
+        assert!(page2.contains("href=\"/runs/2\"") && page2.contains("Runs 2–2 of 2"), "{page2}");
+        assert!(page2.contains("rel=\"prev\"") && page2.contains("sort=oldest"));
+        let found = get(&app, "/runs?q=2").body;
+        assert!(found.contains("href=\"/runs/2\"") && !found.contains("href=\"/runs/1\""));
+        let csv = get(&app, "/runs?state=error,new&format=csv");
+        assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+        let lines: Vec<&str> = csv.body.lines().collect();
+        assert!(lines[0].starts_with("remote_id,state,label"), "{}", csv.body);
+        assert_eq!(lines.len(), 3, "{}", csv.body);
+        let json: serde_json::Value = serde_json::from_str(&get(&app, "/runs?label=WEB&format=json").body).unwrap();
+        assert_eq!(json["total"], 2);
+        assert_eq!(json["runs"][0]["remote_id"], 2);
+    }
+
+    fn the_guard_wants_the_token_the_host_and_the_same_origin(db) {
+        let cfg = scene(db);
+        let app = router(db, &cfg, true);
+        let bare = |path: &str, host: &str| {
+            send(&app, Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap())
+        };
+        assert_eq!(bare("/", HOST).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(bare("/?token=wrong", HOST).status, StatusCode::UNAUTHORIZED);
+        let swap = bare(&format!("/runs?state=error&token={TOKEN}"), HOST);
+        assert_eq!(swap.status, StatusCode::SEE_OTHER);
+        assert_eq!(swap.headers[header::LOCATION], "/runs?state=error");
+        let cookie = swap.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        // Another name for this address (DNS rebinding) is refused.
+        let evil = send(&app, Request::get("/").header(header::HOST, "evil.example:8080")
+            .header(header::COOKIE, format!("offload_token={TOKEN}")).body(Body::empty()).unwrap());
+        assert_eq!(evil.status, StatusCode::MISDIRECTED_REQUEST);
+        // A change from another site is refused and changes nothing.
+        let cross = post(&app, "/runs/1/unfault", "reason=x&confirm=yes", "cross-site");
+        assert_eq!(cross.status, StatusCode::FORBIDDEN);
+        let foreign = send(&app, Request::post("/runs/1/unfault").header(header::HOST, HOST)
+            .header(header::COOKIE, format!("offload_token={TOKEN}"))
+            .header(header::ORIGIN, "http://evil.example")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("reason=x&confirm=yes")).unwrap());
+        assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+        let history = db.open().read(|s| s.history(Some(1), 100)).unwrap();
+        assert!(history.iter().all(|h| h.tool != "web"), "{history:?}");
+    }
+
+    fn actions_need_allow_actions_a_reason_and_are_recorded(db) {
+        let cfg = scene(db);
+        let read_only = router(db, &cfg, false);
+        assert!(!get(&read_only, "/runs/1").body.contains("action=\"/runs/1/retry\""));
+        let refused = post(&read_only, "/runs/1/retry", "reason=fixed&confirm=yes", "same-origin");
+        assert!(refused.status == StatusCode::METHOD_NOT_ALLOWED || refused.status == StatusCode::NOT_FOUND, "{}", refused.status);
+        let app = router(db, &cfg, true);
+        let page = get(&app, "/runs/1").body;
+        assert!(page.contains("action=\"/runs/1/retry\"") && page.contains("actions allowed"), "{page}");
+        let no_reason = post(&app, "/runs/1/retry", "reason=&confirm=yes", "same-origin");
+        assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+        assert!(no_reason.body.contains("say why"));
+        let done = post(&app, "/runs/1/retry", "reason=calibration+files+restored&confirm=yes", "same-origin");
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.body.contains("run 1:"), "{}", done.body);
+        // As `remotetool retry` would: run 1 withdrawn, its work items free
+        // again; the history says who, where and why.
+        let mut c = db.open();
+        let run = c.read(|s| s.run(1)).unwrap().unwrap();
+        assert_eq!(run.state, offload::state::RunState::Cancelled);
+        let history = c.read(|s| s.history(Some(1), 100)).unwrap();
+        let web: Vec<_> = history.iter().filter(|h| h.tool == "web").collect();
+        assert!(web.iter().any(|h| h.message.as_deref().unwrap_or("").contains("calibration files restored")), "{history:?}");
+        assert!(web.iter().all(|h| h.host == offload::host::this_host()));
+        // The same refusals as the command: retrying it again.
+        let again = post(&app, "/runs/1/retry", "reason=twice&confirm=yes", "same-origin");
+        assert!(again.status.is_client_error(), "{}", again.body);
+    }
+}
+
+/// The real server: the URL on its first line, the token swapped for a
+/// cookie, and a snapshot file with no script in it.
+#[test]
+fn the_server_and_the_snapshot() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let cfg = scene(&db);
+    let mut child = db
+        .std_remotetool()
+        .args(["--config"])
+        .arg(&cfg)
+        .args(["web", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/?token="),
+        "{url}"
+    );
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = url.split("token=").nth(1).unwrap().to_string();
+    let raw = |req: String| {
+        let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let swap = raw(format!(
+        "GET /?token={token} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(swap.starts_with("HTTP/1.1 303"), "{swap}");
+    assert!(
+        swap.contains(&format!("offload_token={token}; HttpOnly; SameSite=Strict")),
+        "{swap}"
+    );
+    let front = raw(format!(
+        "GET / HTTP/1.1\r\nHost: {hostport}\r\nCookie: offload_token={token}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(
+        front.starts_with("HTTP/1.1 200") && front.contains("Needs a person"),
+        "{front}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let file = db.home.path().join("pub/offload.html");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    db.remotetool()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["web", "--snapshot"])
+        .arg(&file)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        html.contains("<style>") && !html.contains("<script"),
+        "the snapshot needs no script"
+    );
+    assert!(
+        html.contains("id=\"status\"")
+            && html.contains("id=\"run-1\"")
+            && html.contains("href=\"#run-1\"")
+    );
+    assert!(html.contains("&#60;script&#62;document.title=") && !html.contains(HOSTILE));
+    // Written whole: no temporary name left beside it.
+    let left: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
