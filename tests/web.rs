@@ -15,48 +15,7 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "0123456789abcdef";
 const HOST: &str = "127.0.0.1:8080";
-const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
-
-/// Two runs of label WEB: run 1 in `error` with a failed component whose
-/// stderr tail is hostile markup, run 2 `new`; an empty configuration.
-fn scene(db: &common::TestDb) -> std::path::PathBuf {
-    let cfg = db.write("config.toml", "");
-    db.import(&common::items("WEB", "chip", 1, 4, 1));
-    for _ in 0..2 {
-        db.remotetool()
-            .args([
-                "define",
-                "--label",
-                "WEB",
-                "--stage",
-                "chip",
-                "--limit",
-                "2",
-                "--path-base",
-                "/data/runs",
-            ])
-            .assert()
-            .success();
-    }
-    for st in ["pending", "run", "error"] {
-        db.remotetool()
-            .args(["set", "1", st, "--reason", "test"])
-            .assert()
-            .success();
-    }
-    let record = serde_json::json!({
-        "phase": "command", "stats": "", "runtime": 1.5, "start": 0.0, "end": 0.0,
-        "stdout_tail": "", "stderr_tail": format!("reading chip: {HOSTILE}"),
-    })
-    .to_string()
-    .replace('\'', "''");
-    db.batch(&format!(
-        "UPDATE remote_components SET state = 'failed', exit_status = 3, fault = 1, runtime = 1.5, result = '{record}' \
-         WHERE remote_id = 1 AND work_item_id = (SELECT MIN(work_item_id) FROM (SELECT work_item_id FROM remote_components WHERE remote_id = 1) m)"
-    ))
-    .unwrap();
-    cfg
-}
+use common::HOSTILE;
 
 fn router(db: &common::TestDb, cfg: &std::path::Path, actions: bool) -> axum::Router {
     let global = offload::cli::GlobalArgs {
@@ -126,7 +85,7 @@ fn post(app: &axum::Router, path: &str, form: &str, site: &str) -> Answer {
 
 each_backend! {
     fn every_page_renders_what_the_commands_say(db) {
-        let cfg = scene(db);
+        let cfg = db.web_scene();
         let app = router(db, &cfg, false);
         for path in ["/", "/table", "/table?since=24h", "/runs", "/runs/1", "/runs/2", "/failures", "/failures?since=all", "/cost", "/hosts"] {
             let a = get(&app, path);
@@ -164,7 +123,7 @@ each_backend! {
     }
 
     fn the_runs_list_filters_sorts_and_pages_in_the_url(db) {
-        let cfg = scene(db);
+        let cfg = db.web_scene();
         let app = router(db, &cfg, false);
         let error = get(&app, "/runs?state=error").body;
         assert!(error.contains("href=\"/runs/1\"") && !error.contains("href=\"/runs/2\""), "{error}");
@@ -184,7 +143,7 @@ each_backend! {
     }
 
     fn the_guard_wants_the_token_the_host_and_the_same_origin(db) {
-        let cfg = scene(db);
+        let cfg = db.web_scene();
         let app = router(db, &cfg, true);
         let bare = |path: &str, host: &str| {
             send(&app, Request::get(path).header(header::HOST, host).body(Body::empty()).unwrap())
@@ -214,7 +173,7 @@ each_backend! {
     }
 
     fn actions_need_allow_actions_a_reason_and_are_recorded(db) {
-        let cfg = scene(db);
+        let cfg = db.web_scene();
         let read_only = router(db, &cfg, false);
         assert!(!get(&read_only, "/runs/1").body.contains("action=\"/runs/1/retry\""));
         let refused = post(&read_only, "/runs/1/retry", "reason=fixed&confirm=yes", "same-origin");
@@ -248,7 +207,7 @@ each_backend! {
 #[test]
 fn the_server_and_the_snapshot() {
     let db = common::TestDb::new(common::Kind::Sqlite);
-    let cfg = scene(&db);
+    let cfg = db.web_scene();
     let mut child = db
         .std_remotetool()
         .args(["--config"])

@@ -1002,3 +1002,50 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A log tail no page may show as markup: it would retitle the page and
+/// raise an alert if it ran.
+pub const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
+
+impl TestDb {
+    /// Two runs of label WEB: run 1 in `error` with a failed component whose
+    /// stderr tail is hostile markup, run 2 `new`; an empty configuration.
+    pub fn web_scene(&self) -> std::path::PathBuf {
+        let cfg = self.write("config.toml", "");
+        self.import(&items("WEB", "chip", 1, 4, 1));
+        for _ in 0..2 {
+            self.remotetool()
+                .args([
+                    "define",
+                    "--label",
+                    "WEB",
+                    "--stage",
+                    "chip",
+                    "--limit",
+                    "2",
+                    "--path-base",
+                    "/data/runs",
+                ])
+                .assert()
+                .success();
+        }
+        for st in ["pending", "run", "error"] {
+            self.remotetool()
+                .args(["set", "1", st, "--reason", "test"])
+                .assert()
+                .success();
+        }
+        let record = serde_json::json!({
+            "phase": "command", "stats": "", "runtime": 1.5, "start": 0.0, "end": 0.0,
+            "stdout_tail": "", "stderr_tail": format!("reading chip: {HOSTILE}"),
+        })
+        .to_string()
+        .replace('\'', "''");
+        self.batch(&format!(
+            "UPDATE remote_components SET state = 'failed', exit_status = 3, fault = 1, runtime = 1.5, result = '{record}' \
+             WHERE remote_id = 1 AND work_item_id = (SELECT MIN(work_item_id) FROM (SELECT work_item_id FROM remote_components WHERE remote_id = 1) m)"
+        ))
+        .unwrap();
+        cfg
+    }
+}

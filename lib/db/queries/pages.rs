@@ -133,6 +133,9 @@ pub trait PageStore {
         since: Option<NaiveDateTime>,
         label: Option<&str>,
     ) -> QueryResult<Vec<FailureGroup>>;
+    /// Failed component attempts per label and stage, updated since
+    /// `since` (all with None): what `status` counts as failed.
+    fn failed_per_stage(&mut self, since: Option<NaiveDateTime>) -> QueryResult<Vec<StageCount>>;
     /// Work items per label, stage and state changed since `since`.
     fn item_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<ItemGroup>>;
     /// Runs per label, stage and state changed since `since`.
@@ -213,6 +216,23 @@ macro_rules! impl_page_store {
                 }
                 if let Some(l) = label {
                     q = q.filter(work_items::label.eq(l.to_string()));
+                }
+                q.load(self)
+            }
+
+            fn failed_per_stage(
+                &mut self,
+                since: Option<NaiveDateTime>,
+            ) -> QueryResult<Vec<StageCount>> {
+                let mut q = remote_components::table
+                    .inner_join(work_items::table)
+                    .filter(remote_components::state.eq(ComponentState::Failed))
+                    .group_by((work_items::label, work_items::stage))
+                    .select((work_items::label, work_items::stage, count_star()))
+                    .order((work_items::label, work_items::stage))
+                    .into_boxed();
+                if let Some(t) = since {
+                    q = q.filter(remote_components::updated_at.ge(t));
                 }
                 q.load(self)
             }

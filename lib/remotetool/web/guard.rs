@@ -8,8 +8,9 @@
 //! - The Host header must name the address listened on (a page of another
 //!   site that resolves its own name to this address, DNS rebinding, is
 //!   refused).
-//! - A request that changes anything is a POST whose `Sec-Fetch-Site` and
-//!   `Origin` (when the browser sends them) say this same origin.
+//! - A request that changes anything is a POST whose `Sec-Fetch-Site` says
+//!   this same origin (or, from a browser that sends none, whose `Origin`
+//!   is this one).
 //! - Every answer: `Content-Security-Policy` (nothing but this origin's own
 //!   styles and script, no frames), `nosniff`, `Referrer-Policy:
 //!   no-referrer`, no caching.
@@ -164,18 +165,22 @@ pub async fn guard(State(app): State<App>, req: Request, next: Next) -> Response
         if site.is_some_and(|s| s != "same-origin") {
             return refuse(StatusCode::FORBIDDEN, "refused: a change from another site");
         }
-        if let Some(origin) = req
+        // A browser that says where the request comes from (Sec-Fetch-Site)
+        // is believed: under `Referrer-Policy: no-referrer` it sends
+        // `Origin: null` for its own forms. Without it, an Origin must be
+        // this one.
+        let origin = req
             .headers()
             .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        {
+            .and_then(|v| v.to_str().ok());
+        if let Some(origin) = origin.filter(|_| site.is_none()) {
             let same = origin
                 .strip_prefix("http://")
                 .is_some_and(|o| rules.host_ok(o) && o == host);
             if !same {
                 return refuse(
                     StatusCode::FORBIDDEN,
-                    "refused: a change from another origin",
+                    &format!("refused: a change from another origin ({origin}, not http://{host})"),
                 );
             }
         }

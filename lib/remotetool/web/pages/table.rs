@@ -1,6 +1,6 @@
 //! Rector's table: one row per label and stage over a chosen interval
-//! (24 h, 7 days, 30 days, all): work items waiting, in runs, done, failed
-//! and abandoned, runs per state, the oldest open run's age, and per
+//! (24 h, 7 days, 30 days, all): work items waiting, in runs, done and
+//! abandoned, failed attempts (as `status` counts them), runs per state, the oldest open run's age, and per
 //! label an ETA from the pace of the last 24 hours. Every count of runs
 //! links to the runs it counts; a stacked bar draws each row's progress.
 
@@ -131,7 +131,8 @@ pub fn body(s: &mut Session, query: &TableQuery, ctx: &Ctx) -> anyhow::Result<St
         match i.state {
             ItemState::Ready => r.waiting += i.items,
             ItemState::Done => r.done += i.items,
-            ItemState::Failed => r.failed += i.items,
+            // Counted below as failed attempts, as `status` does.
+            ItemState::Failed => {}
             ItemState::Abandoned => r.abandoned += i.items,
         }
     }
@@ -142,6 +143,9 @@ pub fn body(s: &mut Session, query: &TableQuery, ctx: &Ctx) -> anyhow::Result<St
             r.in_runs += a.items;
             r.waiting -= a.items;
         }
+    }
+    for f in s.db.read(|st| st.failed_per_stage(start))? {
+        row(&mut rows, &f.label, &f.stage).failed += f.items;
     }
     let mut run_counts: BTreeMap<(String, String, RunState), i64> = BTreeMap::new();
     for g in &runs {
