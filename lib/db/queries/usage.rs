@@ -42,6 +42,14 @@ pub trait UsageStore {
     /// The runs of this label and stage, by id.
     fn report_runs(&mut self, label: Option<&str>, stage: Option<&str>)
         -> QueryResult<Vec<RunKey>>;
+    /// The summed runtime (seconds, the positive ones) of each of those
+    /// runs' components, per run: what the groups and runs reports need,
+    /// in one GROUP BY.
+    fn run_runtime_sums(
+        &mut self,
+        label: Option<&str>,
+        stage: Option<&str>,
+    ) -> QueryResult<Vec<(i64, Option<f64>)>>;
     /// Every component of those runs.
     fn component_costs(
         &mut self,
@@ -105,6 +113,29 @@ macro_rules! impl_usage_store {
                     q = q.filter(remote_runs::stage.eq(s));
                 }
                 q.order(remote_runs::remote_id).load(self)
+            }
+
+            fn run_runtime_sums(
+                &mut self,
+                label: Option<&str>,
+                stage: Option<&str>,
+            ) -> QueryResult<Vec<(i64, Option<f64>)>> {
+                let mut q = remote_components::table
+                    .inner_join(remote_runs::table)
+                    .filter(remote_components::runtime.gt(0.0))
+                    .group_by(remote_components::remote_id)
+                    .select((
+                        remote_components::remote_id,
+                        diesel::dsl::sum(remote_components::runtime),
+                    ))
+                    .into_boxed();
+                if let Some(l) = label {
+                    q = q.filter(remote_runs::label.eq(l.to_string()));
+                }
+                if let Some(s) = stage {
+                    q = q.filter(remote_runs::stage.eq(s.to_string()));
+                }
+                q.load(self)
             }
 
             fn component_costs(

@@ -121,16 +121,28 @@ pub fn gather(
 
     let run_keys = db.read(|s| s.report_runs(label, stage))?;
     let records = db.read(|s| s.job_records(label, stage))?;
-    let components = db.read(|s| s.component_costs(label, stage))?;
+    // Every component only when the report is per work item; otherwise
+    // each run's summed runtime, counted in the database.
+    let components = if a.items {
+        db.read(|s| s.component_costs(label, stage))?
+    } else {
+        Vec::new()
+    };
     let mut jobs_of: HashMap<i64, Vec<&JobRecord>> = HashMap::new();
     for j in &records {
         jobs_of.entry(j.remote_id).or_default().push(j);
     }
     let mut runtime_of: HashMap<i64, (f64, usize)> = HashMap::new();
-    for c in &components {
-        let e = runtime_of.entry(c.remote_id).or_default();
-        e.0 += c.runtime.unwrap_or(0.0).max(0.0);
-        e.1 += 1;
+    if a.items {
+        for c in &components {
+            let e = runtime_of.entry(c.remote_id).or_default();
+            e.0 += c.runtime.unwrap_or(0.0).max(0.0);
+            e.1 += 1;
+        }
+    } else {
+        for (id, sum) in db.read(|s| s.run_runtime_sums(label, stage))? {
+            runtime_of.insert(id, (sum.unwrap_or(0.0), 0));
+        }
     }
     let runs: Vec<RunCost> = run_keys
         .into_iter()
