@@ -137,6 +137,29 @@ async fn wait_url(c: &Client, ok: impl Fn(&url::Url) -> bool) -> url::Url {
     }
 }
 
+/// Click the element `css` finds.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Wait until the page's source holds `needle`; the source then.
+async fn wait_source(c: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = c.source().await.unwrap_or_default();
+        if body.contains(needle) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,20 +189,10 @@ fn an_operator_clicks_through_filters_and_retries() {
         shot(&c, "status").await;
 
         // Click through to the failed component and its log tail.
-        c.find(Locator::Css("#attention a[href='/runs/1']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#attention a[href='/runs/1']").await;
         wait_url(&c, |u| u.path() == "/runs/1").await;
         shot(&c, "run").await;
-        c.find(Locator::Css("table.failed a"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "table.failed a").await;
         wait_url(&c, |u| u.path().starts_with("/components/")).await;
         let tail = text(&c, "#stderr").await;
         assert!(
@@ -193,28 +206,13 @@ fn an_operator_clicks_through_filters_and_retries() {
         // Filter the runs list: the filter is the URL, and going back keeps it.
         c.goto(&format!("{origin}/runs")).await.unwrap();
         let all = c.find_all(Locator::Css("#runs tr")).await.unwrap().len();
-        c.find(Locator::Css("select[name=state] option[value=error]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css("form.filters button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "select[name=state] option[value=error]").await;
+        click(&c, "form.filters button").await;
         let filtered = wait_url(&c, |u| u.query().unwrap_or("").contains("state=error")).await;
         let rows = c.find_all(Locator::Css("#runs tr")).await.unwrap().len();
         assert!(rows < all, "{rows} rows of {all}");
         shot(&c, "runs").await;
-        c.find(Locator::Css("#runs a[href='/runs/1']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#runs a[href='/runs/1']").await;
         wait_url(&c, |u| u.path() == "/runs/1").await;
         c.back().await.unwrap();
         wait_url(&c, |u| *u == filtered).await;
@@ -255,38 +253,15 @@ fn an_operator_clicks_through_filters_and_retries() {
         let asked = c.get_alert_text().await.unwrap();
         assert!(asked.contains("run 1"), "{asked}");
         c.accept_alert().await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(e) = c.find(Locator::Css("#done")).await {
-                assert!(e.text().await.unwrap().contains("run 1"));
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no answer to the retry: {}",
-                    c.source().await.unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let done = wait_source(&c, "id=\"done\"").await;
+        assert!(done.contains("run 1:"), "{done}");
 
         // A change from another site: refused, nothing changed.
         let page = format!(
             "data:text/html,<form method=post action='{origin}/runs/2/abort'><input name=reason value=x><input name=confirm value=yes></form><script>document.forms[0].submit()</script>"
         );
         c.goto(&page).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let body = c.source().await.unwrap_or_default();
-            if body.contains("refused: a change from another site") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cross-site post got no refusal: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_source(&c, "refused: a change from another site").await;
 
         // Without the cookie (nor the token), no page.
         c.delete_all_cookies().await.unwrap();

@@ -63,19 +63,4 @@ impl Worker {
         rx.await
             .map_err(|_| anyhow::anyhow!("the database thread ended during the request"))
     }
-
-    /// The same, from code that is not async (the snapshot).
-    pub fn call_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Session) -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let (tx, rx) = mpsc::channel();
-        self.jobs
-            .send(Box::new(move |s| {
-                let _ = tx.send(f(s));
-            }))
-            .map_err(|_| anyhow::anyhow!("the database thread has ended"))?;
-        rx.recv()
-            .map_err(|_| anyhow::anyhow!("the database thread ended during the request"))
-    }
 }
