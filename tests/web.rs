@@ -286,3 +286,79 @@ fn the_server_and_the_snapshot() {
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
 }
+
+/// On a unix socket: made 0600 in a folder made 0700, answering without a
+/// token (the permissions are the guard), removed when stopped; a folder
+/// others may enter is refused.
+#[test]
+fn a_unix_socket_is_guarded_by_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let cfg = db.web_scene();
+    let open = db.home.path().join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    db.remotetool()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["web", "--listen"])
+        .arg(format!("unix:{}", open.join("web.sock").display()))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("must be 0700"));
+
+    let dir = db.home.path().join("private/web");
+    let sock = dir.join("web.sock");
+    let mut child = db
+        .std_remotetool()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["web", "--listen"])
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), format!("unix:{}", sock.display()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&sock), 0o600);
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("Needs a person"),
+        "{answer}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !sock.exists(),
+        "the socket is removed when the server stops"
+    );
+}
+
+/// A snapshot that cannot be written for this machine's reason is exit 6
+/// and leaves nothing half-written.
+#[test]
+fn a_snapshot_on_a_read_only_disk_is_exit_6() {
+    let db = common::TestDb::new(common::Kind::Sqlite);
+    let cfg = db.web_scene();
+    let disk = common::Tmpfs::mount(&db.home.path().join("pub"), "size=1m");
+    disk.remount("ro");
+    db.remotetool()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["web", "--snapshot"])
+        .arg(disk.0.join("offload.html"))
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains("cannot write the snapshot"));
+    assert_eq!(std::fs::read_dir(&disk.0).unwrap().count(), 0);
+}

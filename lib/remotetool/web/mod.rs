@@ -216,9 +216,24 @@ fn write_atomically(file: &Path, text: &str) -> anyhow::Result<()> {
         .unwrap_or(Path::new("."));
     // A write that fails for this machine's reason (full, read-only, no
     // permission) is exit 6 and names the folder.
-    let local = |e: std::io::Error| match crate::transfer::local::fault_of(dir, &e) {
-        Some(f) => exit::local(format!("cannot write the snapshot: {}", f.message())),
-        None => anyhow::anyhow!("cannot write the snapshot in {}: {e}", dir.display()),
+    // (A temporary file's error wraps the system's: its kind says which.)
+    let local = |e: std::io::Error| {
+        use std::io::ErrorKind::*;
+        let errno = e.raw_os_error().or(match e.kind() {
+            ReadOnlyFilesystem => Some(libc::EROFS),
+            StorageFull => Some(libc::ENOSPC),
+            QuotaExceeded => Some(libc::EDQUOT),
+            PermissionDenied => Some(libc::EACCES),
+            _ => None,
+        });
+        let plain = errno.map(std::io::Error::from_raw_os_error);
+        match plain
+            .as_ref()
+            .and_then(|p| crate::transfer::local::fault_of(dir, p))
+        {
+            Some(f) => exit::local(format!("cannot write the snapshot: {}", f.message())),
+            None => anyhow::anyhow!("cannot write the snapshot in {}: {e}", dir.display()),
+        }
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".offload-snapshot.")
