@@ -47,6 +47,28 @@ pub fn since(
     Ok((t.to_string(), start))
 }
 
+/// The links to a page over each interval [`since`] knows: (name, link,
+/// chosen). `page` is the page's path without its slash, `rest` the rest
+/// of its query; in the snapshot each links to the page's section.
+pub fn intervals(
+    ctx: &Ctx,
+    page: &str,
+    rest: &str,
+    chosen: &str,
+) -> Vec<(&'static str, String, bool)> {
+    ["24h", "7d", "30d", "all"]
+        .into_iter()
+        .map(|i| {
+            let href = if ctx.live {
+                format!("/{page}?since={i}{rest}")
+            } else {
+                format!("#{page}")
+            };
+            (i, href, i == chosen)
+        })
+        .collect()
+}
+
 pub struct Group {
     pub fault: String,
     pub exit: String,
@@ -105,23 +127,15 @@ pub fn body(s: &mut Session, query: &FailuresQuery, ctx: &Ctx) -> anyhow::Result
     let body = Page {
         since: since_name.clone(),
         label: label.clone().unwrap_or_default(),
-        intervals: ["24h", "7d", "30d", "all"]
-            .into_iter()
-            .map(|i| {
-                let href = if ctx.live {
-                    format!(
-                        "/failures?since={i}{}",
-                        label
-                            .as_deref()
-                            .map(|l| format!("&label={}", q(l)))
-                            .unwrap_or_default()
-                    )
-                } else {
-                    "#failures".into()
-                };
-                (i, href, i == since_name)
-            })
-            .collect(),
+        intervals: intervals(
+            ctx,
+            "failures",
+            &label
+                .as_deref()
+                .map(|l| format!("&label={}", q(l)))
+                .unwrap_or_default(),
+            &since_name,
+        ),
         total,
         groups: groups
             .iter()

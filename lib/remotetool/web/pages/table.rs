@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use askama::Template;
 use serde::Deserialize;
 
-use super::failures::since;
+use super::failures::{intervals, since};
 use super::{age, framed, q, Ctx};
 use crate::cli::Session;
 use crate::db::queries::pages::{RunPage, RunSort};
@@ -205,17 +205,7 @@ pub fn body(s: &mut Session, query: &TableQuery, ctx: &Ctx) -> anyhow::Result<St
         })
         .collect();
     let body = Page {
-        intervals: ["24h", "7d", "30d", "all"]
-            .into_iter()
-            .map(|i| {
-                let href = if ctx.live {
-                    format!("/table?since={i}")
-                } else {
-                    "#table".into()
-                };
-                (i, href, i == since_name)
-            })
-            .collect(),
+        intervals: intervals(ctx, "table", "", &since_name),
         states: crate::state::ALL.iter().map(|s| s.as_str()).collect(),
         rows: rows.into_values().collect(),
         etas,
