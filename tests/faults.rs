@@ -254,6 +254,7 @@ each_backend! {
             8
         );
         assert_eq!(pulled_files_whole(&site.neb.join("czw"), &site.remote.join("neb/czw")), 16);
+        db.assert_tallies_match();
     }
 }
 
@@ -316,6 +317,7 @@ each_backend! {
             assert_eq!(item_attempts(db, sid), 1, "item {sid}: one attempt, the one that worked");
         }
         assert_eq!(pulled_files_whole(&site.neb.join("czw"), &site.remote.join("neb/czw")), 16);
+        db.assert_tallies_match();
     }
 }
 

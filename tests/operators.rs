@@ -178,6 +178,7 @@ each_backend! {
         let next = db.define("SL", "sleepy", &[]);
         // A run not ended is not retried: abort it first.
         db.remotetool().args(["retry", &next.to_string()]).assert().code(2).stderr(contains("abort it first"));
+        db.assert_tallies_match();
     }
 
     fn retry_puts_failed_work_back_within_the_attempt_limit(db) {
@@ -209,6 +210,7 @@ each_backend! {
         db.remotetool().args(["retry", "2", "--ignore-limit"]).assert().success();
         assert_eq!(c.read(|s| s.count_free_items("RT", "chip")).unwrap(), 2);
         db.remotetool().args(["retry", "--state", "pending"]).assert().code(2).stderr(contains("'error' or 'full'"));
+        db.assert_tallies_match();
     }
 }
 
@@ -383,6 +385,7 @@ each_backend! {
         assert_eq!(j["masters"], serde_json::Value::Null);
         assert_eq!(j["attention"].as_array().unwrap().len(), 4);
         db.remotetool().args(["status", "--at", "noon"]).assert().code(2).stderr(contains("--at \"noon\""));
+        db.assert_tallies_match();
     }
 
     fn reports_keep_their_text_and_json(db) {

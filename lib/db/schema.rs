@@ -160,6 +160,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    run_tallies (remote_id, state, active) {
+        remote_id -> BigInt,
+        state -> Text,
+        active -> Bool,
+        components -> BigInt,
+        runtime -> Double,
+    }
+}
+
+diesel::table! {
+    item_tallies (label, stage) {
+        label -> Text,
+        stage -> Text,
+        ready -> BigInt,
+        done -> BigInt,
+        failed -> BigInt,
+        abandoned -> BigInt,
+    }
+}
+
+diesel::joinable!(run_tallies -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> remote_runs (remote_id));
 diesel::joinable!(remote_jobs -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> work_items (work_item_id));
@@ -179,10 +201,26 @@ diesel::allow_tables_to_appear_in_same_query!(
     results,
     consumers,
     remote_jobs,
+    run_tallies,
+    item_tallies,
 );
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(
     work_items::label,
     work_items::stage,
     remote_components::state,
+);
+
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    remote_runs::label,
+    remote_runs::stage,
+    run_tallies::state,
+    run_tallies::active,
+);
+
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    remote_runs::label,
+    remote_runs::stage,
+    remote_components::state,
+    remote_components::active,
 );

@@ -638,7 +638,47 @@ impl TestDb {
     ) -> (i64, serde_json::Value) {
         let id = self.define_prepare(label, stage, extra);
         self.exec(id);
-        (id, poll_until_done(self, id))
+        let polled = poll_until_done(self, id);
+        self.assert_tallies_match();
+        (id, polled)
+    }
+
+    /// The counts the database keeps as rows change (run_tallies,
+    /// item_tallies) equal a count of every component and work item.
+    pub fn assert_tallies_match(&self) {
+        use offload::db::queries::TallyStore;
+        let mut db = self.open();
+        let (kept, items) = db
+            .read(|s| Ok((s.tally_groups(None, None)?, s.item_tallies()?)))
+            .unwrap();
+        let (counted, counted_items) = db.read(|s| s.recount()).unwrap();
+        let runs = |v: Vec<offload::db::queries::tallies::TallyGroup>| {
+            v.into_iter()
+                .filter(|g| g.components != 0)
+                .map(|g| {
+                    let key = (
+                        g.label,
+                        g.stage,
+                        g.state.to_string(),
+                        g.active,
+                        g.components,
+                    );
+                    (key, (g.runtime * 1000.0).round() as i64)
+                })
+                .collect::<Vec<_>>()
+        };
+        let items_of = |v: Vec<offload::db::queries::tallies::ItemTally>| {
+            v.into_iter()
+                .map(|t| (t.label, t.stage, t.ready, t.done, t.failed, t.abandoned))
+                .filter(|t| (t.2, t.3, t.4, t.5) != (0, 0, 0, 0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(runs(kept), runs(counted), "run_tallies against a recount");
+        assert_eq!(
+            items_of(items),
+            items_of(counted_items),
+            "item_tallies against a recount"
+        );
     }
 
     /// The tools `remotetool paused --json` says are paused.

@@ -5,6 +5,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::TallyStore;
 use super::CHUNK;
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use crate::db::models::*;
@@ -231,32 +232,7 @@ macro_rules! impl_components_store {
                 label: Option<&str>,
                 stage: Option<&str>,
             ) -> QueryResult<Vec<ReportGroup>> {
-                let rows: Vec<ReportGroup> = remote_components::table
-                    .inner_join(work_items::table)
-                    .group_by((
-                        work_items::label,
-                        work_items::stage,
-                        remote_components::state,
-                    ))
-                    .select((
-                        work_items::label,
-                        work_items::stage,
-                        remote_components::state,
-                        count_star(),
-                        diesel::dsl::sum(remote_components::runtime),
-                    ))
-                    .order((
-                        work_items::label,
-                        work_items::stage,
-                        remote_components::state,
-                    ))
-                    .load(self)?;
-                Ok(rows
-                    .into_iter()
-                    .filter(|r| {
-                        label.is_none_or(|l| r.label == l) && stage.is_none_or(|st| r.stage == st)
-                    })
-                    .collect())
+                self.report_groups_tallied(label, stage)
             }
 
             fn component(&mut self, id: i64) -> QueryResult<Option<(Component, WorkItem)>> {

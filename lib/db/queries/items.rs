@@ -6,6 +6,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::TallyStore;
 use super::CHUNK;
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use crate::db::models::*;
@@ -227,40 +228,26 @@ macro_rules! impl_items_store {
                 label: Option<&str>,
                 stage: Option<&str>,
             ) -> QueryResult<Vec<StageCount>> {
-                let rows: Vec<StageCount> = work_items::table
-                    .filter(work_items::state.eq(ItemState::Abandoned))
-                    .group_by((work_items::label, work_items::stage))
-                    .select((work_items::label, work_items::stage, count_star()))
-                    .load(self)?;
-                Ok(rows
+                Ok(TallyStore::item_tallies(self)?
                     .into_iter()
-                    .filter(|r| {
-                        label.is_none_or(|l| r.label == l) && stage.is_none_or(|st| r.stage == st)
+                    .filter(|t| t.abandoned != 0)
+                    .filter(|t| {
+                        label.is_none_or(|l| t.label == l) && stage.is_none_or(|st| t.stage == st)
+                    })
+                    .map(|t| StageCount {
+                        label: t.label,
+                        stage: t.stage,
+                        items: t.abandoned,
                     })
                     .collect())
             }
 
             fn item_groups(&mut self) -> QueryResult<Vec<ItemGroup>> {
-                work_items::table
-                    .group_by((work_items::label, work_items::stage, work_items::state))
-                    .select((
-                        work_items::label,
-                        work_items::stage,
-                        work_items::state,
-                        count_star(),
-                    ))
-                    .order((work_items::label, work_items::stage, work_items::state))
-                    .load(self)
+                self.item_groups_tallied()
             }
 
             fn active_item_groups(&mut self) -> QueryResult<Vec<StageCount>> {
-                remote_components::table
-                    .inner_join(work_items::table)
-                    .filter(remote_components::active.eq(true))
-                    .group_by((work_items::label, work_items::stage))
-                    .select((work_items::label, work_items::stage, count_star()))
-                    .order((work_items::label, work_items::stage))
-                    .load(self)
+                self.active_groups_tallied()
             }
         }
     };

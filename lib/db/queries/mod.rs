@@ -1,6 +1,6 @@
 //! Every query, written once and compiled for every backend: each table
 //! group's trait (items, runs, components, claims, workers, control, rates,
-//! results, chains, usage) is implemented for `SqliteConnection`,
+//! results, chains, usage, pages, the kept tallies) is implemented for `SqliteConnection`,
 //! `PgConnection` and `MysqlConnection` by one macro body in its own file.
 //! What the backends write differently is in [`writes`] (RETURNING,
 //! upserts) and [`claims`] (row locks, and PostgreSQL's claim in one
@@ -15,6 +15,7 @@ pub mod pages;
 pub mod rates;
 pub mod results;
 pub mod runs;
+pub mod tallies;
 pub mod usage;
 pub mod workers;
 mod writes;
@@ -28,6 +29,7 @@ pub use pages::PageStore;
 pub use rates::RateStore;
 pub use results::{ResultFilter, ResultStore};
 pub use runs::{RunChanges, RunStore};
+pub use tallies::TallyStore;
 pub use usage::UsageStore;
 pub use workers::WorkerStore;
 
@@ -51,6 +53,7 @@ pub trait Store:
     + ChainStore
     + UsageStore
     + PageStore
+    + TallyStore
 {
     fn backend(&self) -> Backend;
 }

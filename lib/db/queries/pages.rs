@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 
+use super::TallyStore;
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use crate::db::models::*;
 use crate::db::schema::*;
@@ -224,17 +225,27 @@ macro_rules! impl_page_store {
                 &mut self,
                 since: Option<NaiveDateTime>,
             ) -> QueryResult<Vec<StageCount>> {
-                let mut q = remote_components::table
-                    .inner_join(work_items::table)
+                let Some(t) = since else {
+                    return Ok(self
+                        .report_groups_tallied(None, None)?
+                        .into_iter()
+                        .filter(|g| g.state == ComponentState::Failed)
+                        .map(|g| StageCount {
+                            label: g.label,
+                            stage: g.stage,
+                            items: g.components,
+                        })
+                        .collect());
+                };
+                // A run's components are work items of its label and stage.
+                remote_components::table
+                    .inner_join(remote_runs::table)
                     .filter(remote_components::state.eq(ComponentState::Failed))
-                    .group_by((work_items::label, work_items::stage))
-                    .select((work_items::label, work_items::stage, count_star()))
-                    .order((work_items::label, work_items::stage))
-                    .into_boxed();
-                if let Some(t) = since {
-                    q = q.filter(remote_components::updated_at.ge(t));
-                }
-                q.load(self)
+                    .filter(remote_components::updated_at.ge(t))
+                    .group_by((remote_runs::label, remote_runs::stage))
+                    .select((remote_runs::label, remote_runs::stage, count_star()))
+                    .order((remote_runs::label, remote_runs::stage))
+                    .load(self)
             }
 
             fn item_groups_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<ItemGroup>> {

@@ -5,6 +5,7 @@
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel::prelude::*;
 
+use super::TallyStore;
 use crate::db::models::JobRecord;
 use crate::db::schema::*;
 use crate::state::{ItemState, RunState};
@@ -120,22 +121,11 @@ macro_rules! impl_usage_store {
                 label: Option<&str>,
                 stage: Option<&str>,
             ) -> QueryResult<Vec<(i64, Option<f64>)>> {
-                let mut q = remote_components::table
-                    .inner_join(remote_runs::table)
-                    .filter(remote_components::runtime.gt(0.0))
-                    .group_by(remote_components::remote_id)
-                    .select((
-                        remote_components::remote_id,
-                        diesel::dsl::sum(remote_components::runtime),
-                    ))
-                    .into_boxed();
-                if let Some(l) = label {
-                    q = q.filter(remote_runs::label.eq(l.to_string()));
-                }
-                if let Some(s) = stage {
-                    q = q.filter(remote_runs::stage.eq(s.to_string()));
-                }
-                q.load(self)
+                Ok(self
+                    .tally_runtimes(label, stage)?
+                    .into_iter()
+                    .map(|(id, sum)| (id, Some(sum)))
+                    .collect())
             }
 
             fn component_costs(

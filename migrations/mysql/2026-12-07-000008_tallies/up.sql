@@ -1,0 +1,94 @@
+-- Counts kept as rows change, so the pages and reports that sum a whole
+-- survey (status, the web view's table, report) read a few rows instead of
+-- grouping a million. Triggers keep them, in the transaction that moves
+-- the rows, whichever tool writes.
+--
+-- Per run: its components per state and active flag, with their summed
+-- runtime. A run's components are work items of its label and stage, so
+-- joined with remote_runs these give every per-label and per-stage count.
+CREATE TABLE run_tallies (
+    remote_id  BIGINT NOT NULL,
+    state      VARCHAR(32) NOT NULL,
+    active     BOOLEAN NOT NULL,
+    components BIGINT NOT NULL DEFAULT 0,
+    runtime    DOUBLE NOT NULL DEFAULT 0,
+    PRIMARY KEY (remote_id, state, active)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Per label and stage: work items per state, one row (a change touches
+-- one row, so concurrent writers of a label and stage queue, never
+-- deadlock on it).
+CREATE TABLE item_tallies (
+    label     VARCHAR(255) NOT NULL,
+    stage     VARCHAR(255) NOT NULL,
+    ready     BIGINT NOT NULL DEFAULT 0,
+    done      BIGINT NOT NULL DEFAULT 0,
+    failed    BIGINT NOT NULL DEFAULT 0,
+    abandoned BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (label, stage)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+INSERT INTO run_tallies (remote_id, state, active, components, runtime)
+SELECT remote_id, state, active, COUNT(*), COALESCE(SUM(runtime), 0)
+FROM remote_components GROUP BY remote_id, state, active;
+
+INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
+SELECT label, stage,
+       SUM(state = 'ready'), SUM(state = 'done'), SUM(state = 'failed'), SUM(state = 'abandoned')
+FROM work_items GROUP BY label, stage;
+
+CREATE TRIGGER run_tallies_insert AFTER INSERT ON remote_components FOR EACH ROW
+    INSERT INTO run_tallies (remote_id, state, active, components, runtime)
+        VALUES (NEW.remote_id, NEW.state, NEW.active, 1, COALESCE(NEW.runtime, 0))
+        ON DUPLICATE KEY UPDATE components = components + 1, runtime = runtime + VALUES(runtime);
+
+CREATE TRIGGER run_tallies_update AFTER UPDATE ON remote_components FOR EACH ROW
+BEGIN
+    IF NOT (OLD.remote_id <=> NEW.remote_id AND OLD.state <=> NEW.state
+            AND OLD.active <=> NEW.active AND OLD.runtime <=> NEW.runtime) THEN
+        UPDATE run_tallies
+        SET components = components - 1, runtime = runtime - COALESCE(OLD.runtime, 0)
+        WHERE remote_id = OLD.remote_id AND state = OLD.state AND active = OLD.active;
+        INSERT INTO run_tallies (remote_id, state, active, components, runtime)
+        VALUES (NEW.remote_id, NEW.state, NEW.active, 1, COALESCE(NEW.runtime, 0))
+        ON DUPLICATE KEY UPDATE components = components + 1, runtime = runtime + VALUES(runtime);
+    END IF;
+END;
+
+CREATE TRIGGER run_tallies_delete AFTER DELETE ON remote_components FOR EACH ROW
+    UPDATE run_tallies
+        SET components = components - 1, runtime = runtime - COALESCE(OLD.runtime, 0)
+        WHERE remote_id = OLD.remote_id AND state = OLD.state AND active = OLD.active;
+
+CREATE TRIGGER item_tallies_insert AFTER INSERT ON work_items FOR EACH ROW
+    INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
+        VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
+                NEW.state = 'failed', NEW.state = 'abandoned')
+        ON DUPLICATE KEY UPDATE ready = ready + VALUES(ready), done = done + VALUES(done),
+            failed = failed + VALUES(failed), abandoned = abandoned + VALUES(abandoned);
+
+CREATE TRIGGER item_tallies_update AFTER UPDATE ON work_items FOR EACH ROW
+BEGIN
+    IF NOT (OLD.label <=> NEW.label AND OLD.stage <=> NEW.stage AND OLD.state <=> NEW.state) THEN
+        UPDATE item_tallies
+        SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
+            failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
+        WHERE label = OLD.label AND stage = OLD.stage;
+        INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
+        VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
+                NEW.state = 'failed', NEW.state = 'abandoned')
+        ON DUPLICATE KEY UPDATE ready = ready + VALUES(ready), done = done + VALUES(done),
+            failed = failed + VALUES(failed), abandoned = abandoned + VALUES(abandoned);
+    END IF;
+END;
+
+CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items FOR EACH ROW
+    UPDATE item_tallies
+        SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
+            failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
+        WHERE label = OLD.label AND stage = OLD.stage;
+
+-- The pages that look back over an interval (24 h, 7 days) read what
+-- changed in it, not every row.
+CREATE INDEX work_items_updated ON work_items (updated_at);
+CREATE INDEX remote_components_state_updated ON remote_components (state, updated_at);

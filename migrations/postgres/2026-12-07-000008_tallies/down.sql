@@ -1,0 +1,12 @@
+DROP INDEX remote_components_state_updated;
+DROP INDEX work_items_updated;
+DROP TRIGGER item_tallies_delete ON work_items;
+DROP TRIGGER item_tallies_update ON work_items;
+DROP TRIGGER item_tallies_insert ON work_items;
+DROP TRIGGER run_tallies_delete ON remote_components;
+DROP TRIGGER run_tallies_update ON remote_components;
+DROP TRIGGER run_tallies_insert ON remote_components;
+DROP FUNCTION item_tallies_add();
+DROP FUNCTION run_tallies_add();
+DROP TABLE item_tallies;
+DROP TABLE run_tallies;

@@ -1,0 +1,10 @@
+DROP INDEX remote_components_state_updated;
+DROP INDEX work_items_updated;
+DROP TRIGGER item_tallies_delete;
+DROP TRIGGER item_tallies_update;
+DROP TRIGGER item_tallies_insert;
+DROP TRIGGER run_tallies_delete;
+DROP TRIGGER run_tallies_update;
+DROP TRIGGER run_tallies_insert;
+DROP TABLE item_tallies;
+DROP TABLE run_tallies;
