@@ -114,6 +114,17 @@ macro_rules! run_page {
     }};
 }
 
+/// The runs of a label, as a subquery: a run's components are work items
+/// of its label, and filtering by run keeps the failures' queries on the
+/// index `remote_components_failures` alone.
+macro_rules! runs_of {
+    ($label:expr) => {
+        remote_runs::table
+            .filter(remote_runs::label.eq($label.to_string()))
+            .select(remote_runs::remote_id)
+    };
+}
+
 pub trait PageStore {
     /// One page of the runs a [`RunPage`] selects, in its order.
     fn runs_page(&mut self, p: &RunPage) -> QueryResult<Vec<Run>>;
@@ -187,7 +198,7 @@ macro_rules! impl_page_store {
                     q = q.filter(remote_components::updated_at.ge(t));
                 }
                 if let Some(l) = label {
-                    q = q.filter(work_items::label.eq(l.to_string()));
+                    q = q.filter(remote_components::remote_id.eq_any(runs_of!(l)));
                 }
                 q.order(remote_components::id.desc())
                     .offset(offset.max(0))
@@ -202,7 +213,6 @@ macro_rules! impl_page_store {
                 label: Option<&str>,
             ) -> QueryResult<Vec<FailureGroup>> {
                 let mut q = remote_components::table
-                    .inner_join(work_items::table)
                     .filter(remote_components::state.eq(ComponentState::Failed))
                     .group_by((remote_components::fault, remote_components::exit_status))
                     .select((
@@ -216,7 +226,7 @@ macro_rules! impl_page_store {
                     q = q.filter(remote_components::updated_at.ge(t));
                 }
                 if let Some(l) = label {
-                    q = q.filter(work_items::label.eq(l.to_string()));
+                    q = q.filter(remote_components::remote_id.eq_any(runs_of!(l)));
                 }
                 q.load(self)
             }

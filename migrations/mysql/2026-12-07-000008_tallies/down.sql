@@ -1,4 +1,4 @@
-DROP INDEX remote_components_state_updated ON remote_components;
+DROP INDEX remote_components_failures ON remote_components;
 DROP INDEX work_items_updated ON work_items;
 DROP TRIGGER item_tallies_delete;
 DROP TRIGGER item_tallies_update;

@@ -91,4 +91,6 @@ CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items FOR EACH ROW
 -- The pages that look back over an interval (24 h, 7 days) read what
 -- changed in it, not every row.
 CREATE INDEX work_items_updated ON work_items (updated_at);
-CREATE INDEX remote_components_state_updated ON remote_components (state, updated_at);
+-- Failed components over an interval, per fault and exit status and run,
+-- read from the index alone.
+CREATE INDEX remote_components_failures ON remote_components (state, updated_at, fault, exit_status, remote_id);

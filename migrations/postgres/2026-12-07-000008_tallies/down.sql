@@ -1,4 +1,4 @@
-DROP INDEX remote_components_state_updated;
+DROP INDEX remote_components_failures;
 DROP INDEX work_items_updated;
 DROP TRIGGER item_tallies_delete ON work_items;
 DROP TRIGGER item_tallies_update ON work_items;
