@@ -161,6 +161,8 @@ fn bench(kind: common::Kind, digits: usize) {
         "/failures?since=all&page=20".into(),
         "/cost".into(),
         "/hosts".into(),
+        "/charts".into(),
+        "/charts/throughput.csv".into(),
     ];
     let mut worst = Duration::ZERO;
     for p in &pages {

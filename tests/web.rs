@@ -87,7 +87,7 @@ each_backend! {
     fn every_page_renders_what_the_commands_say(db) {
         let cfg = db.web_scene();
         let app = router(db, &cfg, false);
-        for path in ["/", "/table", "/table?since=24h", "/runs", "/runs/1", "/runs/2", "/failures", "/failures?since=all", "/cost", "/hosts"] {
+        for path in ["/", "/table", "/table?since=24h", "/runs", "/runs/1", "/runs/2", "/failures", "/failures?since=all", "/cost", "/hosts", "/charts"] {
             let a = get(&app, path);
             assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
             let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
@@ -120,6 +120,57 @@ each_backend! {
         assert_eq!(get(&app, "/runs/999").status, StatusCode::NOT_FOUND);
         assert_eq!(get(&app, "/runs?state=sideways").status, StatusCode::BAD_REQUEST);
         assert!(get(&app, "/runs?state=sideways").body.contains("unknown run state &#39;sideways&#39;"));
+    }
+
+    fn charts_draw_what_their_numbers_say(db) {
+        let cfg = db.web_scene();
+        let recipes = common::fixtures().join("recipes");
+        std::fs::write(&cfg, format!("recipes = \"{}\"\n", recipes.display())).unwrap();
+        // Run 2's two components came back an hour ago, their results
+        // applied; a front end moved 50 MB in 2 s; a job used 4 CPUs for
+        // half an hour.
+        let hour_ago = (chrono::Utc::now().naive_utc() - chrono::TimeDelta::hours(1))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        db.batch(&format!(
+            "UPDATE remote_components SET state = 'done', active = FALSE, runtime = 40 WHERE remote_id = 2;
+             INSERT INTO results (component_id, remote_id, work_item_id, attempt, state, outputs, applied_at)
+               SELECT id, remote_id, work_item_id, 1, 'done', '[]', '{hour_ago}' FROM remote_components WHERE remote_id = 2;
+             INSERT INTO transfer_rates (host, direction, bytes, seconds, at) VALUES ('fe1<b>', 'pull', 50000000, 2.0, '{hour_ago}');
+             INSERT INTO remote_jobs (remote_id, job_id, attempt, source, final_state, elapsed_s, alloc_cpus, recorded_at)
+               VALUES (2, '700', 1, 'sacct', 'COMPLETED', 1800, 4, '{hour_ago}');"
+        ))
+        .unwrap();
+        db.assert_tallies_match();
+        let app = router(db, &cfg, false);
+        let page = get(&app, "/charts");
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for id in ["chart-throughput", "chart-runtimes-chip", "chart-core-hours", "chart-transfers"] {
+            assert!(page.body.contains(&format!("id=\"{id}\"")), "{id} missing");
+        }
+        // The recipe's time_cost is marked: too few samples to replace it.
+        assert!(page.body.contains("time_cost 150 s"), "{}", page.body);
+        assert!(page.body.contains("recipe "), "where the figure came from");
+        // A host name is text, not markup, in the picture and the table.
+        assert!(!page.body.contains("fe1<b>") && page.body.contains("fe1&#60;b&#62; pull"), "{}", page.body);
+        let csv = |name: &str| {
+            let a = get(&app, &format!("/charts/{name}.csv"));
+            assert_eq!(a.status, StatusCode::OK, "{name}: {}", a.body);
+            assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+            a.body
+        };
+        let hour = &hour_ago[..13];
+        let throughput = csv("throughput");
+        assert_eq!(throughput.lines().count(), 49, "a header and 48 hours");
+        assert!(throughput.contains(&format!("{hour}:00,2\n")), "{throughput}");
+        let runtimes = csv("runtimes-chip");
+        assert!(runtimes.lines().any(|l| l.ends_with(",2") && l.contains("-")), "both 40 s components in one bin: {runtimes}");
+        let core = csv("core-hours");
+        assert!(core.contains(&format!("{},2.00,1\n", &hour_ago[..10])), "{core}");
+        let rates = csv("transfers");
+        assert!(rates.contains(&format!("{hour}:00,fe1<b>,pull,1,50.0,25.0")), "{rates}");
+        assert_eq!(get(&app, "/charts/nothing.csv").status, StatusCode::NOT_FOUND);
+        assert_eq!(get(&app, "/charts/throughput").status, StatusCode::BAD_REQUEST);
     }
 
     fn the_runs_list_filters_sorts_and_pages_in_the_url(db) {

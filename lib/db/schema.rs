@@ -181,6 +181,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    result_hours (hour, remote_id) {
+        hour -> Timestamp,
+        remote_id -> BigInt,
+        results -> BigInt,
+    }
+}
+
 diesel::joinable!(run_tallies -> remote_runs (remote_id));
 diesel::joinable!(remote_components -> remote_runs (remote_id));
 diesel::joinable!(remote_jobs -> remote_runs (remote_id));
@@ -203,6 +211,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     remote_jobs,
     run_tallies,
     item_tallies,
+    result_hours,
 );
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(

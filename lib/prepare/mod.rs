@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Serialize;
 
-use crate::alloc;
 use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::db::models::Run;
@@ -96,23 +95,8 @@ pub fn prepare_run(
     let target = cfg.run_target(run.target.as_deref(), run.remote_id)?;
     let recipe = Recipe::load_for_stage(recipes, &run.stage)?;
     let total = db.read(|s| s.run_component_count(run.remote_id))?;
-    let mut samples = db.read(|s| s.stage_runtimes(&run.stage, 10_000))?;
-    let (mut time_cost, mut source) = if samples.len() as i64 >= recipe.min_samples {
-        let p = alloc::percentile(&mut samples, recipe.percentile).expect("samples");
-        (
-            p.max(1.0),
-            format!(
-                "p{} of {} measured runtimes",
-                recipe.percentile,
-                samples.len()
-            ),
-        )
-    } else {
-        (
-            recipe.time_cost,
-            format!("recipe {}", recipe.path.display()),
-        )
-    };
+    let mut samples = db.read(|s| s.stage_runtimes(&run.stage, crate::recipe::RUNTIME_SAMPLES))?;
+    let (mut time_cost, mut source) = recipe.time_cost_of(&mut samples);
     // A run prepared again after its job was cut short: what did not come
     // back takes at least as long as the longest that did.
     let own = db.read(|s| s.run_runtimes(run.remote_id))?;

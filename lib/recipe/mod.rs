@@ -190,7 +190,29 @@ pub const BUILTINS: &[&str] = &[
     "RUN_DIR",
 ];
 
+/// Finished components of a stage whose runtimes prepare reads (the
+/// newest), and the web view draws.
+pub const RUNTIME_SAMPLES: i64 = 10_000;
+
 impl Recipe {
+    /// The seconds a command is expected to take, as prepare sizes the
+    /// allocation by it, and where that figure came from: the recipe's
+    /// `percentile` of the measured `samples` once there are `min_samples`
+    /// of them, its `time_cost` before.
+    pub fn time_cost_of(&self, samples: &mut [f64]) -> (f64, String) {
+        match crate::alloc::percentile(samples, self.percentile) {
+            Some(p) if samples.len() as i64 >= self.min_samples => (
+                p.max(1.0),
+                format!(
+                    "p{} of {} measured runtimes",
+                    self.percentile,
+                    samples.len()
+                ),
+            ),
+            _ => (self.time_cost, format!("recipe {}", self.path.display())),
+        }
+    }
+
     /// Load `<dir>/<stage>.toml`.
     pub fn load_for_stage(dir: &Path, stage: &str) -> anyhow::Result<Recipe> {
         let path = dir.join(format!("{stage}.toml"));

@@ -155,6 +155,16 @@ pub trait PageStore {
     /// Work items finished (done or abandoned) per label since `since`,
     /// from the results applied since then.
     fn pace_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<Pace>>;
+    /// Results applied per hour since `since` (from `result_hours`), by
+    /// hour.
+    fn applied_per_hour(&mut self, since: NaiveDateTime) -> QueryResult<Vec<(NaiveDateTime, i64)>>;
+    /// The newest `limit` transfers since `since`: host, direction, bytes,
+    /// seconds, when.
+    fn transfers_since(
+        &mut self,
+        since: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<(String, String, i64, f64, NaiveDateTime)>>;
 }
 
 macro_rules! impl_page_store {
@@ -294,6 +304,44 @@ macro_rules! impl_page_store {
                     .group_by(work_items::label)
                     .select((work_items::label, count_star()))
                     .order(work_items::label)
+                    .load(self)
+            }
+
+            fn applied_per_hour(
+                &mut self,
+                since: NaiveDateTime,
+            ) -> QueryResult<Vec<(NaiveDateTime, i64)>> {
+                let rows: Vec<(NaiveDateTime, i64)> = result_hours::table
+                    .filter(result_hours::hour.ge(since))
+                    .order(result_hours::hour)
+                    .select((result_hours::hour, result_hours::results))
+                    .load(self)?;
+                let mut out: Vec<(NaiveDateTime, i64)> = Vec::new();
+                for (hour, n) in rows {
+                    match out.last_mut() {
+                        Some(last) if last.0 == hour => last.1 += n,
+                        _ => out.push((hour, n)),
+                    }
+                }
+                Ok(out)
+            }
+
+            fn transfers_since(
+                &mut self,
+                since: NaiveDateTime,
+                limit: i64,
+            ) -> QueryResult<Vec<(String, String, i64, f64, NaiveDateTime)>> {
+                transfer_rates::table
+                    .filter(transfer_rates::at.ge(since))
+                    .order(transfer_rates::at.desc())
+                    .limit(limit)
+                    .select((
+                        transfer_rates::host,
+                        transfer_rates::direction,
+                        transfer_rates::bytes,
+                        transfer_rates::seconds,
+                        transfer_rates::at,
+                    ))
                     .load(self)
             }
         }

@@ -16,6 +16,7 @@ pub mod actions;
 pub mod guard;
 pub mod pages;
 pub mod server;
+pub mod svg;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -187,6 +188,7 @@ pub fn snapshot(s: &mut Session) -> anyhow::Result<String> {
     body.push_str(&pages::table::body(s, &Default::default(), &ctx)?);
     body.push_str(&pages::failures::body(s, &Default::default(), &ctx)?);
     body.push_str(&pages::cost::body(s, &ctx)?);
+    body.push_str(&pages::charts::body(s, &ctx)?);
     // The runs those sections link to, each once.
     let mut ids: Vec<i64> = Vec::new();
     let mut rest = body.as_str();

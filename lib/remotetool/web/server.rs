@@ -47,6 +47,8 @@ pub fn router(worker: Worker, rules: Rules, actions: bool) -> Router {
         .route("/failures", get(failures))
         .route("/cost", get(cost))
         .route("/hosts", get(hosts))
+        .route("/charts", get(charts))
+        .route("/charts/{file}", get(chart_csv))
         .route("/static/style.css", get(css))
         .route("/static/app.js", get(js));
     if actions {
@@ -168,6 +170,32 @@ async fn failures(
 async fn cost(State(app): State<App>) -> Response {
     let ctx = Ctx::live(app.actions);
     html(app.worker.call(move |s| pages::cost::page(s, &ctx)).await)
+}
+
+async fn charts(State(app): State<App>) -> Response {
+    let ctx = Ctx::live(app.actions);
+    html(app.worker.call(move |s| pages::charts::page(s, &ctx)).await)
+}
+
+/// `/charts/NAME.csv`: one chart's numbers.
+async fn chart_csv(State(app): State<App>, Path(file): Path<String>) -> Response {
+    let Some(name) = file.strip_suffix(".csv").map(str::to_string) else {
+        return error_page(&crate::exit::usage(format!(
+            "no chart file '{file}': the numbers of a chart are at /charts/NAME.csv"
+        )));
+    };
+    match app
+        .worker
+        .call(move |s| pages::charts::csv(s, &name))
+        .await
+        .and_then(|r| r)
+    {
+        Ok(Some(text)) => {
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such chart\n").into_response(),
+        Err(e) => error_page(&e),
+    }
 }
 
 async fn hosts(State(app): State<App>) -> Response {

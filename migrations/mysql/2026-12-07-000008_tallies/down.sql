@@ -1,4 +1,7 @@
+DROP TRIGGER result_hours_insert;
+DROP TABLE result_hours;
 DROP INDEX remote_components_failures ON remote_components;
+DROP INDEX transfer_rates_at ON transfer_rates;
 DROP INDEX work_items_updated ON work_items;
 DROP TRIGGER item_tallies_delete;
 DROP TRIGGER item_tallies_update;

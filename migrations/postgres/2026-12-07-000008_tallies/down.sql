@@ -1,4 +1,8 @@
+DROP TRIGGER result_hours_insert ON results;
+DROP FUNCTION result_hours_add();
+DROP TABLE result_hours;
 DROP INDEX remote_components_failures;
+DROP INDEX transfer_rates_at;
 DROP INDEX work_items_updated;
 DROP TRIGGER item_tallies_delete ON work_items;
 DROP TRIGGER item_tallies_update ON work_items;

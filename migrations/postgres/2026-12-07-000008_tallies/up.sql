@@ -136,9 +136,36 @@ CREATE TRIGGER item_tallies_update AFTER UPDATE ON work_items
 CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION item_tallies_add();
 
+-- Results applied per hour and run: the throughput the web view draws,
+-- without reading every result. Results are only ever added.
+CREATE TABLE result_hours (
+    hour      TIMESTAMP NOT NULL,
+    remote_id BIGINT NOT NULL,
+    results   BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, remote_id)
+);
+
+INSERT INTO result_hours (hour, remote_id, results)
+SELECT date_trunc('hour', applied_at), remote_id, COUNT(*)
+FROM results GROUP BY 1, 2;
+
+CREATE FUNCTION result_hours_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO result_hours (hour, remote_id, results)
+    SELECT date_trunc('hour', applied_at), remote_id, COUNT(*) FROM new_rows
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (hour, remote_id) DO UPDATE
+    SET results = result_hours.results + EXCLUDED.results;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER result_hours_insert AFTER INSERT ON results
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION result_hours_add();
+
 -- The pages that look back over an interval (24 h, 7 days) read what
 -- changed in it, not every row.
 CREATE INDEX work_items_updated ON work_items (updated_at);
+CREATE INDEX transfer_rates_at ON transfer_rates (at);
 -- Failed components over an interval, per fault and exit status and run,
 -- read from the index alone.
 CREATE INDEX remote_components_failures ON remote_components (state, updated_at, fault, exit_status, remote_id);

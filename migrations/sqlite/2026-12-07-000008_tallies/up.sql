@@ -98,9 +98,30 @@ BEGIN
     WHERE label = OLD.label AND stage = OLD.stage;
 END;
 
+-- Results applied per hour and run: the throughput the web view draws,
+-- without reading every result. Results are only ever added.
+CREATE TABLE result_hours (
+    hour      TIMESTAMP NOT NULL,
+    remote_id BIGINT NOT NULL,
+    results   BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, remote_id)
+);
+
+INSERT INTO result_hours (hour, remote_id, results)
+SELECT strftime('%Y-%m-%d %H:00:00', applied_at), remote_id, COUNT(*)
+FROM results GROUP BY 1, 2;
+
+CREATE TRIGGER result_hours_insert AFTER INSERT ON results
+BEGIN
+    INSERT INTO result_hours (hour, remote_id, results)
+    VALUES (strftime('%Y-%m-%d %H:00:00', NEW.applied_at), NEW.remote_id, 1)
+    ON CONFLICT (hour, remote_id) DO UPDATE SET results = results + 1;
+END;
+
 -- The pages that look back over an interval (24 h, 7 days) read what
 -- changed in it, not every row.
 CREATE INDEX work_items_updated ON work_items (updated_at);
+CREATE INDEX transfer_rates_at ON transfer_rates (at);
 -- Failed components over an interval, per fault and exit status and run,
 -- read from the index alone.
 CREATE INDEX remote_components_failures ON remote_components (state, updated_at, fault, exit_status, remote_id);

@@ -4,11 +4,11 @@
 
 use askama::Template;
 
-use super::table::stacked_bar;
 use super::{framed, Ctx};
 use crate::cli::Session;
 use crate::remotetool::args::ReportArgs;
 use crate::remotetool::report::{self, Report};
+use crate::remotetool::web::svg::stacked_bar;
 
 pub struct Row {
     pub label: String,

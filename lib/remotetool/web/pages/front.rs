@@ -9,6 +9,7 @@ use super::{age, framed, q, Ctx};
 use crate::cli::Session;
 use crate::remotetool::args::StatusArgs;
 use crate::remotetool::status::{self, Attention, Status};
+use crate::remotetool::web::svg;
 use crate::state::{fault, RunState};
 
 pub struct AttentionRow {
@@ -41,6 +42,8 @@ pub struct MasterRow {
     pub left: String,
     /// The refresh is due within the hour (or overdue).
     pub due: bool,
+    /// The 12-hour clock (SVG): the time left as an arc.
+    pub clock: String,
 }
 
 pub struct GroupRow {
@@ -168,6 +171,13 @@ pub fn view(st: &Status, ctx: &Ctx) -> Front {
                     .map(|s| age(&s))
                     .unwrap_or_else(|| "-".into()),
                 due: !m.alive || m.seconds_left.is_some_and(|s| s < 3600),
+                clock: svg::clock(
+                    m.seconds_left.filter(|_| m.alive),
+                    &m.seconds_left
+                        .filter(|_| m.alive)
+                        .map(|s| format!("{}h", s / 3600))
+                        .unwrap_or_else(|| "-".into()),
+                ),
             })
             .collect()
     });

@@ -4,6 +4,7 @@
 //! escaped. A page is a function of the session and its query, so the live
 //! view and the snapshot render the same.
 
+pub mod charts;
 pub mod component;
 pub mod cost;
 pub mod failures;
@@ -128,6 +129,23 @@ pub fn q(value: &str) -> String {
         }
     }
     out
+}
+
+/// One CSV line (RFC 4180: a field with a comma, a quote or a line break
+/// is quoted, its quotes doubled), with its line break.
+pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
+    let cells: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            let v = f.as_ref();
+            if v.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", v.replace('"', "\"\""))
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
+    cells.join(",") + "\n"
 }
 
 /// The last `n` lines of a log tail.

@@ -196,13 +196,6 @@ pub fn gather(s: &mut Session, query: &RunsQuery) -> anyhow::Result<RunList> {
 
 /// The rows as CSV (a header line, then one line a run; quoted as RFC 4180).
 pub fn csv(list: &RunList) -> String {
-    let cell = |v: &str| {
-        if v.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", v.replace('"', "\"\""))
-        } else {
-            v.to_string()
-        }
-    };
     let mut out = String::from(
         "remote_id,state,label,stage,target,job_id,attempt,fault,message,held_until,state_since,updated_at\n",
     );
@@ -221,9 +214,7 @@ pub fn csv(list: &RunList) -> String {
             r.state_since.to_string(),
             r.updated_at.to_string(),
         ];
-        let line: Vec<String> = fields.iter().map(|f| cell(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        out.push_str(&super::csv_line(&fields));
     }
     out
 }

@@ -13,6 +13,7 @@ use super::failures::{intervals, since};
 use super::{age, framed, q, Ctx};
 use crate::cli::Session;
 use crate::db::queries::pages::{RunPage, RunSort};
+use crate::remotetool::web::svg::stacked_bar;
 use crate::state::{ItemState, RunState};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,29 +54,6 @@ pub struct Page {
     pub states: Vec<&'static str>,
     pub rows: Vec<Row>,
     pub etas: Vec<Eta>,
-}
-
-/// A horizontal stacked bar of `parts` (value, colour, what), `width`
-/// pixels wide, each part titled with its number.
-pub fn stacked_bar(parts: &[(i64, &str, &str)], width: f64) -> String {
-    let total: i64 = parts.iter().map(|p| p.0).sum();
-    let mut x = 0.0;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"12\" role=\"img\">"
-    );
-    if total > 0 {
-        for (v, colour, what) in parts {
-            let w = width * *v as f64 / total as f64;
-            if w > 0.0 {
-                out.push_str(&format!(
-                    "<rect x=\"{x:.1}\" y=\"0\" width=\"{w:.1}\" height=\"12\" fill=\"{colour}\"><title>{what}: {v}</title></rect>"
-                ));
-            }
-            x += w;
-        }
-    }
-    out.push_str("</svg>");
-    out
 }
 
 fn row<'a>(rows: &'a mut BTreeMap<(String, String), Row>, label: &str, stage: &str) -> &'a mut Row {
@@ -227,15 +205,5 @@ mod tests {
         assert_eq!(eta(0, 0), "done");
         assert!(eta(5, 0).starts_with("no pace"));
         assert_eq!(eta(100, 200), "in 12h 00m");
-    }
-
-    #[test]
-    fn bars_split_by_value() {
-        let svg = stacked_bar(&[(1, "#000", "a"), (3, "#fff", "b")], 100.0);
-        assert!(
-            svg.contains("width=\"25.0\"") && svg.contains("width=\"75.0\""),
-            "{svg}"
-        );
-        assert!(stacked_bar(&[(0, "#000", "a")], 100.0).ends_with("role=\"img\"></svg>"));
     }
 }
