@@ -172,6 +172,15 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn an_operator_clicks_through_filters_and_retries() {
     let db = common::TestDb::new(common::Kind::Sqlite);
     let cfg = db.web_scene();
+    db.chart_scene();
+    std::fs::write(
+        &cfg,
+        format!(
+            "recipes = \"{}\"\n",
+            common::fixtures().join("recipes").display()
+        ),
+    )
+    .unwrap();
     let (_driver, port) = chromedriver();
     let (_server, url) = serve(&db, &cfg, true);
     let origin = url.split("/?").next().unwrap().to_string();
@@ -224,6 +233,21 @@ fn an_operator_clicks_through_filters_and_retries() {
             .await
             .unwrap();
         assert_eq!(selected, json!("error"));
+
+        // The charts: drawn, with their numbers a click away.
+        c.goto(&format!("{origin}/charts")).await.unwrap();
+        let drawn = c
+            .execute(
+                "return document.querySelectorAll('svg.chart').length",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(drawn.as_u64().unwrap() >= 4, "{drawn}");
+        click(&c, "#chart-runtimes-chip summary").await;
+        let numbers = text(&c, "#chart-runtimes-chip table").await;
+        assert!(numbers.contains("components"), "{numbers}");
+        shot(&c, "charts").await;
 
         // Retry from the page: a reason, "sure", and the browser's own
         // question answered.

@@ -646,7 +646,6 @@ impl TestDb {
     /// The counts the database keeps as rows change (run_tallies,
     /// item_tallies) equal a count of every component and work item.
     pub fn assert_tallies_match(&self) {
-        use offload::db::queries::TallyStore;
         let mut db = self.open();
         let (kept, items) = db
             .read(|s| Ok((s.tally_groups(None, None)?, s.item_tallies()?)))
@@ -1050,6 +1049,26 @@ pub const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x one
 impl TestDb {
     /// Two runs of label WEB: run 1 in `error` with a failed component whose
     /// stderr tail is hostile markup, run 2 `new`; an empty configuration.
+    /// Beside [`TestDb::web_scene`], what the charts draw: run 2's two
+    /// components came back an hour ago (40 s each), their results
+    /// applied; a front end `fe1<b>` pulled 50 MB in 2 s; a job used 4
+    /// CPUs for half an hour. The time it wrote ("YYYY-MM-DD HH:MM:SS").
+    pub fn chart_scene(&self) -> String {
+        let hour_ago = (chrono::Utc::now().naive_utc() - chrono::TimeDelta::hours(1))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        self.batch(&format!(
+            "UPDATE remote_components SET state = 'done', runtime = 40 WHERE remote_id = 2;
+             INSERT INTO results (component_id, remote_id, work_item_id, attempt, state, outputs, applied_at)
+               SELECT id, remote_id, work_item_id, 1, 'done', '[]', '{hour_ago}' FROM remote_components WHERE remote_id = 2;
+             INSERT INTO transfer_rates (host, direction, bytes, seconds, at) VALUES ('fe1<b>', 'pull', 50000000, 2.0, '{hour_ago}');
+             INSERT INTO remote_jobs (remote_id, job_id, attempt, source, final_state, elapsed_s, alloc_cpus, recorded_at)
+               VALUES (2, '700', 1, 'sacct', 'COMPLETED', 1800, 4, '{hour_ago}');"
+        ))
+        .unwrap();
+        hour_ago
+    }
+
     pub fn web_scene(&self) -> std::path::PathBuf {
         let cfg = self.write("config.toml", "");
         self.import(&items("WEB", "chip", 1, 4, 1));

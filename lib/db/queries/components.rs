@@ -196,9 +196,14 @@ macro_rules! impl_components_store {
             }
 
             fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>> {
+                // A run's components are work items of its stage: by run,
+                // the newest are read from the end of the table, with no
+                // join per component.
+                let runs = remote_runs::table
+                    .filter(remote_runs::stage.eq(stage.to_string()))
+                    .select(remote_runs::remote_id);
                 let rows: Vec<Option<f64>> = remote_components::table
-                    .inner_join(work_items::table)
-                    .filter(work_items::stage.eq(stage))
+                    .filter(remote_components::remote_id.eq_any(runs))
                     .filter(remote_components::state.eq(ComponentState::Done))
                     .filter(remote_components::runtime.is_not_null())
                     .order(remote_components::id.desc())

@@ -114,6 +114,16 @@ macro_rules! run_page {
     }};
 }
 
+/// One transfer to or from a front end, as xfer recorded it.
+#[derive(Debug, Clone, Queryable)]
+pub struct Transfer {
+    pub host: String,
+    pub direction: String,
+    pub bytes: i64,
+    pub seconds: f64,
+    pub at: NaiveDateTime,
+}
+
 /// The runs of a label, as a subquery: a run's components are work items
 /// of its label, and filtering by run keeps the failures' queries on the
 /// index `remote_components_failures` alone.
@@ -158,13 +168,8 @@ pub trait PageStore {
     /// Results applied per hour since `since` (from `result_hours`), by
     /// hour.
     fn applied_per_hour(&mut self, since: NaiveDateTime) -> QueryResult<Vec<(NaiveDateTime, i64)>>;
-    /// The newest `limit` transfers since `since`: host, direction, bytes,
-    /// seconds, when.
-    fn transfers_since(
-        &mut self,
-        since: NaiveDateTime,
-        limit: i64,
-    ) -> QueryResult<Vec<(String, String, i64, f64, NaiveDateTime)>>;
+    /// The newest `limit` transfers since `since`, newest first.
+    fn transfers_since(&mut self, since: NaiveDateTime, limit: i64) -> QueryResult<Vec<Transfer>>;
 }
 
 macro_rules! impl_page_store {
@@ -330,7 +335,7 @@ macro_rules! impl_page_store {
                 &mut self,
                 since: NaiveDateTime,
                 limit: i64,
-            ) -> QueryResult<Vec<(String, String, i64, f64, NaiveDateTime)>> {
+            ) -> QueryResult<Vec<Transfer>> {
                 transfer_rates::table
                     .filter(transfer_rates::at.ge(since))
                     .order(transfer_rates::at.desc())

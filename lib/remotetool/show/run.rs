@@ -21,6 +21,10 @@ pub struct FailedRow {
     pub fault: i32,
     /// The last line of its stderr tail (or stdout's when stderr is empty).
     pub last_line: String,
+    /// The last few lines of that tail (the web view's run page; not in
+    /// `show`'s JSON, which keeps the one line).
+    #[serde(skip)]
+    pub last_lines: String,
 }
 
 #[derive(Serialize)]
@@ -32,21 +36,34 @@ pub struct RunShow {
     pub history: Vec<History>,
 }
 
-fn last_line(r: &ResultRecord) -> String {
+/// The tail a failure is read from: the output error when there is one,
+/// else stderr's tail (or stdout's when stderr is empty).
+fn telling_tail(r: &ResultRecord) -> &str {
     if !r.output_error.is_empty() {
-        return r.output_error.clone();
-    }
-    let pick = if r.stderr_tail.trim().is_empty() {
+        &r.output_error
+    } else if r.stderr_tail.trim().is_empty() {
         &r.stdout_tail
     } else {
         &r.stderr_tail
-    };
-    pick.trim_end()
+    }
+}
+
+fn last_line(r: &ResultRecord) -> String {
+    telling_tail(r)
+        .trim_end()
         .lines()
         .last()
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// Lines the web view's run page shows of each failed component's tail.
+const LAST_LINES: usize = 5;
+
+fn last_lines(r: &ResultRecord) -> String {
+    let lines: Vec<&str> = telling_tail(r).trim_end().lines().collect();
+    lines[lines.len().saturating_sub(LAST_LINES)..].join("\n")
 }
 
 /// Gather a run's show (reads only): at most `history` history rows and
@@ -68,6 +85,7 @@ pub fn gather(db: &mut Db, remote_id: i64, history: i64, failed: i64) -> anyhow:
                 phase: r.as_ref().map(|r| r.phase.clone()),
                 fault: c.fault,
                 last_line: r.as_ref().map(last_line).unwrap_or_default(),
+                last_lines: r.as_ref().map(last_lines).unwrap_or_default(),
             }
         })
         .collect();

@@ -72,12 +72,12 @@ fn frame(out: &mut String, top: f64, unit: &str, first: &str, last: &str) {
 <line x1=\"{LEFT}\" y1=\"{y0}\" x2=\"{W}\" y2=\"{y0}\" stroke=\"#9e9e9e\"/>\
 <text x=\"{lx}\" y=\"10\" text-anchor=\"end\" font-size=\"10\">{top}</text>\
 <text x=\"{lx}\" y=\"{y0}\" text-anchor=\"end\" font-size=\"10\">0</text>\
-<text x=\"{lx}\" y=\"{ymid}\" text-anchor=\"end\" font-size=\"10\">{unit}</text>\
+<text x=\"{ux}\" y=\"10\" font-size=\"10\" fill=\"#616161\">{unit}</text>\
 <text x=\"{LEFT}\" y=\"{H}\" font-size=\"10\">{first}</text>\
 <text x=\"{W}\" y=\"{H}\" text-anchor=\"end\" font-size=\"10\">{last}</text>",
         y0 = H - BOTTOM,
         lx = LEFT - 4.0,
-        ymid = (H - BOTTOM) / 2.0,
+        ux = LEFT + 4.0,
         top = fmt_num(top),
         unit = esc(unit),
         first = esc(first),
@@ -169,7 +169,7 @@ pub fn lines(series: &[(String, Vec<Option<f64>>)], unit: &str, first: &str, las
             points.trim_end(),
             esc(name),
             LEFT + 6.0,
-            12 + 12 * k,
+            24 + 12 * k,
             esc(name)
         );
     }
@@ -259,5 +259,48 @@ mod tests {
         assert!(clock(Some(6 * 3600), "6h").contains("A 26 26 0 0 1 32.0 58.0"));
         assert!(clock(Some(1800), "30m").contains("#b3261e"));
         assert!(!clock(None, "-").contains("<path"));
+    }
+
+    #[test]
+    fn pictures_keep_their_shape() {
+        let hours: Vec<(String, f64)> = (0..6)
+            .map(|h| (format!("12-07 {h:02}:00"), (h * h) as f64))
+            .collect();
+        insta::assert_snapshot!("columns", columns(&hours, "results", None));
+        let bins: Vec<(String, f64)> = (0..4)
+            .map(|b| {
+                (
+                    format!("{}-{} s", b * 50, b * 50 + 50),
+                    [3.0, 9.0, 4.0, 1.0][b],
+                )
+            })
+            .collect();
+        insta::assert_snapshot!(
+            "histogram",
+            columns(&bins, "components", Some((0.75, "time_cost 150 s")))
+        );
+        let rates = vec![
+            (
+                "fe1 pull".to_string(),
+                vec![Some(20.0), Some(35.5), None, Some(28.0)],
+            ),
+            (
+                "fe2 push".to_string(),
+                vec![None, Some(12.0), Some(14.0), Some(9.5)],
+            ),
+        ];
+        insta::assert_snapshot!("lines", lines(&rates, "MB/s", "12-07 00:00", "12-07 03:00"));
+        insta::assert_snapshot!("clock", clock(Some(4 * 3600 + 1800), "4h"));
+        insta::assert_snapshot!(
+            "bar",
+            stacked_bar(
+                &[
+                    (60, "#2e7d32", "done"),
+                    (10, "#b3261e", "abandoned"),
+                    (30, "#bdbdbd", "waiting")
+                ],
+                160.0
+            )
+        );
     }
 }

@@ -88,8 +88,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// A histogram of each stage's component runtimes, `time_cost` marked.
-fn runtimes(s: &mut Session) -> anyhow::Result<Vec<Chart>> {
+/// A histogram of each stage's component runtimes, `time_cost` marked
+/// (only the chart named `only`, when given).
+fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
     let mut stages: Vec<String> =
         s.db.read(|st| st.item_tallies())?
             .into_iter()
@@ -100,6 +101,10 @@ fn runtimes(s: &mut Session) -> anyhow::Result<Vec<Chart>> {
     let recipes = s.config.recipes_dir(None);
     let mut out = Vec::new();
     for stage in stages {
+        let name = format!("runtimes-{}", super::q(&stage));
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         let mut v = s.db.read(|st| st.stage_runtimes(&stage, RUNTIME_SAMPLES))?;
         if v.is_empty() {
             continue;
@@ -137,7 +142,7 @@ fn runtimes(s: &mut Session) -> anyhow::Result<Vec<Chart>> {
             .collect();
         rows.push(vec![format!("over {:.0} s", top), over.to_string()]);
         out.push(Chart {
-            name: format!("runtimes-{}", super::q(&stage)),
+            name,
             title: format!("Component runtimes of stage {stage}"),
             note: format!(
                 "the newest {} done components: median {:.0} s, 90 % under {:.0} s; {}",
@@ -203,16 +208,17 @@ fn transfers(s: &mut Session, now: NaiveDateTime) -> anyhow::Result<Chart> {
     let first = hour(now) - TimeDelta::hours(23);
     let rows = s.db.read(|st| st.transfers_since(first, TRANSFERS))?;
     // (host, direction) -> hour index -> (bytes, seconds, transfers)
-    let mut per: BTreeMap<(String, String), BTreeMap<i64, (i64, f64, i64)>> = BTreeMap::new();
-    for (host, direction, bytes, seconds, at) in rows {
-        let h = (hour(at) - first).num_hours();
+    type Hours = BTreeMap<i64, (i64, f64, i64)>;
+    let mut per: BTreeMap<(String, String), Hours> = BTreeMap::new();
+    for t in rows {
+        let h = (hour(t.at) - first).num_hours();
         let e = per
-            .entry((host, direction))
+            .entry((t.host, t.direction))
             .or_default()
             .entry(h)
             .or_default();
-        e.0 += bytes;
-        e.1 += seconds;
+        e.0 += t.bytes;
+        e.1 += t.seconds;
         e.2 += 1;
     }
     let mbs = |b: i64, s: f64| (s > 0.0).then(|| b as f64 / s / 1e6);
@@ -266,10 +272,21 @@ fn transfers(s: &mut Session, now: NaiveDateTime) -> anyhow::Result<Chart> {
 pub fn gather(s: &mut Session) -> anyhow::Result<Vec<Chart>> {
     let now = crate::db::now();
     let mut out = vec![throughput(s, now)?];
-    out.extend(runtimes(s)?);
+    out.extend(runtimes(s, None)?);
     out.push(core_hours(s, now)?);
     out.push(transfers(s, now)?);
     Ok(out)
+}
+
+/// The chart of this name only.
+fn one(s: &mut Session, name: &str) -> anyhow::Result<Option<Chart>> {
+    let now = crate::db::now();
+    Ok(match name {
+        "throughput" => Some(throughput(s, now)?),
+        "core-hours" => Some(core_hours(s, now)?),
+        "transfers" => Some(transfers(s, now)?),
+        _ => runtimes(s, Some(name))?.pop(),
+    })
 }
 
 pub fn body(s: &mut Session, ctx: &Ctx) -> anyhow::Result<String> {
@@ -286,7 +303,7 @@ pub fn page(s: &mut Session, ctx: &Ctx) -> anyhow::Result<String> {
 
 /// One chart's numbers as CSV, or None when there is no such chart.
 pub fn csv(s: &mut Session, name: &str) -> anyhow::Result<Option<String>> {
-    let Some(chart) = gather(s)?.into_iter().find(|c| c.name == name) else {
+    let Some(chart) = one(s, name)? else {
         return Ok(None);
     };
     let mut out = super::csv_line(&chart.head);

@@ -1,5 +1,6 @@
 //! Hosts and tools: the tool processes at work with their heartbeats, the
-//! runs each holds, and the pauses (as `remotetool paused` lists them).
+//! runs each holds, the pauses (as `remotetool paused` lists them), and
+//! the newest transfers to and from the front ends.
 
 use askama::Template;
 
@@ -32,10 +33,24 @@ pub struct Pause {
     pub by: String,
 }
 
+pub struct Transfer {
+    pub at: String,
+    pub host: String,
+    pub direction: String,
+    pub mb: String,
+    pub seconds: String,
+    pub rate: String,
+}
+
+/// Transfers the hosts page lists at most (the newest, in the last 7 days).
+const TRANSFERS: i64 = 20;
+
 #[derive(Template)]
 #[template(path = "hosts.html")]
 pub struct Page {
     pub procs: Vec<Proc>,
+    pub transfers: Vec<Transfer>,
+    pub charts_href: String,
     pub leases: Vec<Lease>,
     pub pauses: Vec<Pause>,
     pub actions: bool,
@@ -80,8 +95,27 @@ pub fn body(s: &mut Session, ctx: &Ctx) -> anyhow::Result<String> {
             by: p.changed_by,
         })
         .collect();
+    let week_ago = now - chrono::TimeDelta::days(7);
+    let transfers =
+        s.db.read(|st| st.transfers_since(week_ago, TRANSFERS))?
+            .into_iter()
+            .map(|t| Transfer {
+                at: t.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                mb: format!("{:.1}", t.bytes as f64 / 1e6),
+                seconds: format!("{:.1}", t.seconds),
+                rate: if t.seconds > 0.0 {
+                    format!("{:.1}", t.bytes as f64 / t.seconds / 1e6)
+                } else {
+                    "-".into()
+                },
+                host: t.host,
+                direction: t.direction,
+            })
+            .collect();
     Ok(Page {
         procs,
+        transfers,
+        charts_href: ctx.page_href("charts"),
         leases,
         pauses,
         actions: ctx.actions,

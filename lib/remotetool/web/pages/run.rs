@@ -1,5 +1,5 @@
 //! A run's page: `show RUN` (its fields, components by state, the failed
-//! ones with the last line each wrote, its history) with the jobs it had
+//! ones with the last lines each wrote, its history) with the jobs it had
 //! and what they cost, and, with `--allow-actions`, the forms that act on
 //! it.
 
@@ -145,7 +145,7 @@ pub fn view(show: &RunShow, jobs: &[crate::db::models::JobRecord], ctx: &Ctx) ->
                 last_line: if f.fault == crate::state::fault::COMPONENT_NO_RECORD {
                     "no result record".into()
                 } else {
-                    f.last_line.clone()
+                    f.last_lines.clone()
                 },
             })
             .collect(),
