@@ -66,7 +66,8 @@ pub trait ComponentStore {
     /// A run's active components with their work items' ids and attempts.
     fn run_members(&mut self, remote_id: i64) -> QueryResult<Vec<Member>>;
 
-    /// Runtimes (s) of the most recent finished components of a stage.
+    /// Runtimes (s) of the done components of a stage's newest runs, at
+    /// most `limit` of them.
     fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>>;
 
     /// Measured runtimes of a run's components that came back (from its
@@ -196,21 +197,39 @@ macro_rules! impl_components_store {
             }
 
             fn stage_runtimes(&mut self, stage: &str, limit: i64) -> QueryResult<Vec<f64>> {
-                // A run's components are work items of its stage: by run,
-                // the newest are read from the end of the table, with no
-                // join per component.
-                let runs = remote_runs::table
-                    .filter(remote_runs::stage.eq(stage.to_string()))
-                    .select(remote_runs::remote_id);
-                let rows: Vec<Option<f64>> = remote_components::table
-                    .filter(remote_components::remote_id.eq_any(runs))
-                    .filter(remote_components::state.eq(ComponentState::Done))
-                    .filter(remote_components::runtime.is_not_null())
-                    .order(remote_components::id.desc())
-                    .limit(limit)
-                    .select(remote_components::runtime)
-                    .load(self)?;
-                Ok(rows.into_iter().flatten().collect())
+                // A run's components are work items of its stage: read run
+                // by run, newest first, ten at a time, each batch from the
+                // index on (remote_id, state), with no join per component
+                // (and no plan that reads every component of the stage).
+                const RUNS: i64 = 10;
+                let mut out: Vec<f64> = Vec::new();
+                let mut before: Option<i64> = None;
+                while (out.len() as i64) < limit {
+                    let mut q = remote_runs::table
+                        .filter(remote_runs::stage.eq(stage.to_string()))
+                        .into_boxed();
+                    if let Some(b) = before {
+                        q = q.filter(remote_runs::remote_id.lt(b));
+                    }
+                    let ids: Vec<i64> = q
+                        .order(remote_runs::remote_id.desc())
+                        .limit(RUNS)
+                        .select(remote_runs::remote_id)
+                        .load(self)?;
+                    let Some(&oldest) = ids.last() else { break };
+                    let rows: Vec<Option<f64>> = remote_components::table
+                        .filter(remote_components::remote_id.eq_any(&ids))
+                        .filter(remote_components::state.eq(ComponentState::Done))
+                        .select(remote_components::runtime)
+                        .load(self)?;
+                    out.extend(rows.into_iter().flatten());
+                    if (ids.len() as i64) < RUNS {
+                        break;
+                    }
+                    before = Some(oldest);
+                }
+                out.truncate(limit.max(0) as usize);
+                Ok(out)
             }
 
             fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>> {

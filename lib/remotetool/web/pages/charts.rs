@@ -1,7 +1,8 @@
 //! The pictures where people would rather look than read, each with its
 //! numbers in a table under it and as CSV (`/charts/NAME.csv`): results
 //! applied per hour (48 hours), the runtimes of each stage's components
-//! (a histogram of the newest 10,000, the samples prepare reads, with the
+//! (a histogram of at most 10,000 from its newest runs, the samples
+//! prepare reads, with the
 //! `time_cost` it sizes the allocation by marked), core-hours per day (30 days, from the jobs' records) and
 //! transfer rates per host (24 hours). Each reads aggregates or a bounded
 //! number of rows, never every component.
@@ -145,7 +146,7 @@ fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
             name,
             title: format!("Component runtimes of stage {stage}"),
             note: format!(
-                "the newest {} done components: median {:.0} s, 90 % under {:.0} s; {}",
+                "{} done components of its newest runs: median {:.0} s, 90 % under {:.0} s; {}",
                 v.len(),
                 quantile(&v, 0.5),
                 quantile(&v, 0.9),
