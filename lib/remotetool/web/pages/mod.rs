@@ -117,18 +117,12 @@ pub fn age(seconds: &i64) -> String {
     crate::printer::human_duration(*seconds)
 }
 
-/// Percent-encode a query value.
+/// Percent-encode a query value (everything but letters, digits and
+/// `-_.~`).
 pub fn q(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    askama::filters::urlencode_strict(value)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
 }
 
 /// One CSV line (RFC 4180: a field with a comma, a quote or a line break
@@ -152,4 +146,19 @@ pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_and_csv_fields_are_quoted() {
+        assert_eq!(q("a b/é&x=1"), "a%20b%2F%C3%A9%26x%3D1");
+        assert_eq!(q("label-7_x.y~"), "label-7_x.y~");
+        assert_eq!(
+            csv_line(&["a", "b,c", "say \"hi\""]),
+            "a,\"b,c\",\"say \"\"hi\"\"\"\n"
+        );
+    }
 }
