@@ -664,3 +664,27 @@ fn an_sqlite_database_on_a_full_disk_writes_nothing_and_names_itself() {
         .success();
     assert_eq!(count(&mut offload::db::Db::open(&db_arg).unwrap()), 5010);
 }
+
+#[test]
+fn a_mysql_migration_stopped_half_way_starts_over() {
+    // MySQL commits DDL as it goes: a migration refused at its first
+    // trigger (no SUPER on a server with a binary log) leaves its tables
+    // made and filled, the rest not. The next run must start it over.
+    let db = common::TestDb::new(common::Kind::Mysql);
+    db.import(&common::items(L, "chip", 2, 2, 1));
+    define(&db, "2").success();
+    db.batch(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261207000008';
+         DROP INDEX work_items_updated ON work_items;
+         DROP INDEX transfer_rates_at ON transfer_rates;
+         DROP INDEX remote_components_failures ON remote_components;
+         DROP TRIGGER run_tallies_update; DROP TRIGGER run_tallies_insert; DROP TRIGGER result_hours_insert;
+         UPDATE run_tallies SET components = 999;",
+    )
+    .unwrap();
+    // Opening migrates again: counts recounted, triggers back.
+    db.remotetool().args(["list"]).assert().success();
+    db.assert_tallies_match();
+    define(&db, "100").success();
+    db.assert_tallies_match();
+}

@@ -262,8 +262,25 @@ fn open_mysql(url: &str) -> anyhow::Result<MysqlConnection> {
     }
     let migrated = migrate(&mut c, MYSQL_MIGRATIONS);
     let _ = c.batch_execute(&format!("DO RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')"));
-    migrated?;
+    migrated.map_err(mysql_migration_hint)?;
     Ok(c)
+}
+
+/// A migration MySQL refused for want of SUPER on a server that keeps a
+/// binary log (error 1419: offload's triggers, see migrations/mysql),
+/// with what the database's administrator can do about it.
+fn mysql_migration_hint(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("binary logging is enabled") {
+        e.context(
+            "this MySQL/MariaDB server keeps a binary log, and creating offload's triggers there \
+             needs more than the usual rights: ask its administrator to set \
+             log_bin_trust_function_creators = 1 (my.cnf, [mysqld]; or SET GLOBAL), or to grant \
+             this user BINLOG ADMIN (MariaDB 10.5 and later) or SUPER; then run again \
+             (the migration starts over cleanly)",
+        )
+    } else {
+        e
+    }
 }
 
 /// MySQL's stand-in for a PostgreSQL advisory transaction lock: the row
@@ -380,6 +397,25 @@ pub fn now() -> chrono::NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mysql_server_with_a_binary_log_gets_the_way_out() {
+        let refused = anyhow!("Migration failed: You do not have the SUPER privilege and binary logging is enabled (you *might* want to use the less safe log_bin_trust_function_creators variable)");
+        let said = format!("{:#}", mysql_migration_hint(refused));
+        assert!(
+            said.contains("log_bin_trust_function_creators = 1") && said.contains("BINLOG ADMIN"),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("variable)"),
+            "the server's own words last: {said}"
+        );
+        let other = format!(
+            "{:#}",
+            mysql_migration_hint(anyhow!("Table 'x' already exists"))
+        );
+        assert_eq!(other, "Table 'x' already exists");
+    }
 
     #[test]
     fn locations() {

@@ -171,17 +171,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    item_tallies (label, stage) {
-        label -> Text,
-        stage -> Text,
-        ready -> BigInt,
-        done -> BigInt,
-        failed -> BigInt,
-        abandoned -> BigInt,
-    }
-}
-
-diesel::table! {
     result_hours (hour, remote_id) {
         hour -> Timestamp,
         remote_id -> BigInt,
@@ -210,7 +199,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     consumers,
     remote_jobs,
     run_tallies,
-    item_tallies,
     result_hours,
 );
 

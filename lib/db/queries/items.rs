@@ -228,22 +228,30 @@ macro_rules! impl_items_store {
                 label: Option<&str>,
                 stage: Option<&str>,
             ) -> QueryResult<Vec<StageCount>> {
-                Ok(TallyStore::item_tallies(self)?
+                let rows: Vec<StageCount> = work_items::table
+                    .filter(work_items::state.eq(ItemState::Abandoned))
+                    .group_by((work_items::label, work_items::stage))
+                    .select((work_items::label, work_items::stage, count_star()))
+                    .load(self)?;
+                Ok(rows
                     .into_iter()
-                    .filter(|t| t.abandoned != 0)
-                    .filter(|t| {
-                        label.is_none_or(|l| t.label == l) && stage.is_none_or(|st| t.stage == st)
-                    })
-                    .map(|t| StageCount {
-                        label: t.label,
-                        stage: t.stage,
-                        items: t.abandoned,
+                    .filter(|r| {
+                        label.is_none_or(|l| r.label == l) && stage.is_none_or(|st| r.stage == st)
                     })
                     .collect())
             }
 
             fn item_groups(&mut self) -> QueryResult<Vec<ItemGroup>> {
-                self.item_groups_tallied()
+                work_items::table
+                    .group_by((work_items::label, work_items::stage, work_items::state))
+                    .select((
+                        work_items::label,
+                        work_items::stage,
+                        work_items::state,
+                        count_star(),
+                    ))
+                    .order((work_items::label, work_items::stage, work_items::state))
+                    .load(self)
             }
 
             fn active_item_groups(&mut self) -> QueryResult<Vec<StageCount>> {

@@ -1,6 +1,6 @@
-//! The counts the database keeps as rows change (`run_tallies`,
-//! `item_tallies`, kept by triggers: see the migration `tallies`), read
-//! instead of grouping every component or work item. A run's components
+//! The counts the database keeps as rows change (`run_tallies`, kept by
+//! triggers: see the migration `tallies`), read instead of grouping every
+//! component. A run's components
 //! are work items of its label and stage, so a run's tallies joined with
 //! the run give every per-label and per-stage count of components.
 //!
@@ -12,9 +12,9 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
-use crate::db::models::{ItemGroup, ReportGroup, StageCount};
+use crate::db::models::{ReportGroup, StageCount};
 use crate::db::schema::*;
-use crate::state::{ComponentState, ItemState};
+use crate::state::ComponentState;
 
 /// Components of a label and stage in a state and active or not, with
 /// their summed runtime.
@@ -26,37 +26,6 @@ pub struct TallyGroup {
     pub active: bool,
     pub components: i64,
     pub runtime: f64,
-}
-
-/// Work items of a label and stage per state.
-#[derive(Debug, Clone, Queryable)]
-pub struct ItemTally {
-    pub label: String,
-    pub stage: String,
-    pub ready: i64,
-    pub done: i64,
-    pub failed: i64,
-    pub abandoned: i64,
-}
-
-impl ItemTally {
-    /// One [`ItemGroup`] per state with items, in the states' name order.
-    fn groups(self) -> impl Iterator<Item = ItemGroup> {
-        [
-            (ItemState::Abandoned, self.abandoned),
-            (ItemState::Done, self.done),
-            (ItemState::Failed, self.failed),
-            (ItemState::Ready, self.ready),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n != 0)
-        .map(move |(state, items)| ItemGroup {
-            label: self.label.clone(),
-            stage: self.stage.clone(),
-            state,
-            items,
-        })
-    }
 }
 
 pub trait TallyStore {
@@ -74,20 +43,9 @@ pub trait TallyStore {
         label: Option<&str>,
         stage: Option<&str>,
     ) -> QueryResult<Vec<(i64, f64)>>;
-    /// Work items per label and stage and state.
-    fn item_tallies(&mut self) -> QueryResult<Vec<ItemTally>>;
-    /// What [`Self::tally_groups`] and [`Self::item_tallies`] must equal,
-    /// counted from every component and work item (slow: for checks).
-    fn recount(&mut self) -> QueryResult<(Vec<TallyGroup>, Vec<ItemTally>)>;
-
-    /// Work items per label, stage and state, by label, stage and state.
-    fn item_groups_tallied(&mut self) -> QueryResult<Vec<ItemGroup>> {
-        Ok(self
-            .item_tallies()?
-            .into_iter()
-            .flat_map(ItemTally::groups)
-            .collect())
-    }
+    /// What [`Self::tally_groups`] must equal, counted from every
+    /// component (slow: for checks).
+    fn recount(&mut self) -> QueryResult<Vec<TallyGroup>>;
 
     /// Components per label, stage and state with their summed runtime,
     /// by label, stage and state.
@@ -204,13 +162,7 @@ macro_rules! impl_tally_store {
                 q.load(self)
             }
 
-            fn item_tallies(&mut self) -> QueryResult<Vec<ItemTally>> {
-                item_tallies::table
-                    .order((item_tallies::label, item_tallies::stage))
-                    .load(self)
-            }
-
-            fn recount(&mut self) -> QueryResult<(Vec<TallyGroup>, Vec<ItemTally>)> {
+            fn recount(&mut self) -> QueryResult<Vec<TallyGroup>> {
                 let runs: Vec<(String, String, ComponentState, bool, i64, Option<f64>)> =
                     remote_components::table
                         .inner_join(remote_runs::table)
@@ -235,17 +187,7 @@ macro_rules! impl_tally_store {
                             remote_components::active,
                         ))
                         .load(self)?;
-                let items: Vec<ItemGroup> = work_items::table
-                    .group_by((work_items::label, work_items::stage, work_items::state))
-                    .select((
-                        work_items::label,
-                        work_items::stage,
-                        work_items::state,
-                        diesel::dsl::count_star(),
-                    ))
-                    .order((work_items::label, work_items::stage, work_items::state))
-                    .load(self)?;
-                let runs = runs
+                Ok(runs
                     .into_iter()
                     .map(
                         |(label, stage, state, active, components, runtime)| TallyGroup {
@@ -257,37 +199,10 @@ macro_rules! impl_tally_store {
                             runtime: runtime.unwrap_or(0.0),
                         },
                     )
-                    .collect();
-                Ok((runs, fold_items(items)))
+                    .collect())
             }
         }
     };
-}
-
-/// Rows per label, stage and state folded into one [`ItemTally`] per
-/// label and stage.
-fn fold_items(rows: Vec<ItemGroup>) -> Vec<ItemTally> {
-    let mut out: Vec<ItemTally> = Vec::new();
-    for g in rows {
-        if !matches!(out.last(), Some(t) if t.label == g.label && t.stage == g.stage) {
-            out.push(ItemTally {
-                label: g.label.clone(),
-                stage: g.stage.clone(),
-                ready: 0,
-                done: 0,
-                failed: 0,
-                abandoned: 0,
-            });
-        }
-        let t = out.last_mut().expect("pushed");
-        match g.state {
-            ItemState::Ready => t.ready += g.items,
-            ItemState::Done => t.done += g.items,
-            ItemState::Failed => t.failed += g.items,
-            ItemState::Abandoned => t.abandoned += g.items,
-        }
-    }
-    out
 }
 
 impl_tally_store!(SqliteConnection, "BIGINT");

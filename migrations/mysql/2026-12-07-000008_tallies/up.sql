@@ -1,3 +1,8 @@
+-- DDL commits on its own in MySQL: should this migration stop half way
+-- (creating a trigger needs SUPER, or log_bin_trust_function_creators, on
+-- a server with binary logging), running it again starts over cleanly:
+-- tables if missing, triggers dropped and made again, counts recounted.
+--
 -- Counts kept as rows change, so the pages and reports that sum a whole
 -- survey (status, the web view's table, report) read a few rows instead of
 -- grouping a million. Triggers keep them, in the transaction that moves
@@ -6,7 +11,11 @@
 -- Per run: its components per state and active flag, with their summed
 -- runtime. A run's components are work items of its label and stage, so
 -- joined with remote_runs these give every per-label and per-stage count.
-CREATE TABLE run_tallies (
+--
+-- Work items are not counted this way: one row per label and stage would
+-- make every transaction that moves a label's work items wait for the
+-- others; their counts come from the index on (label, stage, state).
+CREATE TABLE IF NOT EXISTS run_tallies (
     remote_id  BIGINT NOT NULL,
     state      VARCHAR(32) NOT NULL,
     active     BOOLEAN NOT NULL,
@@ -15,27 +24,14 @@ CREATE TABLE run_tallies (
     PRIMARY KEY (remote_id, state, active)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
--- Per label and stage: work items per state, one row (a change touches
--- one row, so concurrent writers of a label and stage queue, never
--- deadlock on it).
-CREATE TABLE item_tallies (
-    label     VARCHAR(255) NOT NULL,
-    stage     VARCHAR(255) NOT NULL,
-    ready     BIGINT NOT NULL DEFAULT 0,
-    done      BIGINT NOT NULL DEFAULT 0,
-    failed    BIGINT NOT NULL DEFAULT 0,
-    abandoned BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (label, stage)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+DROP TRIGGER IF EXISTS run_tallies_insert;
+DROP TRIGGER IF EXISTS run_tallies_update;
+DROP TRIGGER IF EXISTS run_tallies_delete;
+DELETE FROM run_tallies;
 
 INSERT INTO run_tallies (remote_id, state, active, components, runtime)
 SELECT remote_id, state, active, COUNT(*), COALESCE(SUM(runtime), 0)
 FROM remote_components GROUP BY remote_id, state, active;
-
-INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-SELECT label, stage,
-       SUM(state = 'ready'), SUM(state = 'done'), SUM(state = 'failed'), SUM(state = 'abandoned')
-FROM work_items GROUP BY label, stage;
 
 CREATE TRIGGER run_tallies_insert AFTER INSERT ON remote_components FOR EACH ROW
     INSERT INTO run_tallies (remote_id, state, active, components, runtime)
@@ -60,42 +56,17 @@ CREATE TRIGGER run_tallies_delete AFTER DELETE ON remote_components FOR EACH ROW
         SET components = components - 1, runtime = runtime - COALESCE(OLD.runtime, 0)
         WHERE remote_id = OLD.remote_id AND state = OLD.state AND active = OLD.active;
 
-CREATE TRIGGER item_tallies_insert AFTER INSERT ON work_items FOR EACH ROW
-    INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-        VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
-                NEW.state = 'failed', NEW.state = 'abandoned')
-        ON DUPLICATE KEY UPDATE ready = ready + VALUES(ready), done = done + VALUES(done),
-            failed = failed + VALUES(failed), abandoned = abandoned + VALUES(abandoned);
-
-CREATE TRIGGER item_tallies_update AFTER UPDATE ON work_items FOR EACH ROW
-BEGIN
-    IF NOT (OLD.label <=> NEW.label AND OLD.stage <=> NEW.stage AND OLD.state <=> NEW.state) THEN
-        UPDATE item_tallies
-        SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
-            failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
-        WHERE label = OLD.label AND stage = OLD.stage;
-        INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-        VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
-                NEW.state = 'failed', NEW.state = 'abandoned')
-        ON DUPLICATE KEY UPDATE ready = ready + VALUES(ready), done = done + VALUES(done),
-            failed = failed + VALUES(failed), abandoned = abandoned + VALUES(abandoned);
-    END IF;
-END;
-
-CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items FOR EACH ROW
-    UPDATE item_tallies
-        SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
-            failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
-        WHERE label = OLD.label AND stage = OLD.stage;
-
 -- Results applied per hour and run: the throughput the web view draws,
 -- without reading every result. Results are only ever added.
-CREATE TABLE result_hours (
+CREATE TABLE IF NOT EXISTS result_hours (
     hour      DATETIME(6) NOT NULL,
     remote_id BIGINT NOT NULL,
     results   BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, remote_id)
 ) ENGINE=InnoDB;
+
+DROP TRIGGER IF EXISTS result_hours_insert;
+DELETE FROM result_hours;
 
 INSERT INTO result_hours (hour, remote_id, results)
 SELECT DATE_FORMAT(applied_at, '%Y-%m-%d %H:00:00'), remote_id, COUNT(*)

@@ -8,6 +8,10 @@
 -- Per run: its components per state and active flag, with their summed
 -- runtime. A run's components are work items of its label and stage, so
 -- joined with remote_runs these give every per-label and per-stage count.
+--
+-- Work items are not counted this way: one row per label and stage would
+-- make every transaction that moves a label's work items wait for the
+-- others; their counts come from the index on (label, stage, state).
 CREATE TABLE run_tallies (
     remote_id  BIGINT NOT NULL,
     state      TEXT NOT NULL,
@@ -17,26 +21,9 @@ CREATE TABLE run_tallies (
     PRIMARY KEY (remote_id, state, active)
 );
 
--- Per label and stage: work items per state, one row.
-CREATE TABLE item_tallies (
-    label     TEXT NOT NULL,
-    stage     TEXT NOT NULL,
-    ready     BIGINT NOT NULL DEFAULT 0,
-    done      BIGINT NOT NULL DEFAULT 0,
-    failed    BIGINT NOT NULL DEFAULT 0,
-    abandoned BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (label, stage)
-);
-
 INSERT INTO run_tallies (remote_id, state, active, components, runtime)
 SELECT remote_id, state, active, COUNT(*), COALESCE(SUM(runtime), 0)
 FROM remote_components GROUP BY remote_id, state, active;
-
-INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-SELECT label, stage,
-       COUNT(*) FILTER (WHERE state = 'ready'), COUNT(*) FILTER (WHERE state = 'done'),
-       COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*) FILTER (WHERE state = 'abandoned')
-FROM work_items GROUP BY label, stage;
 
 -- Each statement's changed rows (transition tables), +1 for each new one
 -- and -1 for each old one, summed per key; keys that net to nothing are
@@ -75,66 +62,12 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION item_tallies_add() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-        SELECT label, stage, COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0),
-               COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0)
-        FROM (SELECT label, stage, state, 1 AS n FROM new_rows) AS d
-        GROUP BY label, stage
-        HAVING COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0) <> 0
-            OR COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0) <> 0
-        ORDER BY label, stage
-        ON CONFLICT (label, stage) DO UPDATE
-        SET ready = item_tallies.ready + EXCLUDED.ready,
-            done = item_tallies.done + EXCLUDED.done,
-            failed = item_tallies.failed + EXCLUDED.failed,
-            abandoned = item_tallies.abandoned + EXCLUDED.abandoned;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-        SELECT label, stage, COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0),
-               COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0)
-        FROM (SELECT label, stage, state, 1 AS n FROM new_rows UNION ALL SELECT label, stage, state, -1 AS n FROM old_rows) AS d
-        GROUP BY label, stage
-        HAVING COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0) <> 0
-            OR COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0) <> 0
-        ORDER BY label, stage
-        ON CONFLICT (label, stage) DO UPDATE
-        SET ready = item_tallies.ready + EXCLUDED.ready,
-            done = item_tallies.done + EXCLUDED.done,
-            failed = item_tallies.failed + EXCLUDED.failed,
-            abandoned = item_tallies.abandoned + EXCLUDED.abandoned;
-    ELSE
-        INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-        SELECT label, stage, COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0),
-               COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0), COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0)
-        FROM (SELECT label, stage, state, -1 AS n FROM old_rows) AS d
-        GROUP BY label, stage
-        HAVING COALESCE(SUM(n) FILTER (WHERE state = 'ready'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'done'), 0) <> 0
-            OR COALESCE(SUM(n) FILTER (WHERE state = 'failed'), 0) <> 0 OR COALESCE(SUM(n) FILTER (WHERE state = 'abandoned'), 0) <> 0
-        ORDER BY label, stage
-        ON CONFLICT (label, stage) DO UPDATE
-        SET ready = item_tallies.ready + EXCLUDED.ready,
-            done = item_tallies.done + EXCLUDED.done,
-            failed = item_tallies.failed + EXCLUDED.failed,
-            abandoned = item_tallies.abandoned + EXCLUDED.abandoned;
-    END IF;
-    RETURN NULL;
-END $$;
-
 CREATE TRIGGER run_tallies_insert AFTER INSERT ON remote_components
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION run_tallies_add();
 CREATE TRIGGER run_tallies_update AFTER UPDATE ON remote_components
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION run_tallies_add();
 CREATE TRIGGER run_tallies_delete AFTER DELETE ON remote_components
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION run_tallies_add();
-CREATE TRIGGER item_tallies_insert AFTER INSERT ON work_items
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION item_tallies_add();
-CREATE TRIGGER item_tallies_update AFTER UPDATE ON work_items
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION item_tallies_add();
-CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION item_tallies_add();
 
 -- Results applied per hour and run: the throughput the web view draws,
 -- without reading every result. Results are only ever added.

@@ -6,6 +6,10 @@
 -- Per run: its components per state and active flag, with their summed
 -- runtime. A run's components are work items of its label and stage, so
 -- joined with remote_runs these give every per-label and per-stage count.
+--
+-- Work items are not counted this way: one row per label and stage would
+-- make every transaction that moves a label's work items wait for the
+-- others; their counts come from the index on (label, stage, state).
 CREATE TABLE run_tallies (
     remote_id  BIGINT NOT NULL,
     state      TEXT NOT NULL,
@@ -15,27 +19,9 @@ CREATE TABLE run_tallies (
     PRIMARY KEY (remote_id, state, active)
 );
 
--- Per label and stage: work items per state, one row (a change touches
--- one row, so concurrent writers of a label and stage queue, never
--- deadlock on it).
-CREATE TABLE item_tallies (
-    label     TEXT NOT NULL,
-    stage     TEXT NOT NULL,
-    ready     BIGINT NOT NULL DEFAULT 0,
-    done      BIGINT NOT NULL DEFAULT 0,
-    failed    BIGINT NOT NULL DEFAULT 0,
-    abandoned BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (label, stage)
-);
-
 INSERT INTO run_tallies (remote_id, state, active, components, runtime)
 SELECT remote_id, state, active, COUNT(*), COALESCE(SUM(runtime), 0)
 FROM remote_components GROUP BY remote_id, state, active;
-
-INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-SELECT label, stage,
-       SUM(state = 'ready'), SUM(state = 'done'), SUM(state = 'failed'), SUM(state = 'abandoned')
-FROM work_items GROUP BY label, stage;
 
 CREATE TRIGGER run_tallies_insert AFTER INSERT ON remote_components
 BEGIN
@@ -63,39 +49,6 @@ BEGIN
     UPDATE run_tallies
     SET components = components - 1, runtime = runtime - COALESCE(OLD.runtime, 0)
     WHERE remote_id = OLD.remote_id AND state = OLD.state AND active = OLD.active;
-END;
-
-CREATE TRIGGER item_tallies_insert AFTER INSERT ON work_items
-BEGIN
-    INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-    VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
-            NEW.state = 'failed', NEW.state = 'abandoned')
-    ON CONFLICT (label, stage) DO UPDATE
-    SET ready = ready + excluded.ready, done = done + excluded.done,
-        failed = failed + excluded.failed, abandoned = abandoned + excluded.abandoned;
-END;
-
-CREATE TRIGGER item_tallies_update AFTER UPDATE OF label, stage, state ON work_items
-WHEN OLD.label IS NOT NEW.label OR OLD.stage IS NOT NEW.stage OR OLD.state IS NOT NEW.state
-BEGIN
-    UPDATE item_tallies
-    SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
-        failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
-    WHERE label = OLD.label AND stage = OLD.stage;
-    INSERT INTO item_tallies (label, stage, ready, done, failed, abandoned)
-    VALUES (NEW.label, NEW.stage, NEW.state = 'ready', NEW.state = 'done',
-            NEW.state = 'failed', NEW.state = 'abandoned')
-    ON CONFLICT (label, stage) DO UPDATE
-    SET ready = ready + excluded.ready, done = done + excluded.done,
-        failed = failed + excluded.failed, abandoned = abandoned + excluded.abandoned;
-END;
-
-CREATE TRIGGER item_tallies_delete AFTER DELETE ON work_items
-BEGIN
-    UPDATE item_tallies
-    SET ready = ready - (OLD.state = 'ready'), done = done - (OLD.state = 'done'),
-        failed = failed - (OLD.state = 'failed'), abandoned = abandoned - (OLD.state = 'abandoned')
-    WHERE label = OLD.label AND stage = OLD.stage;
 END;
 
 -- Results applied per hour and run: the throughput the web view draws,

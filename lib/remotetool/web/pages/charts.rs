@@ -2,8 +2,8 @@
 //! numbers in a table under it and as CSV (`/charts/NAME.csv`): results
 //! applied per hour (48 hours), the runtimes of each stage's components
 //! (a histogram of at most 10,000 from its newest runs, the samples
-//! prepare reads, with the
-//! `time_cost` it sizes the allocation by marked), core-hours per day (30 days, from the jobs' records) and
+//! prepare reads, with the `time_cost` it sizes the allocation by
+//! marked), core-hours per day (30 days, from the jobs' records) and
 //! transfer rates per host (24 hours). Each reads aggregates or a bounded
 //! number of rows, never every component.
 
@@ -92,10 +92,11 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// A histogram of each stage's component runtimes, `time_cost` marked
 /// (only the chart named `only`, when given).
 fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
+    // The stages with runs: a stage without any has no runtimes.
     let mut stages: Vec<String> =
-        s.db.read(|st| st.item_tallies())?
+        s.db.read(|st| st.run_groups())?
             .into_iter()
-            .map(|t| t.stage)
+            .map(|g| g.stage)
             .collect();
     stages.sort();
     stages.dedup();
@@ -103,7 +104,8 @@ fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
     let mut out = Vec::new();
     for stage in stages {
         let name = format!("runtimes-{}", super::q(&stage));
-        if only.is_some_and(|o| o != name) {
+        // The CSV's name arrives decoded from the URL.
+        if only.is_some_and(|o| o != name && o != format!("runtimes-{stage}")) {
             continue;
         }
         let mut v = s.db.read(|st| st.stage_runtimes(&stage, RUNTIME_SAMPLES))?;
