@@ -131,7 +131,15 @@ fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
                 over += 1;
             }
         }
-        let range = |b: usize| format!("{:.0}-{:.0} s", b as f64 * width, (b + 1) as f64 * width);
+        // As many decimals as tell the bins apart (sub-second runtimes too).
+        let places = (-width.log10().floor()).clamp(0.0, 3.0) as usize;
+        let range = |b: usize| {
+            format!(
+                "{:.places$}-{:.places$} s",
+                b as f64 * width,
+                (b + 1) as f64 * width
+            )
+        };
         let cols: Vec<(String, f64)> = bins
             .iter()
             .enumerate()
@@ -143,12 +151,12 @@ fn runtimes(s: &mut Session, only: Option<&str>) -> anyhow::Result<Vec<Chart>> {
             .enumerate()
             .map(|(b, n)| vec![range(b), n.to_string()])
             .collect();
-        rows.push(vec![format!("over {:.0} s", top), over.to_string()]);
+        rows.push(vec![format!("over {top:.places$} s"), over.to_string()]);
         out.push(Chart {
             name,
             title: format!("Component runtimes of stage {stage}"),
             note: format!(
-                "{} done components of its newest runs: median {:.0} s, 90 % under {:.0} s; {}",
+                "{} done components of its newest runs: median {:.places$} s, 90 % under {:.places$} s; {}",
                 v.len(),
                 quantile(&v, 0.5),
                 quantile(&v, 0.9),
