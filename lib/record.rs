@@ -89,6 +89,12 @@ fn parse_line(line: &str) -> Option<Record> {
     })
 }
 
+/// The last `n` lines of a log tail.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

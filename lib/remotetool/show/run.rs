@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{no_run, record};
 use crate::db::models::History;
 use crate::db::Db;
-use crate::record::ResultRecord;
+use crate::record::{last_lines, ResultRecord};
 use crate::remotetool::history::history_table;
 use crate::remotetool::list::{views, RunView};
 use crate::table;
@@ -49,22 +49,11 @@ fn telling_tail(r: &ResultRecord) -> &str {
 }
 
 fn last_line(r: &ResultRecord) -> String {
-    telling_tail(r)
-        .trim_end()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    last_lines(telling_tail(r), 1).trim().to_string()
 }
 
 /// Lines the web view's run page shows of each failed component's tail.
 const LAST_LINES: usize = 5;
-
-fn last_lines(r: &ResultRecord) -> String {
-    let lines: Vec<&str> = telling_tail(r).trim_end().lines().collect();
-    lines[lines.len().saturating_sub(LAST_LINES)..].join("\n")
-}
 
 /// Gather a run's show (reads only): at most `history` history rows and
 /// `failed` failed components.
@@ -85,7 +74,10 @@ pub fn gather(db: &mut Db, remote_id: i64, history: i64, failed: i64) -> anyhow:
                 phase: r.as_ref().map(|r| r.phase.clone()),
                 fault: c.fault,
                 last_line: r.as_ref().map(last_line).unwrap_or_default(),
-                last_lines: r.as_ref().map(last_lines).unwrap_or_default(),
+                last_lines: r
+                    .as_ref()
+                    .map(|r| last_lines(telling_tail(r), LAST_LINES))
+                    .unwrap_or_default(),
             }
         })
         .collect();

@@ -6,9 +6,9 @@
 use askama::Template;
 use serde::Deserialize;
 
-use super::{framed, last_lines, q, Ctx};
+use super::{framed, q, Ctx};
 use crate::cli::Session;
-use crate::record::ResultRecord;
+use crate::record::{last_lines, ResultRecord};
 use crate::state::fault;
 
 /// Rows per page.

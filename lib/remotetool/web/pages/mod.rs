@@ -142,12 +142,6 @@ pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
     cells.join(",") + "\n"
 }
 
-/// The last `n` lines of a log tail.
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
