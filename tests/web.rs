@@ -216,6 +216,20 @@ each_backend! {
         assert!(rates.contains(&format!("{hour}:00,fe1<b>,pull,1,50.0,25.0")), "{rates}");
         assert_eq!(get(&app, "/charts/nothing.csv").status, StatusCode::NOT_FOUND);
         assert_eq!(get(&app, "/charts/throughput").status, StatusCode::BAD_REQUEST);
+        // The table's pace: the two done in the last hour count, a failed
+        // attempt applied then does not, nor one done two days ago.
+        db.batch(&format!(
+            "INSERT INTO results (component_id, remote_id, work_item_id, attempt, state, outputs, applied_at) \
+               SELECT id, remote_id, work_item_id, 1, 'failed', '[]', '{hour_ago}' FROM remote_components WHERE remote_id = 1 AND state = 'failed'; \
+             INSERT INTO results (component_id, remote_id, work_item_id, attempt, state, outputs, applied_at) \
+               SELECT id, remote_id, work_item_id, 1, 'done', '[]', '2020-01-01 00:00:00' FROM remote_components WHERE remote_id = 1 AND state <> 'failed';"
+        ))
+        .unwrap();
+        let table = get(&app, "/table").body;
+        assert!(
+            table.contains("<tr><td>WEB</td><td class=\"n\">4</td><td class=\"n\">2</td><td>in 2d"),
+            "{table}"
+        );
     }
 
     fn the_runs_list_filters_sorts_and_pages_in_the_url(db) {

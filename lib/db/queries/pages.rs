@@ -302,13 +302,17 @@ macro_rules! impl_page_store {
             }
 
             fn pace_since(&mut self, since: NaiveDateTime) -> QueryResult<Vec<Pace>> {
+                // A result's run has its work item's label: the run
+                // (one of a few thousand) gives it, not the work item.
                 results::table
-                    .inner_join(work_items::table.on(work_items::id.eq(results::work_item_id)))
+                    .inner_join(
+                        remote_runs::table.on(remote_runs::remote_id.eq(results::remote_id)),
+                    )
                     .filter(results::applied_at.ge(since))
                     .filter(results::state.eq_any([ItemState::Done, ItemState::Abandoned]))
-                    .group_by(work_items::label)
-                    .select((work_items::label, count_star()))
-                    .order(work_items::label)
+                    .group_by(remote_runs::label)
+                    .select((remote_runs::label, count_star()))
+                    .order(remote_runs::label)
                     .load(self)
             }
 
