@@ -228,12 +228,13 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
     let mut c = db.open();
     c.tx(|s| {
         let now = offload::db::now();
+        let mut changes = Vec::new();
         for m in s.run_members(id)? {
             let (cid, wid, stage_id) = (m.component_id, m.work_item_id, m.stage_id);
             let bad = failed.contains(&stage_id);
-            s.update_component(
+            changes.push((
                 cid,
-                &ComponentChanges {
+                ComponentChanges {
                     state: if bad {
                         ComponentState::Failed
                     } else {
@@ -247,7 +248,7 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
                     result: None,
                     updated_at: now,
                 },
-            )?;
+            ));
             let item = if bad {
                 ItemState::Abandoned
             } else {
@@ -255,6 +256,7 @@ fn apply(db: &common::TestDb, id: i64, failed: &[i64], to: &str, fault: i32) {
             };
             s.set_work_items(&[wid], item, true, now)?;
         }
+        s.update_components(&changes)?;
         let run = runs::get_run(s, id)?;
         let to: RunState = to.parse().unwrap();
         runs::transition_in(
@@ -426,5 +428,70 @@ each_backend! {
                 insta::assert_snapshot!(format!("{name}_{suffix}{mysql}"), String::from_utf8(out.stdout).unwrap());
             }
         }
+    }
+}
+
+each_backend! {
+    fn results_applied_in_bulk_land_on_their_own_components(db) {
+        use offload::db::queries::ComponentChanges;
+        use offload::state::ComponentState;
+        db.import(&common::items("BULK", "chip", 13, 100, 1));
+        let run = db.define("BULK", "chip", &["--path-base", "/data/runs"]);
+        let mut c = db.open();
+        let members = c.read(|s| s.run_members(run)).unwrap();
+        assert_eq!(members.len(), 1300);
+        let now = offload::db::now();
+        // Values of each component's own (more than one statement's worth,
+        // and one record large enough to go alone), quotes and markup
+        // included.
+        let first = |i: usize| ComponentChanges {
+            state: ComponentState::Done,
+            active: true,
+            attempts: 1,
+            exit_status: Some(i as i32 % 4),
+            runtime: Some(i as f64 + 0.25),
+            fault: i as i32 % 3,
+            result: Some(if i == 700 {
+                "y".repeat(3 << 19)
+            } else {
+                format!("{{\"n\":{i},\"tail\":\"it's <b>{i}</b>\"}}")
+            }),
+            updated_at: now,
+        };
+        let changes: Vec<(i64, ComponentChanges)> =
+            members.iter().enumerate().map(|(i, m)| (m.component_id, first(i))).collect();
+        let written = c.tx(|s| Ok(s.update_components(&changes)?)).unwrap();
+        assert_eq!(written, 1300);
+        // Again for the even ones, leaving out exit status, runtime and
+        // record: those keep what they had.
+        let again: Vec<(i64, ComponentChanges)> = members
+            .iter()
+            .step_by(2)
+            .map(|m| {
+                (m.component_id, ComponentChanges {
+                    state: ComponentState::Failed,
+                    active: false,
+                    attempts: 2,
+                    exit_status: None,
+                    runtime: None,
+                    fault: 7,
+                    result: None,
+                    updated_at: now,
+                })
+            })
+            .collect();
+        c.tx(|s| Ok(s.update_components(&again)?)).unwrap();
+        for (i, m) in members.iter().enumerate() {
+            let (got, _) = c.read(|s| s.component(m.component_id)).unwrap().unwrap();
+            let want = first(i);
+            let even = i % 2 == 0;
+            assert_eq!(got.state, if even { ComponentState::Failed } else { ComponentState::Done }, "{i}");
+            assert_eq!((got.active, got.attempts), if even { (false, 2) } else { (true, 1) }, "{i}");
+            assert_eq!(got.fault, if even { 7 } else { want.fault }, "{i}");
+            assert_eq!((got.exit_status, got.runtime), (want.exit_status, want.runtime), "{i}");
+            assert_eq!(got.result, want.result, "{i}");
+            assert_eq!(got.updated_at, now, "{i}");
+        }
+        db.assert_tallies_match();
     }
 }

@@ -66,6 +66,7 @@ fn record(
 ) -> anyhow::Result<Vec<Recorded>> {
     let now = db::now();
     let mut out = Vec::new();
+    let mut changes = Vec::with_capacity(members.len());
     for &Member {
         component_id: cid,
         work_item_id: wid,
@@ -88,9 +89,9 @@ fn record(
                 serde_json::to_string(&result)
             })
             .transpose()?;
-        s.update_component(
+        changes.push((
             cid,
-            &ComponentChanges {
+            ComponentChanges {
                 state: if ok {
                     ComponentState::Done
                 } else {
@@ -109,7 +110,7 @@ fn record(
                 result,
                 updated_at: now,
             },
-        )?;
+        ));
         out.push(Recorded {
             component: cid,
             work_item: wid,
@@ -117,6 +118,7 @@ fn record(
             ok,
         });
     }
+    s.update_components(&changes)?;
     Ok(out)
 }
 

@@ -5,27 +5,15 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::changes::{self, ComponentChanges};
 use super::TallyStore;
 use super::CHUNK;
 use crate::db::drivers::{MysqlConnection, PgConnection, SqliteConnection};
 use crate::db::models::*;
 use crate::db::schema::*;
+use crate::db::Backend;
 use crate::state::{ComponentState, ItemState};
 use diesel::dsl::{count_star, exists};
-
-/// What applying a component's result writes.
-#[derive(Debug, Clone, AsChangeset)]
-#[diesel(table_name = remote_components)]
-pub struct ComponentChanges {
-    pub state: ComponentState,
-    pub active: bool,
-    pub attempts: i32,
-    pub exit_status: Option<i32>,
-    pub runtime: Option<f64>,
-    pub fault: i32,
-    pub result: Option<String>,
-    pub updated_at: NaiveDateTime,
-}
 
 /// A run's active components joined with their work items, in id order.
 macro_rules! active_components {
@@ -74,8 +62,9 @@ pub trait ComponentStore {
     /// earlier attempts).
     fn run_runtimes(&mut self, remote_id: i64) -> QueryResult<Vec<f64>>;
 
-    /// Apply a component's result.
-    fn update_component(&mut self, id: i64, changes: &ComponentChanges) -> QueryResult<usize>;
+    /// Apply components' results, a few hundred a statement
+    /// ([`super::changes`]): (component id, what it becomes).
+    fn update_components(&mut self, changes: &[(i64, ComponentChanges)]) -> QueryResult<usize>;
 
     /// Components per label, stage and state, with their summed runtime,
     /// optionally of one label and stage.
@@ -107,7 +96,7 @@ pub trait ComponentStore {
 }
 
 macro_rules! impl_components_store {
-    ($conn:ty) => {
+    ($conn:ty, $backend:expr) => {
         impl ComponentStore for $conn {
             fn component_counts(&mut self, remote_ids: &[i64]) -> QueryResult<Vec<ComponentCount>> {
                 let mut out = Vec::new();
@@ -241,14 +230,30 @@ macro_rules! impl_components_store {
                 Ok(rows.into_iter().flatten().collect())
             }
 
-            fn update_component(
+            fn update_components(
                 &mut self,
-                id: i64,
-                changes: &ComponentChanges,
+                changes: &[(i64, ComponentChanges)],
             ) -> QueryResult<usize> {
-                diesel::update(remote_components::table.find(id))
-                    .set(changes)
-                    .execute(self)
+                use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text, Timestamp};
+                let mut written = 0;
+                for chunk in changes::chunks(changes) {
+                    let mut q =
+                        diesel::sql_query(changes::update_sql($backend, chunk.len())).into_boxed();
+                    for (id, c) in chunk {
+                        q = q
+                            .bind::<BigInt, _>(*id)
+                            .bind::<Text, _>(c.state.as_str())
+                            .bind::<Bool, _>(c.active)
+                            .bind::<Integer, _>(c.attempts)
+                            .bind::<Nullable<Integer>, _>(c.exit_status)
+                            .bind::<Nullable<Double>, _>(c.runtime)
+                            .bind::<Integer, _>(c.fault)
+                            .bind::<Nullable<Text>, _>(c.result.as_deref())
+                            .bind::<Timestamp, _>(c.updated_at);
+                    }
+                    written += q.execute(self)?;
+                }
+                Ok(written)
             }
 
             fn component_report(
@@ -318,6 +323,6 @@ macro_rules! impl_components_store {
     };
 }
 
-impl_components_store!(SqliteConnection);
-impl_components_store!(PgConnection);
-impl_components_store!(MysqlConnection);
+impl_components_store!(SqliteConnection, Backend::Sqlite);
+impl_components_store!(PgConnection, Backend::Postgres);
+impl_components_store!(MysqlConnection, Backend::Mysql);

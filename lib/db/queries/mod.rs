@@ -7,6 +7,7 @@
 //! statement); [`Store`] is the umbrella the tools take.
 
 pub mod chain;
+mod changes;
 pub mod claims;
 pub mod components;
 pub mod control;
@@ -21,8 +22,9 @@ pub mod workers;
 mod writes;
 
 pub use chain::ChainStore;
+pub use changes::ComponentChanges;
 pub use claims::{ClaimFilter, ClaimStore, TargetScope};
-pub use components::{ComponentChanges, ComponentStore};
+pub use components::ComponentStore;
 pub use control::ControlStore;
 pub use items::ItemStore;
 pub use pages::PageStore;
