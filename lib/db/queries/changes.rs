@@ -12,15 +12,12 @@
 //! component's own, as diesel's changeset did.
 
 use chrono::NaiveDateTime;
-use diesel::AsChangeset;
 
-use crate::db::schema::remote_components;
 use crate::db::Backend;
 use crate::state::ComponentState;
 
 /// What applying a component's result writes.
-#[derive(Debug, Clone, AsChangeset)]
-#[diesel(table_name = remote_components)]
+#[derive(Debug, Clone)]
 pub struct ComponentChanges {
     pub state: ComponentState,
     pub active: bool,
