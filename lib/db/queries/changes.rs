@@ -1,15 +1,15 @@
 //! Applying many components' results in a few statements: each
 //! component's values differ (state, exit status, runtime, record), so the
 //! changes go as a table of values joined to the components by id, a few
-//! hundred rows a statement, instead of one UPDATE a component. An UPDATE
-//! is prepared anew every time (diesel caches no UPDATE), and with the
-//! tallies' trigger that preparing is what a component cost.
+//! hundred rows a statement, not one UPDATE a component: diesel prepares
+//! every UPDATE anew, and SQLite codes the tallies' trigger into each
+//! statement it prepares, which would be most of what a component costs.
 //!
 //! The statement is spelled per backend (SQLite's `UPDATE ... FROM
 //! (VALUES ...)` with its `columnN` names, PostgreSQL's typed VALUES,
 //! MySQL's UPDATE over a join with a derived table); the binding is the
 //! same for all ([`super::components`]). A value left out (None) keeps the
-//! component's own, as diesel's changeset did.
+//! component's own.
 
 use chrono::NaiveDateTime;
 
