@@ -249,6 +249,12 @@ fn an_operator_clicks_through_filters_and_retries() {
         assert!(numbers.contains("components"), "{numbers}");
         shot(&c, "charts").await;
 
+        // Rector's table: a row per label and stage, its counts links.
+        c.goto(&format!("{origin}/table")).await.unwrap();
+        let row = text(&c, "table").await;
+        assert!(row.contains("WEB") && row.contains("chip"), "{row}");
+        shot(&c, "table").await;
+
         // Retry from the page: a reason, "sure", and the browser's own
         // question answered.
         c.goto(&format!("{origin}/runs/1")).await.unwrap();
