@@ -693,8 +693,11 @@ fn a_master_killed_during_exec_push_leaves_the_run_in_auth_until_the_refresh() {
     let (site, _masters) = auth_site(&db, &["ofe1"]);
     let sock = db.home.path().join("cm/ofe1");
     db.remotetool().args(["auth", "start"]).assert().success();
-    // Inputs big enough that the push takes a while.
-    db.import_chip_failing(&site, "KX", (2, 6), 12000000, &[]);
+    // Inputs big enough that the push takes a while: 60 files of 4 MB (the
+    // kill came before the first one landed in every run here, even at
+    // 1 MB); more would only crowd a loaded machine's disk, where exec's own
+    // space check then refuses the push.
+    db.import_chip_failing(&site, "KX", (2, 6), 4_000_000, &[]);
     assert_eq!(db.define_prepare("KX", "chip", &[]), 1);
     let run = kill_master_during(&db, "exec", &site.remote.join("neb"), &sock);
     assert_eq!(run["auth_return_state"], "pending");
