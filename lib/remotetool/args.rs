@@ -402,10 +402,14 @@ pub struct ShowArgs {
     pub failed: i64,
 }
 
+/// How long a run in `run` may go unpolled before status (and the web
+/// view's front page) says it needs a person, in seconds.
+pub const STUCK_AFTER: i64 = 7200;
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// A run in `run` not polled for this long looks stuck
-    #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
+    #[arg(long, default_value_t = STUCK_AFTER, value_name = "SECONDS")]
     pub stuck_after: i64,
     /// Do not ask the masters (no ssh at all)
     #[arg(long)]

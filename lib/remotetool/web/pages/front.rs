@@ -7,7 +7,7 @@ use askama::Template;
 
 use super::{age, framed, q, Ctx};
 use crate::cli::Session;
-use crate::remotetool::args::StatusArgs;
+use crate::remotetool::args::{StatusArgs, STUCK_AFTER};
 use crate::remotetool::status::{self, Attention, Status};
 use crate::remotetool::web::svg;
 use crate::state::{fault, RunState};
@@ -117,7 +117,12 @@ fn fault_note(f: i32) -> &'static str {
 /// Build the page's rows from the status.
 pub fn view(st: &Status, ctx: &Ctx) -> Front {
     let open: i64 = st.oldest.iter().map(|o| o.runs).sum();
-    let headline = format!("{open} open runs, {} need a person", st.attention.len());
+    let runs = if open == 1 { "open run" } else { "open runs" };
+    let need = match st.attention.len() {
+        1 => "1 needs a person".to_string(),
+        n => format!("{n} need a person"),
+    };
+    let headline = format!("{open} {runs}, {need}");
     let attention = st
         .attention
         .iter()
@@ -259,7 +264,7 @@ pub fn view(st: &Status, ctx: &Ctx) -> Front {
 /// The front page's body.
 pub fn body(s: &mut Session, ctx: &Ctx) -> anyhow::Result<String> {
     let args = StatusArgs {
-        stuck_after: 7200,
+        stuck_after: STUCK_AFTER,
         no_masters: false,
         at: None,
         recipes: None,
