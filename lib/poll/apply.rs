@@ -57,12 +57,15 @@ fn item_state(ok: bool, attempts: i32, attempts_limit: i32) -> ItemState {
 
 /// Record every component's result that came back (all of them but, when
 /// `partial`, those without a result, which go round again), inside the
-/// caller's transaction. The components stay in the run until released.
+/// caller's transaction. With `leave` the components leave the run in the
+/// same write (they are released in this transaction); else they stay in
+/// it until released (an apply command reads them first).
 fn record(
     s: &mut dyn Store,
     members: &[Member],
     fetched: &Fetched,
     partial: bool,
+    leave: bool,
 ) -> anyhow::Result<Vec<Recorded>> {
     let now = db::now();
     let mut out = Vec::new();
@@ -97,7 +100,7 @@ fn record(
                 } else {
                     ComponentState::Failed
                 },
-                active: true,
+                active: !leave,
                 attempts: 1,
                 exit_status: rec.map(|r| r.exit),
                 runtime: rec.map(|r| r.result.runtime),
@@ -137,8 +140,9 @@ fn recorded_of(s: &mut dyn Store, remote_id: i64) -> anyhow::Result<Vec<Recorded
 }
 
 /// Release recorded results, inside the caller's transaction: the
-/// components leave the run, their work items are done, ready again (under
-/// the attempt limit) or abandoned, and each result is listed for the
+/// components have left the run (recorded so, or deactivated by the
+/// caller); their work items are done, ready again (under the attempt
+/// limit) or abandoned, and each result is listed for the
 /// pipeline's consumers with its outputs here. With a chain, the groups
 /// the done items complete get their next stage's work items.
 fn release(
@@ -159,8 +163,6 @@ fn release(
         chained: Vec::new(),
     };
     let mut rows = Vec::with_capacity(recorded.len());
-    let ids: Vec<i64> = recorded.iter().map(|r| r.component).collect();
-    s.deactivate_components(&ids)?;
     // Work items by their new state: a statement per state, not per item.
     let mut items_to: HashMap<ItemState, Vec<i64>> = HashMap::new();
     for r in recorded {
@@ -322,14 +324,14 @@ pub(super) fn apply_and_settle(
     let Some(step) = apply else {
         let outputs = pipeline::outputs_here(&local_run.join("outputs.list"))?;
         return db.tx(|s| {
-            let recorded = record(s, members, fetched, partial)?;
+            let recorded = record(s, members, fetched, partial, true)?;
             let a = release(s, run, &recorded, attempts_limit, &outputs, next, actor)?;
             let to = settle(s, run, &ending, &a, actor)?;
             Ok((to, a))
         });
     };
     db.tx(|s| {
-        record(s, members, fetched, partial)?;
+        record(s, members, fetched, partial, false)?;
         runs::set_columns_in(s, run.remote_id, |_, c| c.apply_pending = Some(true))
     })?;
     run_the_apply(db, how, step, ending)
@@ -405,6 +407,8 @@ pub(super) fn run_the_apply(
     let n = lines.len();
     db.tx(|s| {
         let recorded = recorded_of(s, run.remote_id)?;
+        let ids: Vec<i64> = recorded.iter().map(|r| r.component).collect();
+        s.deactivate_components(&ids)?;
         let a = release(s, run, &recorded, attempts_limit, &outputs, next, actor)?;
         s.insert_history(&actor.history(
             Some(run.remote_id),
